@@ -1,0 +1,171 @@
+"""Symbolic dimensions: a dim is an ``int`` or a ``Sym`` (an integer polynomial over symbols).
+
+Shape rules are written once with ordinary arithmetic and work for both: ``(h + 2 * p - k) // s + 1``
+gives an ``int`` for concrete sizes and a ``Sym`` such as ``(H - 3)//2 + 1`` for symbolic ones.
+Products of symbols stay exact (``N * 400``), which is all flattening and reshaping need; anything
+that is not a polynomial (a floor division that does not divide evenly) becomes an opaque atom.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+Dim = Union[int, "Sym"]
+Shape = tuple  # tuple[Dim, ...]
+
+# A monomial is a sorted tuple of atom names; () is the constant term.
+_Terms = dict[tuple[str, ...], int]
+
+
+class Sym:
+    """A symbolic dimension: ``sum(coeff * product(atoms))`` over a canonical set of terms."""
+
+    __slots__ = ("terms", "_hash")
+
+    def __init__(self, terms: _Terms):
+        self.terms = {m: c for m, c in terms.items() if c != 0}
+        self._hash = hash(frozenset(self.terms.items()))
+
+    @staticmethod
+    def symbol(name: str) -> "Sym":
+        return Sym({(name,): 1})
+
+    # -- arithmetic -----------------------------------------------------------------------------
+    def __add__(self, other: Dim) -> Dim:
+        terms = dict(self.terms)
+        for m, c in _as_terms(other).items():
+            terms[m] = terms.get(m, 0) + c
+        return _normal(terms)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Dim:
+        return _normal({m: -c for m, c in self.terms.items()})
+
+    def __sub__(self, other: Dim) -> Dim:
+        return self + (-other)
+
+    def __rsub__(self, other: Dim) -> Dim:
+        return (-self) + other
+
+    def __mul__(self, other: Dim) -> Dim:
+        terms: _Terms = {}
+        for m1, c1 in self.terms.items():
+            for m2, c2 in _as_terms(other).items():
+                m = tuple(sorted(m1 + m2))
+                terms[m] = terms.get(m, 0) + c1 * c2
+        return _normal(terms)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: Dim) -> Dim:
+        if isinstance(other, int):
+            if other == 1:
+                return self
+            if other != 0 and all(c % other == 0 for c in self.terms.values()):
+                return _normal({m: c // other for m, c in self.terms.items()})
+        elif isinstance(other, Sym) and other == self:
+            return 1
+        elif isinstance(other, Sym) and len(other.terms) == 1:
+            # N*400 // N -> 400: divide every term by a single monomial when it divides evenly
+            (dm, dc), = other.terms.items()
+            out: _Terms = {}
+            for m, c in self.terms.items():
+                rest = list(m)
+                for a in dm:
+                    if a not in rest:
+                        break
+                    rest.remove(a)
+                else:
+                    if c % dc == 0:
+                        out[tuple(rest)] = c // dc
+                        continue
+                break
+            else:
+                return _normal(out)
+        return Sym.symbol(f"({self})//{_paren(other)}")
+
+    def __rfloordiv__(self, other: Dim) -> Dim:
+        return Sym.symbol(f"{_paren(other)}//({self})")
+
+    def __mod__(self, other: Dim) -> Dim:
+        return Sym.symbol(f"({self})%{_paren(other)}")
+
+    # -- comparison -----------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sym):
+            return self.terms == other.terms
+        return False
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @property
+    def atoms(self) -> set[str]:
+        return {a for m in self.terms for a in m}
+
+    def substitute(self, values: dict[str, int]) -> Dim:
+        """Replace atoms by concrete sizes where known."""
+        total: Dim = 0
+        for m, c in self.terms.items():
+            term: Dim = c
+            for a in m:
+                term = term * (values[a] if a in values else Sym.symbol(a))
+            total = total + term
+        return total
+
+    def __str__(self) -> str:
+        parts = []
+        for m, c in sorted(self.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
+            if not m:
+                parts.append(str(c))
+            elif c == 1:
+                parts.append("*".join(m))
+            elif c == -1:
+                parts.append("-" + "*".join(m))
+            else:
+                parts.append(f"{c}*" + "*".join(m))
+        text = " + ".join(parts).replace("+ -", "- ")
+        return text or "0"
+
+    def __repr__(self) -> str:
+        return f"Sym({self})"
+
+
+def _as_terms(d: Dim) -> _Terms:
+    if isinstance(d, Sym):
+        return d.terms
+    return {(): int(d)}
+
+
+def _normal(terms: _Terms) -> Dim:
+    terms = {m: c for m, c in terms.items() if c != 0}
+    if not terms:
+        return 0
+    if set(terms) == {()}:
+        return terms[()]
+    return Sym(terms)
+
+
+def _paren(d: Dim) -> str:
+    text = str(d)
+    return f"({text})" if isinstance(d, Sym) and len(d.terms) > 1 else text
+
+
+def is_static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def fmt_dim(d: Dim) -> str:
+    return str(d)
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def numel(shape: Shape) -> Dim:
+    total: Dim = 1
+    for d in shape:
+        total = d * total
+    return total

@@ -1,0 +1,108 @@
+"""The op registries: per-layer and per-function behaviour as small declarative records.
+
+A ``LayerDef`` says how a ``torch.nn`` class is called from a spec (its arguments, which of them
+are inferred from the input) and what shape it produces. A ``FunctionDef`` does the same for a
+tensor function used in expressions (``relu(x)``, ``x @ w``). Later stages look ops up here and
+never branch on op names themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from netspec.dims import Shape
+
+REQUIRED: Any = object()  # marks an argument without a default
+
+
+class ShapeRuleError(Exception):
+    """Raised by a shape rule; the shapes pass turns it into a located ``SpecError``.
+
+    ``arg`` names the argument at fault (the error is then shown at that argument),
+    ``operand`` the index of the tensor operand at fault, ``hint`` an optional hint line.
+    """
+
+    def __init__(self, message: str, *, arg: str | None = None, operand: int | None = None,
+                 hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.arg = arg
+        self.operand = operand
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of a layer or function, in call order."""
+
+    name: str
+    type: Any = Any  # a typing annotation that pydantic validates; importable without torch
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class InSize:
+    """An argument that is inferred from the input shape, and checked when the user states it."""
+
+    param: str
+    infer: Callable[[Shape], Any]  # input shape -> value; raise ShapeRuleError if impossible
+    noun: str = "features"         # "the input here has 383 channels"
+
+
+@dataclass
+class LayerDef:
+    """How one ``torch.nn`` layer is spelled in a spec and what shape it outputs."""
+
+    name: str                              # torch.nn class name: "Conv2d"
+    params: tuple[Param, ...]              # every constructor argument in torch's order
+    in_sizes: tuple[InSize, ...] = ()      # arguments inferred from the input
+    shape: Callable[[dict[str, Any], Shape], Shape] | None = None  # (args, input) -> output
+    rank: tuple[int, ...] | None = None    # accepted input ranks, None = any
+    factory_kwargs: bool = False           # constructor accepts device= and dtype=
+    doc: str = ""
+    _schema: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def positional(self) -> tuple[Param, ...]:
+        """The arguments a spec may give by position: torch's order minus inferred sizes."""
+        inferred = {s.param for s in self.in_sizes}
+        return tuple(p for p in self.params if p.name not in inferred)
+
+
+@dataclass
+class FunctionDef:
+    """A tensor function usable in spec expressions: ``relu(x)``, ``mean(x, dim=1)``, ``a @ b``."""
+
+    name: str                              # spelling in a spec: "relu", "matmul"
+    params: tuple[Param, ...]              # tensors first, then static arguments
+    shape: Callable[..., Shape]            # (*tensor_shapes, **static_args) -> output shape
+    emit: Callable[..., str]               # (*arg_sources, **kwarg_sources) -> Python expression
+    tensors: int = 1                       # how many leading params are tensors; -1 = variadic
+    factory: bool = False                  # creates a tensor from static args (rand, zeros)
+    doc: str = ""
+    _schema: Any = field(default=None, repr=False, compare=False)
+
+
+LAYERS: dict[str, LayerDef] = {}
+FUNCTIONS: dict[str, FunctionDef] = {}
+BINARY_OPS: dict[str, str] = {     # spec operator -> FUNCTIONS key
+    "+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "remainder",
+    "@": "matmul", "**": "pow",
+    "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne",
+}
+UNARY_OPS: dict[str, str] = {"-": "neg"}
+
+
+def register_layer(layer: LayerDef) -> LayerDef:
+    LAYERS[layer.name] = layer
+    return layer
+
+
+def register_function(fn: FunctionDef) -> FunctionDef:
+    FUNCTIONS[fn.name] = fn
+    return fn
