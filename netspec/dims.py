@@ -8,10 +8,13 @@ that is not a polynomial (a floor division that does not divide evenly) becomes 
 
 from __future__ import annotations
 
+import re
 from typing import Union
 
 Dim = Union[int, "Sym"]
 Shape = tuple  # tuple[Dim, ...]
+
+_INSTANCE = re.compile(r"@\d+")  # symbols are unique per block instance: "C@12" shows as "C"
 
 # A monomial is a sorted tuple of atom names; () is the constant term.
 _Terms = dict[tuple[str, ...], int]
@@ -126,10 +129,20 @@ class Sym:
             else:
                 parts.append(f"{c}*" + "*".join(m))
         text = " + ".join(parts).replace("+ -", "- ")
-        return text or "0"
+        return _INSTANCE.sub("", text) or "0"
 
     def __repr__(self) -> str:
         return f"Sym({self})"
+
+    def source(self, names: dict[str, str]) -> str:
+        """Python source computing this dim, given a source text for each atom."""
+        parts = []
+        for m, c in self.terms.items():
+            factors = [names[a] for a in m]
+            if c != 1 or not factors:
+                factors.insert(0, str(c))
+            parts.append(" * ".join(factors))
+        return " + ".join(parts)
 
 
 def _as_terms(d: Dim) -> _Terms:

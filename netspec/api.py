@@ -1,0 +1,117 @@
+"""The Python API: ``build``, ``check``, ``analyze``, each a composition of the stages."""
+
+from __future__ import annotations
+
+import ast as pyast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from netspec.dims import Shape
+from netspec.elaborate import elaborate
+from netspec.errors import Diagnostic, SourceMap, SpecError
+from netspec.ir import ModuleIR, lint
+from netspec.program import Program, load
+from netspec.shapes import infer_shapes
+
+
+@dataclass
+class Analysis:
+    """A checked spec: the loaded program, the shaped IR, and how it was requested."""
+
+    program: Program
+    ir: ModuleIR
+    block: str
+    args: dict[str, Any]
+    input_shape: Shape | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_shape(self) -> Shape | None:
+        return self.ir.out_shape
+
+    @property
+    def sources(self) -> SourceMap:
+        return self.program.sources
+
+
+def parse_shape(text: str | Sequence[int] | None) -> Shape | None:
+    """``"[2, 1, 28, 28]"`` or ``(2, 1, 28, 28)`` -> a shape tuple."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        try:
+            value = pyast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise SpecError([Diagnostic("argument error", f"--input {text!r} is not a shape",
+                                        hint='write it like "[2, 1, 28, 28]"')]) from None
+    else:
+        value = text
+    if isinstance(value, int):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise SpecError([Diagnostic("argument error", f"input shape {text!r} must be a list of "
+                                    "non-negative integers", hint='e.g. "[2, 1, 28, 28]"')])
+    return tuple(value)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set k=v`` value in spec syntax: 3, 0.5, true, false, none, "text", or a bare word."""
+    words = {"true": True, "false": False, "none": None}
+    if text in words:
+        return words[text]
+    try:
+        value = pyast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, (int, float, str)) else text
+
+
+def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None,
+            **block_args: Any) -> Analysis:
+    """Parse, elaborate and shape-check ``spec`` (a path or source text); raises ``SpecError``."""
+    program = spec if isinstance(spec, Program) else load(spec)
+    ir = elaborate(program, block, block_args)
+    lint(ir)
+    shape = parse_shape(input)
+    try:
+        infer_shapes(ir, shape, program.sources)
+    except SpecError as exc:
+        exc.sources = program.sources
+        raise SpecError(exc.diagnostics, program.sources) from None
+    return Analysis(program, ir, ir.cls_name, dict(block_args), shape)
+
+
+def check(spec: str | Path, block: str | None = None, input: Any = None,
+          **block_args: Any) -> list[Diagnostic]:
+    """Every problem found in ``spec``; an empty list when it is sound."""
+    try:
+        analyze(spec, block, input, **block_args)
+    except SpecError as exc:
+        return exc.diagnostics
+    return []
+
+
+def build(spec: str | Path, block: str | None = None, input: Any = None, device: Any = None,
+          dtype: Any = None, seed: int | None = None, **block_args: Any):
+    """Compile ``spec`` into a ``torch.nn.Module`` (on ``device``, in ``dtype``)."""
+    analysis = analyze(spec, block, input, **block_args)
+    return build_analysis(analysis, device=device, dtype=dtype, seed=seed)
+
+
+def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
+                   seed: int | None = None):
+    import torch
+
+    from netspec.builder import build_module
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=torch.device(device).type if device else "cpu")
+        generator.manual_seed(seed)
+    model = build_module(analysis.ir, device=device, dtype=dtype, generator=generator)
+    object.__setattr__(model, "_netspec", analysis)
+    return model

@@ -1,0 +1,161 @@
+"""Binding call arguments to a parameter list, and validating their values with pydantic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Sequence
+
+from netspec.dims import Sym
+from netspec.errors import Diagnostic, Span, did_you_mean
+from netspec.registry import Param
+
+
+@dataclass(frozen=True)
+class Arg:
+    """An evaluated argument and where it was written."""
+
+    value: Any
+    span: Span
+
+
+def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Arg],
+         keywords: Sequence[tuple[str, Arg, Span]], *, callee: str, call_span: Span,
+         diagnostics: list[Diagnostic]) -> dict[str, Arg]:
+    """Match positional and keyword arguments to ``params``; problems go to ``diagnostics``.
+
+    ``positional`` is the subset of ``params`` that may be given by position (in order); a
+    parameter named ``*name`` takes every remaining positional argument as a tuple.
+    """
+    bound: dict[str, Arg] = {}
+    names = [p.name.lstrip("*") for p in params]
+    slots = list(positional)
+    for i, arg in enumerate(args):
+        if not slots:
+            diagnostics.append(Diagnostic(
+                "argument error", f"{callee} takes {len(positional)} positional argument"
+                f"{'' if len(positional) == 1 else 's'}, but {len(args)} were given", arg.span,
+                hint=_positional_hint(positional)))
+            break
+        slot = slots[0]
+        if slot.name.startswith("*"):
+            rest = args[i:]
+            bound[slot.name[1:]] = Arg(tuple(a.value for a in rest), _join(rest))
+            break
+        slots.pop(0)
+        bound[slot.name] = arg
+    for name, arg, name_span in keywords:
+        if name not in names or name.startswith("*"):
+            hint = did_you_mean(name, [n for n in names if n not in bound])
+            diagnostics.append(Diagnostic("argument error",
+                                          f"{callee} has no argument '{name}'", name_span,
+                                          hint=hint or _keywords_hint(names)))
+        elif name in bound:
+            diagnostics.append(Diagnostic("argument error",
+                                          f"{callee} got argument '{name}' twice", name_span))
+        else:
+            bound[name] = arg
+    for p in positional:
+        key = p.name.lstrip("*")
+        if key not in bound and p.required and not p.name.startswith("*"):
+            diagnostics.append(Diagnostic("argument error",
+                                          f"{callee} is missing its argument '{key}'", call_span,
+                                          hint=f"write {callee}({_signature(positional)})"))
+    return bound
+
+
+def _join(args: Sequence[Arg]) -> Span:
+    first, last = args[0].span, args[-1].span
+    return Span(first.file, first.line, first.column, last.end_line, last.end_column)
+
+
+def _signature(params: Sequence[Param]) -> str:
+    return ", ".join(p.name if p.required else f"{p.name}={_show(p.default)}" for p in params)
+
+
+def _positional_hint(params: Sequence[Param]) -> str:
+    return f"its positional arguments are ({_signature(params)})" if params else \
+        "pass arguments by name"
+
+
+def _keywords_hint(names: Sequence[str]) -> str:
+    return "its arguments are: " + ", ".join(names) if names else "it takes no arguments"
+
+
+def _show(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+@lru_cache(maxsize=None)
+def _adapter(annotation: Any):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation)
+
+
+def has_symbols(value: Any) -> bool:
+    if isinstance(value, Sym):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(has_symbols(v) for v in value)
+    return False
+
+
+def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
+             diagnostics: list[Diagnostic]) -> dict[str, Any]:
+    """Check each value against its parameter's type; return every argument, defaults applied.
+
+    Values that still hold unbound dim symbols are passed through unchecked.
+    """
+    from pydantic import ValidationError
+
+    values: dict[str, Any] = {}
+    for p in params:
+        key = p.name.lstrip("*")
+        if key not in bound:
+            if not p.required:
+                values[key] = p.default
+            continue
+        arg = bound[key]
+        if has_symbols(arg.value) or p.type is Any:
+            values[key] = arg.value
+            continue
+        try:
+            values[key] = _adapter(p.type).validate_python(arg.value, strict=True)
+        except ValidationError as exc:
+            diagnostics.append(Diagnostic("argument error",
+                                          f"{callee}: {key}={_show(arg.value)} is not valid: "
+                                          f"{_reason(exc)}", arg.span,
+                                          hint=f"{key} takes {_describe_type(p.type)}"))
+    return values
+
+
+def _reason(exc) -> str:
+    errors = exc.errors()
+    best = next((e for e in errors if e["type"] not in ("int_type", "tuple_type", "literal_error",
+                                                         "bool_type", "float_type", "string_type")),
+                errors[0])
+    return best["msg"][0].lower() + best["msg"][1:]
+
+
+def _describe_type(annotation: Any) -> str:
+    text = str(annotation)
+    for old, new in (("typing.", ""), ("Annotated[", ""), ("<class '", ""), ("'>", ""),
+                     ("NoneType", "none")):
+        text = text.replace(old, new)
+    import re
+
+    text = re.sub(r", (Gt|Ge|Lt|Le)\((\w+)=([^)]*)\)\]", lambda m: f" {_ops[m.group(1)]} {m.group(3)}", text)
+    text = re.sub(r", Interval\(([^)]*)\)\]", r" in (\1)", text)
+    return text
+
+
+_ops = {"Gt": ">", "Ge": ">=", "Lt": "<", "Le": "<="}

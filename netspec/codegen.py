@@ -1,0 +1,223 @@
+"""Python source for a block's ``forward``: one readable line per step, shapes in comments.
+
+Submodules are fetched from ``self._modules`` once per call (``nn.Module.__getattr__`` costs
+about a microsecond a lookup), single-use function results are inlined into their consumer so
+``relu(x @ w + 1)`` reads as written, and variable names are reused once a value is dead.
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Any
+
+import networkx as nx
+
+from netspec.dims import Sym, fmt_shape
+from netspec.functions import lookup_function
+from netspec.ir import Fragment, ModuleIR, Ref
+
+
+def static_source(value: Any, dims: dict[str, str]) -> str:
+    """Python source for a compile-time value; symbolic dims read the input's shape."""
+    if isinstance(value, Sym):
+        return value.source(dims)
+    if isinstance(value, tuple):
+        inner = ", ".join(static_source(v, dims) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return repr(value)
+
+
+class _Emitter:
+    """Turns one graph (and its loop fragments) into statements."""
+
+    def __init__(self, mod: ModuleIR, dims: dict[str, str], indent: str = "    "):
+        self.mod = mod
+        self.dims = dims
+        self.lines: list[str] = []
+        self.indent = indent
+        self.exprs: dict[str, str] = {}          # node id -> source of its value
+        self.holder: dict[str, str] = {}         # variable name -> node id holding it now
+        self.uses_modules = False
+        self.dims_used: set[str] = set()
+
+    def var_for(self, nid: str, base: str, last_use: dict[str, int], now: int) -> str:
+        base = base if base.isidentifier() and not keyword.iskeyword(base) and base not in (
+            "self", "mods", "torch", "F") else "x"
+        candidate, k = base, 1
+        while candidate in self.holder and last_use.get(self.holder[candidate], -1) > now:
+            k += 1
+            candidate = f"{base}{k}"
+        self.holder[candidate] = nid
+        return candidate
+
+    def graph(self, graph: nx.DiGraph, entry_src: str | None, outer_uses: dict[str, int]) -> str:
+        """Emit every node; returns the source of the output value."""
+        order = list(graph.nodes)
+        pos = {n: i for i, n in enumerate(order)}
+        uses: dict[str, list[str]] = {n: [] for n in order}
+        last_use = dict(outer_uses)
+        for n in order:
+            for ref in _refs(graph.nodes[n]):
+                if ref.node in uses:
+                    uses[ref.node].append(n)
+                last_use[ref.node] = max(last_use.get(ref.node, -1), pos[n])
+            data = graph.nodes[n]
+            if data["op"] == "loop":
+                for frag in (data["cond"], data["body"]):
+                    for fn in frag.graph.nodes:
+                        for ref in _refs(frag.graph.nodes[fn]):
+                            if ref.node in pos:
+                                last_use[ref.node] = max(last_use.get(ref.node, -1), pos[n])
+        result = ""
+        for n in order:
+            data = graph.nodes[n]
+            op = data["op"]
+            now = pos[n]
+            if op == "placeholder":
+                if n in self.exprs:
+                    continue
+                if entry_src is not None:
+                    self.exprs[n] = entry_src
+                else:
+                    self.exprs[n] = self.var_for(n, data.get("name") or "x", last_use, now)
+                continue
+            if op == "output":
+                result = self.src(data["args"][0])
+                continue
+            if op == "get_attr":
+                self.exprs[n] = self.attr_source(data)
+                continue
+            if op == "call_function":
+                expr = self.function_source(data)
+                consumers = uses.get(n, [])
+                if len(consumers) == 1 and graph.nodes[consumers[0]]["op"] in (
+                        "call_function", "output"):
+                    self.exprs[n] = expr
+                    continue
+                self.assign(n, data, expr, last_use, now)
+                continue
+            if op == "call_module":
+                self.uses_modules = True
+                expr = f"mods[{data['target']!r}]({self.src(data['args'][0])})"
+                self.assign(n, data, expr, last_use, now)
+                continue
+            if op == "loop":
+                self.loop(n, data, last_use, now)
+                continue
+            raise AssertionError(op)
+        return result
+
+    def assign(self, nid: str, data: dict, expr: str, last_use: dict, now: int) -> None:
+        var = self.var_for(nid, data.get("name") or "x", last_use, now)
+        shape = data.get("shape")
+        comment = f"  # {fmt_shape(shape)}" if shape is not None else ""
+        self.lines.append(f"{self.indent}{var} = {_strip(expr)}{comment}")
+        self.exprs[nid] = var
+
+    def loop(self, nid: str, data: dict, last_use: dict, now: int) -> None:
+        value = self.src(data["args"][0])
+        var = self.var_for(nid, data.get("name") or "x", last_use, now)
+        if var != value:
+            self.lines.append(f"{self.indent}{var} = {value}")
+        self.exprs[nid] = var
+        cond = _Emitter(self.mod, self.dims, self.indent)
+        cond.exprs, cond.holder = dict(self.exprs), dict(self.holder)
+        cond_src = cond.graph(data["cond"].graph, var, last_use)
+        body = _Emitter(self.mod, self.dims, self.indent + "    ")
+        body.exprs, body.holder = dict(self.exprs), dict(self.holder)
+        body.holder[var] = nid
+        body_src = body.graph(data["body"].graph, var, {**last_use, nid: 10**9})
+        self.lines.extend(cond.lines)
+        self.lines.append(f"{self.indent}while {_strip(cond_src)}:")
+        self.lines.extend(body.lines)
+        if body_src != var:
+            self.lines.append(f"{self.indent}    {var} = {_strip(body_src)}")
+        elif not body.lines:
+            self.lines.append(f"{self.indent}    pass")
+        self.uses_modules |= cond.uses_modules or body.uses_modules
+
+    def src(self, value: Any) -> str:
+        if isinstance(value, Ref):
+            return self.exprs[value.node]
+        return static_source(value, self.dims)
+
+    def attr_source(self, data: dict) -> str:
+        decl = self.mod.tensors[data["target"]]
+        key = data.get("key")
+        if decl.container == "tensor":
+            store = "_parameters" if decl.trainable else "_buffers"
+            return f"self.{store}[{decl.name!r}]"
+        self.uses_modules = True
+        index = int(key) if decl.container == "list" else key
+        return f"mods[{decl.name!r}][{index!r}]"
+
+    def function_source(self, data: dict) -> str:
+        fn = lookup_function(data["target"])
+        args = [self.src(a) for a in data["args"]]
+        static = data.get("static", data["kwargs"])
+        kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
+        for v in static.values():
+            if isinstance(v, Sym) or (isinstance(v, tuple) and any(isinstance(x, Sym) for x in v)):
+                self.dims_used.add("yes")
+        if fn.factory:
+            kwargs.update(device="device", dtype="dtype", generator="generator")
+        return fn.emit(*args, **kwargs)
+
+
+def _strip(expr: str) -> str:
+    """Drop one pair of redundant outer parentheses."""
+    if expr.startswith("(") and expr.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(expr):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(expr) - 1:
+                return expr
+        return expr[1:-1]
+    return expr
+
+
+def _refs(data: dict) -> list[Ref]:
+    out = []
+    for a in list(data["args"]) + list(data["kwargs"].values()):
+        if isinstance(a, Ref):
+            out.append(a)
+        elif isinstance(a, tuple):
+            out.extend(x for x in a if isinstance(x, Ref))
+    return out
+
+
+def forward_source(mod: ModuleIR) -> str:
+    """The ``forward`` method of a dataflow block, as Python source."""
+    assert mod.graph is not None
+    entry = next(n for n, d in mod.graph.nodes(data=True) if d["op"] == "placeholder")
+    input_name = mod.graph.nodes[entry].get("name") or "x"
+    if not input_name.isidentifier() or keyword.iskeyword(input_name) or input_name in (
+            "self", "mods", "torch", "F"):
+        input_name = "x"
+    dims: dict[str, str] = {}
+    prelude: list[str] = []
+    for i, d in enumerate(mod.in_shape or ()):
+        if isinstance(d, Sym) and len(d.terms) == 1:
+            (mono, coeff), = d.terms.items()
+            if coeff == 1 and len(mono) == 1:
+                dims[mono[0]] = f"_{str(d)}"
+                prelude.append(f"    _{str(d)} = {input_name}.shape[{i}]")
+    emitter = _Emitter(mod, dims)
+    emitter.holder[input_name] = entry
+    emitter.exprs[entry] = input_name
+    out = emitter.graph(mod.graph, None, {})
+    head = [f"def forward(self, {input_name}):"]
+    if emitter.uses_modules:
+        head.append("    mods = self._modules")
+    used_dims = [line for line in prelude if line.split(" = ")[0].strip() in
+                 "\n".join(emitter.lines) + out]
+    return "\n".join(head + used_dims + emitter.lines + [f"    return {_strip(out)}"]) + "\n"
+
+
+def tensor_source(frag: Fragment, mod: ModuleIR) -> str:
+    """A function ``make(device, dtype, generator)`` creating a ``const``/``param`` tensor."""
+    emitter = _Emitter(mod, {})
+    out = emitter.graph(frag.graph, "None", {})
+    return "\n".join(["def make(device, dtype, generator):", *emitter.lines,
+                      f"    return {_strip(out)}"]) + "\n"

@@ -1,0 +1,776 @@
+"""Stage 2, ``elaborate``: a ``Program`` + an entry block + its arguments -> a ``ModuleIR`` tree.
+
+Names are resolved, block calls instantiated, ``repeat`` expanded, compile-time ``if`` decided
+(or, when it depends on a dim symbol bound only by the input, kept as a ``branch`` node for
+``infer_shapes``), ``let``/``tie``/``const``/``param`` recorded. Compile-time values are plain
+Python values; dim symbols are ``Sym``s unique to their block instance ("C@12", shown as "C").
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import networkx as nx
+
+from netspec import ast
+from netspec.args import Arg, bind, validate
+from netspec.dims import Sym
+from netspec.errors import Collector, Diagnostic, SpecError, Span, did_you_mean
+from netspec.functions import FUNCTION_NAMES, lookup_function
+from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, new_graph
+from netspec.layers import LAYER_NAMES, lookup_layer
+from netspec.program import Program
+from netspec.registry import BINARY_OPS, UNARY_OPS, FunctionDef, LayerDef, Param
+
+RUNNING = "x"          # the name of the running value in expressions
+BLOCK_TYPES: dict[str, type | tuple] = {"int": int, "float": (float, int), "bool": bool, "str": str}
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Pred:
+    """A compile-time condition on dim symbols that only ``infer_shapes`` can decide."""
+
+    op: str
+    left: Any
+    right: Any
+
+    def evaluate(self, subst: Callable[[Any], Any]) -> "bool | Pred":
+        left = self.left.evaluate(subst) if isinstance(self.left, Pred) else subst(self.left)
+        right = self.right.evaluate(subst) if isinstance(self.right, Pred) else subst(self.right)
+        return static_binop(self.op, left, right)
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+
+@dataclass
+class _ModuleValue:
+    """A module reference in an expression: a fresh instance, or a ``let`` by name."""
+
+    ir: ModuleIR
+    let_name: str | None = None
+
+
+_STATIC_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def static_binop(op: str, left: Any, right: Any) -> Any:
+    """Apply ``op`` to compile-time values; comparisons on symbols may give a ``Pred``."""
+    if op in ("and", "or"):
+        for a, b in ((left, right), (right, left)):
+            if isinstance(a, bool):
+                if op == "and":
+                    return b if a else False
+                return True if a else b
+        return Pred(op, left, right)
+    symbolic = isinstance(left, (Sym, Pred)) or isinstance(right, (Sym, Pred))
+    if op in ("==", "!="):
+        if symbolic:
+            if isinstance(left, Sym) and isinstance(right, Sym) and left == right:
+                return op == "=="
+            return Pred(op, left, right)
+        return (left == right) if op == "==" else (left != right)
+    if symbolic and op in ("<", "<=", ">", ">="):
+        return Pred(op, left, right)
+    if op == "/" and isinstance(left, int) and isinstance(right, int) and right and left % right == 0:
+        return left // right
+    return _STATIC_OPS[op](left, right)
+
+
+class _Elaborator:
+    """Holds the program-wide state of one elaboration: errors, the instantiation stack."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.errors = Collector(program.sources)
+        self.stack: list[str] = []
+        self.instances = 0
+
+    def instantiate(self, block: ast.BlockDef, bound: dict[str, Arg], call_span: Span,
+                    inherited: dict[str, Any] | None = None) -> ModuleIR:
+        """Elaborate one instance of ``block`` with bound arguments."""
+        if block.name in self.stack:
+            cycle = " -> ".join(self.stack[self.stack.index(block.name):] + [block.name])
+            raise SpecError([Diagnostic("name error", f"block '{block.name}' uses itself ({cycle})",
+                                        call_span, hint="blocks cannot be recursive")],
+                            self.program.sources)
+        if len(self.stack) >= MAX_DEPTH:
+            raise SpecError([Diagnostic("limit error", f"blocks nest deeper than {MAX_DEPTH}",
+                                        call_span)], self.program.sources)
+        self.instances += 1
+        mod = ModuleIR("block", block.name, block.span)
+        statics: dict[str, Any] = {}
+        diagnostics: list[Diagnostic] = []
+        for p in block.params:
+            if p.name in bound:
+                value = bound[p.name].value
+                span = bound[p.name].span
+            elif p.default is not None:
+                value = _BodyBuilder(self, mod, statics, {}).static(p.default)
+                span = p.default.span
+            else:
+                continue
+            expected = BLOCK_TYPES.get(p.type)
+            if expected is None:
+                diagnostics.append(Diagnostic("type error", f"unknown argument type '{p.type}'",
+                                              p.type_span, hint="argument types are int, float, "
+                                              "bool and str"))
+                continue
+            ok = isinstance(value, expected) and not (p.type in ("int", "float") and
+                                                       isinstance(value, bool))
+            ok = ok or (p.type == "int" and isinstance(value, Sym))
+            if not ok:
+                diagnostics.append(Diagnostic(
+                    "type error", f"{block.name}: argument '{p.name}' is {p.type}, "
+                    f"but got {_show_value(value)}", span))
+                continue
+            statics[p.name] = float(value) if p.type == "float" else value
+        if diagnostics:
+            raise SpecError(diagnostics, self.program.sources)
+        mod.block_args = dict(statics)
+        self.stack.append(block.name)
+        try:
+            builder = _BodyBuilder(self, mod, statics, dict(inherited or {}))
+            builder.block_body(block.body)
+        finally:
+            self.stack.pop()
+        return mod
+
+
+def elaborate(program: Program, block: str | None = None, args: dict[str, Any] | None = None,
+              ) -> ModuleIR:
+    """Instantiate the entry block (the root file's last block, or ``block``) with ``args``."""
+    elab = _Elaborator(program)
+    _check_duplicate_blocks(program, elab.errors)
+    elab.errors.check()
+    entry = _entry_block(program, block)
+    diagnostics: list[Diagnostic] = []
+    params = tuple(Param(p.name, default=None if p.default is not None else _REQUIRED)
+                   for p in entry.params)
+    bound = bind(params, (), (), [(k, Arg(v, entry.name_span), entry.name_span)
+                                  for k, v in (args or {}).items()],
+                 callee=f"block {entry.name}", call_span=entry.name_span, diagnostics=diagnostics)
+    if diagnostics:
+        raise SpecError(diagnostics, program.sources)
+    module = elab.instantiate(entry, bound, entry.name_span)
+    elab.errors.check()
+    return module
+
+
+_REQUIRED = Param("_").default
+
+
+def _entry_block(program: Program, name: str | None) -> ast.BlockDef:
+    if name is None:
+        blocks = program.root_blocks
+        if not blocks:
+            raise SpecError([Diagnostic("name error", f"{program.root} defines no block",
+                                        program.files[program.root].span,
+                                        hint="write `block Name { ... }`")], program.sources)
+        return blocks[-1]
+    if name not in program.blocks:
+        raise SpecError([Diagnostic("name error", f"no block named '{name}'",
+                                    hint=did_you_mean(name, program.blocks) or
+                                    "blocks: " + ", ".join(program.blocks))], program.sources)
+    return program.blocks[name]
+
+
+def _check_duplicate_blocks(program: Program, errors: Collector) -> None:
+    for tree in program.files.values():
+        seen: dict[str, ast.BlockDef] = {}
+        for b in tree.blocks:
+            if b.name in seen:
+                errors.add(Diagnostic("name error", f"block '{b.name}' is defined twice",
+                                      b.name_span,
+                                      notes=(f"first defined at {seen[b.name].name_span}",)))
+            seen[b.name] = b
+
+
+def _show_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show_value(v) for v in value) + "]"
+    return str(value)
+
+
+class _BodyBuilder:
+    """Elaborates the statements of one block (or nested sequence) body into its graph."""
+
+    def __init__(self, elab: _Elaborator, mod: ModuleIR, statics: dict[str, Any],
+                 lets: dict[str, ModuleIR]):
+        self.elab = elab
+        self.mod = mod
+        self.statics = statics
+        self.lets = lets                          # visible `let` modules (inherited + own)
+        self.values: dict[str, str] = {}          # named tensor values -> node id
+        self.input_name: str | None = None
+        self.position = 0                         # next position among module steps
+        self.ids = itertools.count()
+        self.graph = new_graph()
+        self.children = mod.children              # where new child modules go
+        self.attr_nodes: dict[tuple, str] = {}
+        mod.graph = self.graph
+
+    # ---- helpers --------------------------------------------------------------------------
+    def fail(self, kind: str, message: str, span: Span | None, hint: str | None = None,
+             notes: tuple[str, ...] = ()) -> Any:
+        raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
+
+    def node(self, base: str, op: str, **kw: Any) -> str:
+        nid = f"{base}_{next(self.ids)}"
+        add_node(self.graph, nid, op, name=base, **kw)
+        return nid
+
+    # ---- bodies ---------------------------------------------------------------------------
+    def block_body(self, body: ast.Body) -> None:
+        """A block's own body: an optional ``input`` declaration, then statements."""
+        stmts = list(body.stmts)
+        decl = None
+        if stmts and isinstance(stmts[0], ast.InputDecl):
+            decl = stmts.pop(0)
+            self.declare_input(decl)
+        entry = self.node(self.input_name or RUNNING, "placeholder", span=decl.span if decl
+                          else body.span)
+        if self.input_name:
+            self.values[self.input_name] = entry
+        result = self.statements(stmts, entry)
+        self.node("output", "output", args=(Ref(result),), span=body.span)
+
+    def nested_body(self, body: ast.Body, span: Span, label: str | None = None) -> ModuleIR:
+        """A ``{ ... }`` step: a module of its own, seeing the enclosing compile-time names."""
+        mod = ModuleIR("block", "Sequential", span)
+        builder = _BodyBuilder(self.elab, mod, dict(self.statics), dict(self.lets))
+        entry = builder.node(RUNNING, "placeholder", span=span)
+        result = builder.statements(list(body.stmts), entry)
+        builder.node("output", "output", args=(Ref(result),), span=body.span)
+        return mod
+
+    def declare_input(self, decl: ast.InputDecl) -> None:
+        dims = []
+        for d in decl.dims:
+            if isinstance(d, ast.Name) and d.id not in self.statics:
+                sym = Sym.symbol(f"{d.id}@{self.mod.uid}")
+                self.statics[d.id] = sym
+                dims.append(sym)
+            else:
+                value = self.static(d)
+                if not isinstance(value, (int, Sym)) or isinstance(value, bool) or \
+                        (isinstance(value, int) and value < 0):
+                    self.fail("type error", f"a dimension must be a size or a symbol, "
+                              f"not {_show_value(value)}", d.span)
+                dims.append(value)
+        self.input_name = decl.name
+        self.mod.input_dims = tuple(dims)
+        self.mod.input_span = decl.span
+
+    def statements(self, stmts: list[ast.Stmt], running: str) -> str:
+        """Elaborate statements in order; returns the node holding the body's result."""
+        returned: str | None = None
+        for stmt in stmts:
+            if returned is not None:
+                self.elab.errors.add(Diagnostic("syntax error", "statement after return",
+                                                stmt.span, hint="return must come last"))
+                break
+            try:
+                if isinstance(stmt, ast.Return):
+                    returned = self.chain(stmt.value, running)
+                else:
+                    running = self.statement(stmt, running)
+            except SpecError as exc:
+                self.elab.errors.absorb(exc)
+        return returned if returned is not None else running
+
+    def statement(self, stmt: ast.Stmt, running: str) -> str:
+        if isinstance(stmt, ast.Step):
+            return self.chain(stmt.chain, running)
+        if isinstance(stmt, ast.Assign):
+            self.check_new_name(stmt.name, stmt.name_span)
+            value = self.chain(stmt.value, running)
+            self.graph.nodes[value]["name"] = stmt.name
+            self.values[stmt.name] = value
+            return running
+        if isinstance(stmt, ast.Let):
+            self.check_new_name(stmt.name, stmt.name_span)
+            value = self.link_module(stmt.value)
+            if value is None:
+                self.fail("type error", f"let '{stmt.name}' must be a layer, block or sequence",
+                          stmt.value.span, hint="use `name = ...` to name a tensor value")
+            if value.let_name is not None:
+                self.fail("type error", "let of a let: use the first name", stmt.value.span)
+            self.children[stmt.name] = value.ir
+            self.mod.shared.add(stmt.name)
+            self.lets[stmt.name] = value.ir
+            return running
+        if isinstance(stmt, (ast.ConstDecl, ast.ParamDecl)):
+            self.tensor_decl(stmt)
+            return running
+        if isinstance(stmt, ast.Tie):
+            self.mod.ties.append(TieIR(stmt.target.parts, stmt.source.parts, stmt.span,
+                                       stmt.target.span, stmt.source.span))
+            return running
+        if isinstance(stmt, ast.Expect):
+            dims = tuple(self.static(d) for d in stmt.dims)
+            self.mod.expects.append((running, dims, stmt.span))
+            return running
+        if isinstance(stmt, ast.InitSection):
+            self.mod.init_rules.extend(stmt.rules)
+            return running
+        if isinstance(stmt, ast.InputDecl):
+            self.fail("syntax error", "input must be the first statement of a block", stmt.span)
+        raise AssertionError(f"unhandled statement {stmt!r}")
+
+    def check_new_name(self, name: str, span: Span) -> None:
+        taken = (name in self.values or name in self.lets or name in self.mod.tensors
+                 or name in self.statics or name == self.input_name)
+        if taken:
+            self.fail("name error", f"'{name}' is already defined", span,
+                      hint="choose another name")
+
+    # ---- chains and links -----------------------------------------------------------------
+    def chain(self, chain: ast.Chain, running: str) -> str:
+        value = running
+        for link in chain.links:
+            value = self.link(link, value)
+        return value
+
+    def link(self, link: ast.Link, value: str) -> str:
+        node = link.node
+        if isinstance(node, ast.Concat):
+            return self.concat(node, value)
+        if isinstance(node, ast.Add):
+            outs = self.branches(node.branches, value)
+            total = outs[0]
+            for other in outs[1:]:
+                total = self.call_function(lookup_function("add"), (Ref(total), Ref(other)), {},
+                                           node.span)
+            return total
+        if isinstance(node, ast.Repeat):
+            return self.repeat(node, value, link.label)
+        if isinstance(node, ast.If):
+            return self.if_step(node, value)
+        if isinstance(node, ast.While):
+            return self.while_step(node, value)
+        module = self.link_module(link)
+        if module is not None:
+            return self.apply(module, value, link)
+        if link.label is not None:
+            self.fail("syntax error", "only layers, blocks and sequences can be named",
+                      link.label_span, hint=f"to name a value write `{link.label} = ...`")
+        result = self.expr(node, value)
+        if not isinstance(result, Ref):
+            self.fail("type error", f"a step must produce a tensor, not {_show_value(result)}",
+                      node.span)
+        return result.node
+
+    def link_module(self, link: ast.Link) -> _ModuleValue | None:
+        """The module a link denotes, or None when it is a tensor expression."""
+        node = link.node
+        if isinstance(node, ast.Seq):
+            return _ModuleValue(self.nested_body(node.body, node.span, link.label))
+        if isinstance(node, ast.Name) and node.id != RUNNING and node.id not in self.values \
+                and node.id not in self.mod.tensors and node.id not in self.statics \
+                and node.id != self.input_name:
+            return self.module_ref(node.id, (), (), node.span, node.span)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            name = node.func.id
+            if self.is_module_name(name):
+                return self.module_ref(name, node.args, node.keywords, node.span, node.func.span)
+        return None
+
+    def is_module_name(self, name: str) -> bool:
+        return name in self.lets or name in self.elab.program.blocks or (
+            lookup_function(name) is None and lookup_layer(name) is not None)
+
+    def module_ref(self, name: str, args: tuple, keywords: tuple, span: Span,
+                   name_span: Span) -> _ModuleValue:
+        if name in self.lets:
+            if args or keywords:
+                self.fail("type error", f"'{name}' is a shared module; use it without arguments",
+                          span, hint=f"write `{name}`")
+            return _ModuleValue(self.lets[name], name)
+        block = self.elab.program.blocks.get(name)
+        if block is not None:
+            bound = self.bind_call(name, tuple(Param(p.name, default=None if p.default else
+                                                     _REQUIRED) for p in block.params),
+                                   None, args, keywords, span)
+            return _ModuleValue(self.elab.instantiate(block, bound, span, self.lets))
+        layer = lookup_layer(name)
+        if layer is None:
+            hint = did_you_mean(name, list(LAYER_NAMES) + list(self.elab.program.blocks) +
+                                list(self.lets) + list(FUNCTION_NAMES) + list(self.values) +
+                                list(self.mod.tensors))
+            self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
+        return _ModuleValue(self.layer_instance(layer, args, keywords, span))
+
+    def layer_instance(self, layer: LayerDef, args: tuple, keywords: tuple,
+                       span: Span) -> ModuleIR:
+        bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
+        mod = ModuleIR("layer", layer.name, span, layer=layer)
+        mod.args = {k: a.value for k, a in bound.items()}
+        mod.arg_spans = {k: a.span for k, a in bound.items()}
+        return mod
+
+    def bind_call(self, callee: str, params: tuple[Param, ...],
+                  positional: tuple[Param, ...] | None, args: tuple, keywords: tuple,
+                  span: Span) -> dict[str, Arg]:
+        diagnostics: list[Diagnostic] = []
+        values = [Arg(self.static(a), a.span) for a in args]
+        kws = [(k.name, Arg(self.static(k.value), k.value.span),
+                Span(k.span.file, k.span.line, k.span.column, k.span.line,
+                     k.span.column + len(k.name))) for k in keywords]
+        bound = bind(params, params if positional is None else positional, values, kws,
+                     callee=callee, call_span=span, diagnostics=diagnostics)
+        if diagnostics:
+            raise SpecError(diagnostics, self.elab.program.sources)
+        return bound
+
+    def apply(self, module: _ModuleValue, value: str, link: ast.Link) -> str:
+        position = self.position
+        self.position += 1
+        if module.let_name is not None:
+            target = module.let_name
+            if target not in self.children:       # an inherited let used in a nested body
+                self.children[target] = module.ir
+                self.mod.shared.add(target)
+        else:
+            target = link.label if link.label is not None else str(position)
+            if target in self.children:
+                self.fail("name error", f"'{target}' is already a module of this block",
+                          link.label_span or link.span, hint="choose another name")
+            self.children[target] = module.ir
+        return self.node(link.label or RUNNING, "call_module", target=target, args=(Ref(value),),
+                         span=link.span, position=position, label=link.label)
+
+    # ---- structured steps -----------------------------------------------------------------
+    def branches(self, body: ast.Body, value: str) -> list[str]:
+        outs = []
+        for stmt in body.stmts:
+            if not isinstance(stmt, ast.Step):
+                self.fail("syntax error", "each line of concat or add is a branch: a layer, "
+                          "block, sequence or chain", stmt.span)
+            outs.append(self.chain(stmt.chain, value))
+        if not outs:
+            self.fail("syntax error", "concat and add need at least one branch", body.span)
+        return outs
+
+    def concat(self, node: ast.Concat, value: str) -> str:
+        fn = lookup_function("cat")
+        static = tuple(p for p in fn.params if not p.name.startswith("*"))
+        bound = self.bind_call("concat", static, static, node.args, node.keywords, node.span)
+        if "dim" not in bound:
+            bound["dim"] = Arg(1, node.span)
+        outs = self.branches(node.branches, value)
+        diagnostics: list[Diagnostic] = []
+        kwargs = validate(static, bound, callee="concat", diagnostics=diagnostics)
+        if diagnostics:
+            raise SpecError(diagnostics, self.elab.program.sources)
+        return self.call_function(fn, tuple(Ref(o) for o in outs), kwargs, node.span,
+                                  arg_spans={k: a.span for k, a in bound.items()})
+
+    def repeat(self, node: ast.Repeat, value: str, label: str | None) -> str:
+        count = self.static(node.count)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            self.fail("type error", f"repeat needs a positive integer count, not "
+                      f"{_show_value(count)}", node.count.span)
+        saved = self.statics.get(node.index, _MISSING)
+        try:
+            for i in range(count):
+                self.statics[node.index] = i
+                if node.pattern is None:
+                    value = self.statements(list(node.body.stmts), value)
+                    continue
+                name = _format_pattern(node.pattern, node.index, i, node.span, self)
+                copy = self.repeat_copy(node.body, node.span)
+                value = self.apply(_ModuleValue(copy), value,
+                                   ast.Link(name, node.span, node.body, node.span))
+        finally:
+            if saved is _MISSING:
+                self.statics.pop(node.index, None)
+            else:
+                self.statics[node.index] = saved
+        return value
+
+    def repeat_copy(self, body: ast.Body, span: Span) -> ModuleIR:
+        stmts = body.stmts
+        if len(stmts) == 1 and isinstance(stmts[0], ast.Step) and len(stmts[0].chain.links) == 1:
+            module = self.link_module(stmts[0].chain.links[0])
+            if module is not None and module.let_name is None:
+                return module.ir
+        return self.nested_body(body, span)
+
+    def if_step(self, node: ast.If, value: str) -> str:
+        cond = self.static(node.cond)
+        if isinstance(cond, bool):
+            chosen = node.then if cond else node.orelse
+            if chosen is None:
+                return value
+            if isinstance(chosen, ast.If):
+                return self.if_step(chosen, value)
+            return self.statements(list(chosen.stmts), value)
+        if not isinstance(cond, Pred):
+            self.fail("type error", f"an if condition must be true or false, not "
+                      f"{_show_value(cond)}", node.cond.span)
+        then = self.fragment(node.then.stmts, node.then.span, own_children=True)
+        orelse = node.orelse
+        if isinstance(orelse, ast.If):
+            orelse = ast.Body((ast.Step(ast.Chain((ast.Link(None, None, orelse, orelse.span),),
+                                                  orelse.span), orelse.span),), orelse.span)
+        other = self.fragment(orelse.stmts if orelse else (), node.span, own_children=True)
+        return self.node(RUNNING, "branch", args=(Ref(value),), span=node.cond.span, cond=cond,
+                         then=then, orelse=other)
+
+    def while_step(self, node: ast.While, value: str) -> str:
+        cond = self.fragment((ast.Step(ast.Chain((ast.Link(None, None, node.cond, node.cond.span),),
+                                                 node.cond.span), node.cond.span),),
+                             node.cond.span, own_children=False)
+        body = self.fragment(node.body.stmts, node.body.span, own_children=False)
+        return self.node(RUNNING, "loop", args=(Ref(value),), span=node.span, cond=cond,
+                         body=body)
+
+    def fragment(self, stmts: tuple, span: Span, *, own_children: bool) -> Fragment:
+        """Elaborate statements into a separate graph whose placeholder is the running value."""
+        saved = (self.graph, self.values, self.children)
+        frag = Fragment(new_graph(), {} if own_children else self.children)
+        self.graph, self.values = frag.graph, dict(self.values)
+        self.children = frag.children
+        try:
+            entry = self.node(RUNNING, "placeholder", span=span)
+            result = self.statements(list(stmts), entry)
+            self.node("output", "output", args=(Ref(result),), span=span)
+        finally:
+            self.graph, self.values, self.children = saved
+        return frag
+
+    # ---- tensors --------------------------------------------------------------------------
+    def tensor_decl(self, stmt: ast.ConstDecl | ast.ParamDecl) -> None:
+        self.check_new_name(stmt.name, stmt.name_span)
+        trainable = isinstance(stmt, ast.ParamDecl)
+        value = stmt.value
+        if isinstance(value, ast.ListLit):
+            items = {str(i): v for i, v in enumerate(value.items)}
+            container = "list"
+        elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and \
+                value.func.id == "dict":
+            if value.args:
+                self.fail("syntax error", "dict(...) takes only name=tensor entries",
+                          value.args[0].span)
+            items = {k.name: k.value for k in value.keywords}
+            container = "dict"
+        else:
+            items, container = {"": value}, "tensor"
+        frags = {key: self.tensor_fragment(expr) for key, expr in items.items()}
+        self.mod.tensors[stmt.name] = TensorDecl(stmt.name, trainable, frags, container,
+                                                 stmt.span)
+
+    def tensor_fragment(self, expr: ast.Expr) -> Fragment:
+        saved = (self.graph, self.values)
+        frag = Fragment(new_graph())
+        self.graph, self.values = frag.graph, {}
+        try:
+            entry = self.node("unused", "placeholder", span=expr.span)
+            result = self.expr(expr, None, factories=True)
+            if not isinstance(result, Ref):
+                self.fail("type error", f"a const or param needs a tensor, not "
+                          f"{_show_value(result)}", expr.span, hint="e.g. rand(20, 20)")
+            self.node("output", "output", args=(result,), span=expr.span)
+        finally:
+            self.graph, self.values = saved
+        del entry
+        return frag
+
+    # ---- expressions ----------------------------------------------------------------------
+    def static(self, expr: ast.Expr) -> Any:
+        """Evaluate a compile-time expression."""
+        value = self.expr(expr, None)
+        if isinstance(value, Ref):
+            self.fail("type error", "a tensor cannot be used here: this value must be known "
+                      "at compile time", expr.span)
+        return value
+
+    def expr(self, expr: ast.Expr, running: str | None, factories: bool = False) -> Any:
+        """Evaluate an expression: a compile-time value, or a ``Ref`` to a new graph node."""
+        if isinstance(expr, ast.Num) or isinstance(expr, ast.Str) or isinstance(expr, ast.Lit):
+            return expr.value
+        if isinstance(expr, ast.Name):
+            return self.name(expr, running)
+        if isinstance(expr, ast.ListLit):
+            items = tuple(self.expr(i, running, factories) for i in expr.items)
+            if any(isinstance(i, Ref) for i in items):
+                self.fail("type error", "a list of tensors is only allowed as a const or param",
+                          expr.span, hint="use cat(...) or stack(...) to combine tensors")
+            return items
+        if isinstance(expr, ast.BinOp):
+            left = self.expr(expr.left, running, factories)
+            right = self.expr(expr.right, running, factories)
+            if isinstance(left, Ref) or isinstance(right, Ref):
+                for side, operand in ((left, expr.left), (right, expr.right)):
+                    if not isinstance(side, (Ref, int, float)) or isinstance(side, bool):
+                        self.fail("type error", f"'{expr.op}' needs tensors or numbers, "
+                                  f"not {_show_value(side)}", operand.span)
+                fn = lookup_function(BINARY_OPS[expr.op])
+                return Ref(self.call_function(fn, (left, right), {}, expr.span,
+                                              operand_spans=(expr.left.span, expr.right.span)))
+            return self.static_op(expr.op, left, right, expr)
+        if isinstance(expr, ast.UnOp):
+            operand = self.expr(expr.operand, running, factories)
+            if isinstance(operand, Ref):
+                fn = lookup_function(UNARY_OPS[expr.op])
+                return Ref(self.call_function(fn, (operand,), {}, expr.span))
+            return self.static_op("-", 0, operand, expr)
+        if isinstance(expr, ast.BoolOp):
+            left = self.static(expr.left)
+            right = self.static(expr.right)
+            return static_binop(expr.op, left, right)
+        if isinstance(expr, ast.Not):
+            value = self.static(expr.operand)
+            if isinstance(value, Pred):
+                return Pred("==", value, False)
+            return not value
+        if isinstance(expr, ast.Ternary):
+            cond = self.static(expr.cond)
+            if not isinstance(cond, bool):
+                self.fail("type error", "this condition must be known at compile time",
+                          expr.cond.span)
+            return self.expr(expr.then if cond else expr.orelse, running, factories)
+        if isinstance(expr, ast.Call):
+            return self.call(expr, running, factories)
+        if isinstance(expr, ast.Index):
+            return self.index(expr, running, factories)
+        if isinstance(expr, ast.Attr):
+            self.fail("syntax error", "attribute access is not supported in expressions",
+                      expr.span, hint="parameters are reached by path only in `tie`")
+        raise AssertionError(f"unhandled expression {expr!r}")
+
+    def static_op(self, op: str, left: Any, right: Any, expr: ast.Expr) -> Any:
+        try:
+            return static_binop(op, left, right)
+        except ZeroDivisionError:
+            self.fail("value error", "division by zero", expr.span)
+        except TypeError:
+            self.fail("type error", f"cannot apply '{op}' to {_show_value(left)} and "
+                      f"{_show_value(right)}", expr.span)
+
+    def name(self, expr: ast.Name, running: str | None) -> Any:
+        name = expr.id
+        if name == RUNNING and running is not None:
+            return Ref(running)
+        if name in self.values:
+            return Ref(self.values[name])
+        if name in self.statics:
+            return self.statics[name]
+        if name in self.mod.tensors:
+            return Ref(self.get_attr(name, None, expr.span))
+        if name == RUNNING and running is None:
+            self.fail("name error", "'x' (the running value) is not available here", expr.span,
+                      hint="const and param values are computed once, before any input exists")
+        if self.is_module_name(name) or lookup_layer(name) is not None:
+            self.fail("type error", f"'{name}' is a module; it can only be used as a step",
+                      expr.span, hint=f"write it on a line of its own, or `x -> {name}`")
+        candidates = (list(self.values) + list(self.statics) + list(self.mod.tensors) +
+                      list(self.lets) + [RUNNING] + list(FUNCTION_NAMES))
+        self.fail("name error", f"unknown name '{name}'", expr.span,
+                  hint=did_you_mean(name, candidates))
+
+    def get_attr(self, name: str, key: Any, span: Span) -> str:
+        cache_key = (name, key, id(self.graph))
+        if cache_key not in self.attr_nodes:
+            self.attr_nodes[cache_key] = self.node(name, "get_attr", target=name, span=span,
+                                                   key=key)
+        return self.attr_nodes[cache_key]
+
+    def index(self, expr: ast.Index, running: str | None, factories: bool) -> Any:
+        if isinstance(expr.value, ast.Name) and expr.value.id in self.mod.tensors:
+            decl = self.mod.tensors[expr.value.id]
+            key = self.static(expr.index)
+            if decl.container == "tensor":
+                self.fail("type error", f"'{decl.name}' is a single tensor, not a list or dict",
+                          expr.span)
+            lookup = str(key) if decl.container == "list" and isinstance(key, int) and \
+                not isinstance(key, bool) else key
+            if not isinstance(lookup, str) or lookup not in decl.items:
+                keys = ", ".join(decl.items)
+                self.fail("name error", f"'{decl.name}' has no entry {_show_value(key)}",
+                          expr.index.span, hint=f"its entries are: {keys}")
+            return Ref(self.get_attr(decl.name, lookup, expr.span))
+        value = self.expr(expr.value, running, factories)
+        index = self.static(expr.index)
+        if isinstance(value, tuple):
+            if not isinstance(index, int) or not -len(value) <= index < len(value):
+                self.fail("value error", f"index {_show_value(index)} is out of range for a "
+                          f"list of {len(value)}", expr.index.span)
+            return value[index]
+        self.fail("type error", "only lists and const/param lists and dicts can be indexed",
+                  expr.span)
+
+    def call(self, expr: ast.Call, running: str | None, factories: bool) -> Any:
+        if not isinstance(expr.func, ast.Name):
+            self.fail("syntax error", "only names can be called", expr.func.span)
+        name = expr.func.id
+        fn = lookup_function(name)
+        if fn is None:
+            if self.is_module_name(name):
+                self.fail("type error", f"'{name}' is a module; it can only be used as a step",
+                          expr.span, hint=f"apply it with `x -> {name}(...)`")
+            hint = did_you_mean(name, list(FUNCTION_NAMES) + list(LAYER_NAMES) +
+                                list(self.elab.program.blocks))
+            self.fail("name error", f"unknown function '{name}'", expr.func.span, hint=hint)
+        if fn.factory and not factories:
+            self.fail("type error", f"{name}() creates a tensor, so it belongs in a const or "
+                      f"param", expr.span,
+                      hint=f"write `const t = {name}(...)` and use t")
+        n_tensors = len(expr.args) if fn.tensors < 0 else fn.tensors
+        tensor_args = []
+        for a in expr.args[:n_tensors]:
+            value = self.expr(a, running, factories)
+            if not isinstance(value, Ref) and (not isinstance(value, (int, float)) or
+                                               isinstance(value, bool)):
+                self.fail("type error", f"{name}() needs a tensor here, not {_show_value(value)}",
+                          a.span)
+            tensor_args.append(value)
+        if len(tensor_args) < n_tensors or (fn.tensors < 0 and not tensor_args):
+            self.fail("argument error", f"{name}() needs {max(n_tensors, 1)} tensor argument"
+                      f"{'' if n_tensors == 1 else 's'}", expr.span)
+        if not any(isinstance(t, Ref) for t in tensor_args) and not fn.factory:
+            self.fail("type error", f"{name}() needs at least one tensor argument", expr.span)
+        static_params = tuple(p for p in fn.params[max(fn.tensors, 0):]
+                              if not (fn.tensors < 0 and p.name.startswith("*")))
+        positional = tuple(p for p in static_params)
+        bound = self.bind_call(f"{name}()", static_params, positional,
+                               expr.args[n_tensors:] if fn.tensors >= 0 else (), expr.keywords,
+                               expr.span)
+        diagnostics: list[Diagnostic] = []
+        kwargs = validate(static_params, bound, callee=f"{name}()", diagnostics=diagnostics)
+        if diagnostics:
+            raise SpecError(diagnostics, self.elab.program.sources)
+        return Ref(self.call_function(fn, tuple(tensor_args), kwargs, expr.span,
+                                      operand_spans=tuple(a.span for a in expr.args[:n_tensors]),
+                                      arg_spans={k: a.span for k, a in bound.items()}))
+
+    def call_function(self, fn: FunctionDef, args: tuple, kwargs: dict, span: Span, *,
+                      operand_spans: tuple = (), arg_spans: dict | None = None) -> str:
+        return self.node(RUNNING, "call_function", target=fn.name, args=args, kwargs=kwargs,
+                         span=span, operand_spans=operand_spans, arg_spans=arg_spans or {})
+
+
+_MISSING = object()
+
+
+def _format_pattern(pattern: str, index: str, i: int, span: Span, builder: _BodyBuilder) -> str:
+    try:
+        return pattern.format(**{index: i})
+    except (KeyError, IndexError, ValueError) as exc:
+        builder.fail("value error", f"bad name pattern \"{pattern}\": use {{{index}}} for the "
+                     f"copy's index ({exc})", span)

@@ -1,0 +1,195 @@
+"""The graph IR: a tree of ``ModuleIR`` whose blocks carry a networkx dataflow graph.
+
+Every graph node has an ``op`` from a fixed set (after torch.fx):
+
+=============== ==================================================================
+``placeholder`` the block's input (one per graph)
+``call_module`` apply child module ``target`` to ``args[0]``
+``call_function`` apply registry function ``target`` to ``args`` (node refs or statics)
+``get_attr``    read the block's own tensor ``target`` (a ``const`` or ``param``)
+``branch``      a compile-time ``if`` on dim symbols: ``then``/``orelse`` fragments
+``loop``        a runtime ``while``: ``cond`` and ``body`` fragments
+``output``      the graph's result, ``args[0]``
+=============== ==================================================================
+
+Passes add one attribute each: ``infer_shapes`` sets ``shape`` on every node and removes every
+``branch``; nothing else mutates a graph after elaboration. ``lint`` checks the invariants.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+from netspec.errors import Span
+from netspec.registry import LayerDef
+
+OPS = frozenset({"placeholder", "call_module", "call_function", "get_attr", "branch", "loop",
+                 "output"})
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A graph value used as an argument: the id of the node that produces it."""
+
+    node: str
+
+
+@dataclass
+class TensorDecl:
+    """A ``const`` (buffer) or ``param`` (Parameter): one tensor, or a list/dict of them."""
+
+    name: str
+    trainable: bool
+    items: dict[str, "Fragment"]   # "" for a single tensor; "0", "1".. or keys for containers
+    container: str                 # "tensor" | "list" | "dict"
+    span: Span
+    shapes: dict[str, tuple] | None = None   # set by infer_shapes
+
+
+@dataclass
+class TieIR:
+    """``tie target = source`` between two parameter paths inside one block."""
+
+    target: tuple[str, ...]
+    source: tuple[str, ...]
+    span: Span
+    target_span: Span
+    source_span: Span
+
+
+@dataclass
+class Fragment:
+    """A sub-graph with one placeholder and one output, and the children it introduces."""
+
+    graph: nx.DiGraph
+    children: dict[str, "ModuleIR"] = field(default_factory=dict)
+
+
+@dataclass
+class ModuleIR:
+    """One module of the tree: a torch.nn layer, or a block with a dataflow graph."""
+
+    kind: str                      # "layer" | "block"
+    cls_name: str                  # "Linear", or the block name, or "Sequential"
+    span: Span
+    layer: LayerDef | None = None
+    args: dict[str, Any] = field(default_factory=dict)       # layer arguments as written
+    arg_spans: dict[str, Span] = field(default_factory=dict)
+    graph: nx.DiGraph | None = None
+    children: dict[str, "ModuleIR"] = field(default_factory=dict)
+    shared: set[str] = field(default_factory=set)            # children declared with `let`
+    tensors: dict[str, TensorDecl] = field(default_factory=dict)
+    ties: list[TieIR] = field(default_factory=list)
+    init_rules: list[Any] = field(default_factory=list)
+    input_dims: tuple | None = None      # declared input dims (ints / Syms), None if undeclared
+    input_span: Span | None = None
+    expects: list[tuple[str, tuple, Span]] = field(default_factory=list)
+    block_args: dict[str, Any] = field(default_factory=dict)
+    uid: int = field(default_factory=lambda: next(_uids))
+    # set by infer_shapes:
+    resolved_args: dict[str, Any] | None = None   # layer args with lazy sizes filled in
+    in_shape: tuple | None = None
+    out_shape: tuple | None = None
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, "ModuleIR"]]:
+        """Every module of the tree with its dotted path, parents first, shared ones once."""
+        seen: set[int] = set()
+        stack = [(prefix, self)]
+        while stack:
+            path, mod = stack.pop(0)
+            if mod.uid in seen:
+                continue
+            seen.add(mod.uid)
+            yield path, mod
+            for name, child in mod.children.items():
+                stack.append((f"{path}.{name}" if path else name, child))
+
+
+_uids = itertools.count()
+
+
+def new_graph() -> nx.DiGraph:
+    return nx.DiGraph()
+
+
+def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: tuple = (),
+             kwargs: dict | None = None, span: Span | None = None, **attrs: Any) -> str:
+    """Add a node and the edges from every ``Ref`` among its arguments."""
+    graph.add_node(nid, op=op, target=target, args=tuple(args), kwargs=dict(kwargs or {}),
+                   span=span, **attrs)
+    for ref in refs(args, kwargs or {}):
+        if ref.node in graph:      # a fragment may use values of the enclosing graph
+            graph.add_edge(ref.node, nid)
+    return nid
+
+
+def refs(args: tuple, kwargs: dict) -> list[Ref]:
+    out = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, Ref):
+            out.append(a)
+        elif isinstance(a, (tuple, list)):
+            out.extend(x for x in a if isinstance(x, Ref))
+    return out
+
+
+def placeholder(graph: nx.DiGraph) -> str:
+    return next(n for n, d in graph.nodes(data=True) if d["op"] == "placeholder")
+
+
+def output(graph: nx.DiGraph) -> str:
+    return next(n for n, d in graph.nodes(data=True) if d["op"] == "output")
+
+
+class LintError(AssertionError):
+    """An IR invariant does not hold: a bug in netspec, never in the user's spec."""
+
+
+def lint(module: ModuleIR, *, shaped: bool = False) -> None:
+    """Check the IR's invariants over the whole tree; ``shaped`` after ``infer_shapes``."""
+    for path, mod in module.walk():
+        where = path or mod.cls_name
+        if mod.kind == "layer":
+            if mod.layer is None or mod.graph is not None:
+                raise LintError(f"{where}: a layer has a LayerDef and no graph")
+            if shaped and mod.resolved_args is None:
+                raise LintError(f"{where}: a layer without resolved arguments")
+            continue
+        if mod.graph is None:
+            raise LintError(f"{where}: a block without a graph")
+        _lint_graph(mod.graph, mod, where, shaped, outer=set())
+
+
+def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
+                outer: set[str]) -> None:
+    if not nx.is_directed_acyclic_graph(graph):
+        raise LintError(f"{where}: the graph has a cycle")
+    kinds = [d["op"] for _, d in graph.nodes(data=True)]
+    if kinds.count("placeholder") != 1 or kinds.count("output") != 1:
+        raise LintError(f"{where}: a graph needs exactly one placeholder and one output")
+    order = list(graph.nodes)
+    position = {n: i for i, n in enumerate(order)}
+    for nid, data in graph.nodes(data=True):
+        op = data["op"]
+        if op not in OPS:
+            raise LintError(f"{where}: node {nid} has unknown op {op!r}")
+        if shaped and op == "branch":
+            raise LintError(f"{where}: branch {nid} survived shape inference")
+        if shaped and "shape" not in data:
+            raise LintError(f"{where}: node {nid} has no shape")
+        for ref in refs(data["args"], data["kwargs"]):
+            if ref.node in outer:
+                continue
+            if ref.node not in graph or position[ref.node] >= position[nid]:
+                raise LintError(f"{where}: node {nid} uses {ref.node} before it is defined")
+        if op == "call_module" and data["target"] not in mod.children:
+            raise LintError(f"{where}: node {nid} calls unknown child {data['target']!r}")
+        if op == "get_attr" and data["target"] not in mod.tensors:
+            raise LintError(f"{where}: node {nid} reads unknown tensor {data['target']!r}")
+        if op == "loop":
+            for frag in (data["cond"], data["body"]):
+                _lint_graph(frag.graph, mod, where, shaped, outer | set(order[:position[nid]]))

@@ -1,0 +1,963 @@
+"""The layer table: a ``LayerDef`` per common ``torch.nn`` layer, and a fallback by introspection.
+
+Each entry lists the constructor's arguments in torch's order with torch's defaults (minus
+``device`` and ``dtype``), typed so that pydantic rejects nonsense (``kernel_size=-1``,
+``p=1.5``); says which arguments are read off the input (``in_channels``); and gives a
+shape rule that raises ``ShapeRuleError`` wherever torch would fail at run time. Shape rules use plain arithmetic, so
+symbolic dims flow through them. Importing this module does not import torch; only the fallback in
+``lookup_layer`` does, and only when it is used.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, create_model
+
+from netspec.dims import Shape, Sym, fmt_shape, is_static, numel
+from netspec.registry import (LAYERS, REQUIRED, InSize, LayerDef, Param, ShapeRuleError,
+                              register_layer)
+
+# -- argument types (pydantic-validated, importable without torch) ---------------------------------
+
+
+def _nonzero(value: int) -> int:
+    """Reject 0 (a divisor)."""
+    if value == 0:
+        raise ValueError("must not be 0")
+    return value
+
+
+Bool = Annotated[bool, Strict()]
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+NonZeroInt = Annotated[int, Strict(), AfterValidator(_nonzero)]
+Float = Annotated[float, Strict()]
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
+Prob = Annotated[float, Strict(), Field(ge=0, le=1)]
+SizeOrMinus1 = Annotated[int, Strict(), Field(ge=-1)]  # a reshape size; -1 means "the rest"
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+UpsampleMode = Literal["nearest", "linear", "bilinear", "bicubic", "trilinear", "area",
+                       "nearest-exact"]
+
+
+def _tuple(item: Any, n: int) -> Any:
+    """``tuple[item, item, ...]`` with n entries."""
+    return tuple[(item,) * n]
+
+
+def _size(n: int) -> Any:
+    """A positive size given once or per spatial dim: ``3`` or ``(3, 5)``."""
+    return PosInt | _tuple(PosInt, n)
+
+
+def _nonneg(n: int) -> Any:
+    """A non-negative amount given once or per spatial dim."""
+    return NonNegInt | _tuple(NonNegInt, n)
+
+
+def _conv_padding(n: int) -> Any:
+    """Convolution padding: an amount per side, or ``"same"`` / ``"valid"``."""
+    return _nonneg(n) | Literal["same", "valid"]
+
+
+Size1, Size2, Size3 = _size(1), _size(2), _size(3)
+Padding1, Padding2, Padding3 = _conv_padding(1), _conv_padding(2), _conv_padding(3)
+
+# -- shared helpers --------------------------------------------------------------------------------
+
+_SPATIAL = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_LAYOUT = {1: "[N, C, L]", 2: "[N, C, H, W]", 3: "[N, C, D, H, W]"}
+
+Rule = Callable[[dict[str, Any], Shape], Shape]
+
+
+def P(name: str, type_: Any = Any, default: Any = REQUIRED) -> Param:
+    """Shorthand for a ``Param``."""
+    return Param(name, type_, default)
+
+
+def _nt(value: Any, n: int) -> tuple:
+    """Expand an int (or a 1-tuple) to an n-tuple; pass longer tuples through."""
+    if isinstance(value, (list, tuple)):
+        return tuple(value) * n if len(value) == 1 else tuple(value)
+    return (value,) * n
+
+
+def _ranks_text(ranks: tuple[int, ...] | None, min_rank: int) -> str:
+    """``a 3-D or 4-D input`` / ``an input of at least 3 dims``."""
+    if ranks is None:
+        return f"an input of at least {min_rank} dim{'s' if min_rank != 1 else ''}"
+    names = [f"{r}-D" for r in ranks]
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"a {text} input"
+
+
+def _expect_rank(name: str, x: Shape, ranks: tuple[int, ...] | None, min_rank: int,
+                 layout: str) -> None:
+    """Raise unless ``len(x)`` is one of ``ranks`` (or at least ``min_rank``)."""
+    ok = len(x) in ranks if ranks is not None else len(x) >= min_rank
+    if not ok:
+        where = f" {layout}" if layout else ""
+        raise ShapeRuleError(f"{name} expects {_ranks_text(ranks, min_rank)}{where}, "
+                             f"got the {len(x)}-D input {fmt_shape(x)}")
+
+
+def _norm_dim(dim: int, x: Shape, arg: str = "dim") -> int:
+    """Turn a possibly negative dim index into a positive one, as torch does."""
+    span = max(len(x), 1)
+    if not -span <= dim < span:
+        raise ShapeRuleError(f"{arg}={dim} is out of range for the {len(x)}-D input {fmt_shape(x)}",
+                             arg=arg)
+    return dim % span
+
+
+def _divides(value: Any, by: int) -> bool:
+    """False only when a concrete ``value`` is provably not a multiple of ``by``."""
+    return not is_static(value) or value % by == 0
+
+
+def _scaled(d: Any, factor: float) -> Any:
+    """``floor(d * factor)`` for an int or symbolic dim."""
+    if float(factor).is_integer():
+        return d * int(factor)
+    if is_static(d):
+        return int(d * factor)  # torch truncates the (positive) product
+    return Sym.symbol(f"floor({d}*{factor:g})")
+
+
+@dataclass(frozen=True)
+class _From:
+    """An argument read off one input dim (``in_channels`` from the channel dim)."""
+
+    param: str
+    dim: int                 # index into the input shape
+    what: str                # "channel" / "last": how the dim is named in messages
+    noun: str                # "channels" / "features": what the layer calls the size
+    as_tuple: bool = False   # LayerNorm wants ``(x[-1],)``
+    check: bool = True       # compare a stated value with the input in the shape rule
+
+
+def _layer(name: str, params: tuple[Param, ...], rule: Rule | None = None, *,
+           ranks: tuple[int, ...] | None = None, min_rank: int = 0, layout: str = "",
+           sizes: tuple[_From, ...] = (), factory: bool = False, doc: str = "") -> LayerDef:
+    """Build and register a LayerDef whose shape rule checks the rank, then stated sizes."""
+
+    def check(x: Shape) -> None:
+        _expect_rank(name, x, ranks, min_rank, layout)
+
+    def shape(args: dict[str, Any], x: Shape) -> Shape:
+        x = tuple(x)
+        check(x)
+        for s in sizes:
+            _check_stated(args, s, x)
+        return tuple(rule(args, x)) if rule else x
+
+    in_sizes = tuple(InSize(s.param, _inferrer(s, check), s.noun) for s in sizes)
+    return register_layer(LayerDef(name, params, in_sizes, shape, ranks, factory, doc))
+
+
+def _inferrer(s: _From, check: Callable[[Shape], None]) -> Callable[[Shape], Any]:
+    """The ``InSize.infer`` function for one ``_From``."""
+
+    def infer(x: Shape) -> Any:
+        x = tuple(x)
+        check(x)
+        d = x[s.dim]
+        if not is_static(d):
+            raise ShapeRuleError(f"cannot infer {s.param}: the input's {s.what} dim is the symbol "
+                                 f"{d}; state {s.param}= or give a concrete input shape",
+                                 arg=s.param)
+        return (d,) if s.as_tuple else d
+
+    return infer
+
+
+def _check_stated(args: dict[str, Any], s: _From, x: Shape) -> None:
+    """Raise when a stated size disagrees with a concrete input dim."""
+    if not s.check:
+        return
+    d, v = x[s.dim], args[s.param]
+    if is_static(d) and is_static(v) and d != v:
+        raise ShapeRuleError(f"{s.param}={v} but the input {fmt_shape(x)} has {d} {s.noun}",
+                             arg=s.param)
+
+
+def _channel(nd: int, param: str, check: bool = True) -> _From:
+    """The channel dim of an (optionally batched) nd-spatial input: ``-(nd + 1)``."""
+    return _From(param, -(nd + 1), "channel", "channels", check=check)
+
+
+# -- windows: the output length of a conv or pooling along one dim ---------------------------------
+
+
+def _kernel_text(args: dict[str, Any], arg: str, dim: str, k: int, d: int) -> str:
+    """How a too-large kernel is named in a message."""
+    if d != 1:
+        return f"the dilated kernel {dim} {d * (k - 1) + 1}"
+    if isinstance(args[arg], int):
+        return f"{arg}={k}"
+    return f"the kernel {dim} {k}"
+
+
+def _window(args: dict[str, Any], dim: str, h: Any, k: int, s: int, p: int, d: int = 1,
+            ceil: bool = False, arg: str = "kernel_size") -> Any:
+    """Output length of a window of size k (stride s, padding p, dilation d) sliding over h."""
+    eff = d * (k - 1) + 1
+    if is_static(h) and h + 2 * p < eff:
+        what = "padded input" if p else "input"
+        raise ShapeRuleError(f"{_kernel_text(args, arg, dim, k, d)} is larger than the "
+                             f"{what} {dim} {h + 2 * p}", arg=arg)
+    if not ceil:
+        return (h + 2 * p - eff) // s + 1
+    out = (h + 2 * p - eff + s - 1) // s + 1
+    if is_static(h):
+        return out - 1 if (out - 1) * s >= h + p else out  # last window must start inside
+    if s + p <= eff:
+        return out                                       # the correction can never apply
+    return Sym.symbol(f"ceil_pool({h}, k={eff}, s={s}, p={p})")
+
+
+def _spatial_windows(args: dict[str, Any], x: Shape, nd: int, *, stride: Any, padding: Any,
+                     dilation: Any = 1, ceil: bool = False) -> tuple:
+    """Output lengths of a window over each of the last nd dims."""
+    k, s, p, d = (_nt(v, nd) for v in (args["kernel_size"], stride, padding, dilation))
+    return tuple(_window(args, _SPATIAL[nd][i], h, k[i], s[i], p[i], d[i], ceil)
+                 for i, h in enumerate(x[-nd:]))
+
+
+def _half_kernel(args: dict[str, Any], nd: int, dilated: bool) -> None:
+    """Pooling padding may be at most half the (effective) kernel."""
+    k, p = _nt(args["kernel_size"], nd), _nt(args["padding"], nd)
+    d = _nt(args.get("dilation", 1), nd) if dilated else (1,) * nd
+    for ki, pi, di in zip(k, p, d):
+        if pi > (di * (ki - 1) + 1) // 2:
+            raise ShapeRuleError(f"padding={args['padding']} must be at most half of "
+                                 f"kernel_size={args['kernel_size']}", arg="padding")
+
+
+def _no_indices(args: dict[str, Any]) -> None:
+    """Layers in a spec produce one tensor; ``return_indices=True`` would make a tuple."""
+    if args.get("return_indices"):
+        raise ShapeRuleError("return_indices=True makes the layer return a tuple, which a spec "
+                             "layer cannot produce", arg="return_indices")
+
+
+# -- linear & embedding ----------------------------------------------------------------------------
+
+
+def _linear(args: dict[str, Any], x: Shape) -> Shape:
+    return x[:-1] + (args["out_features"],)  # [*, in] -> [*, out]
+
+
+_layer("Linear", (P("in_features", PosInt), P("out_features", PosInt), P("bias", Bool, True)),
+       _linear, min_rank=1, layout="[*, in_features]", factory=True,
+       sizes=(_From("in_features", -1, "last", "features"),), doc="y = x W^T + b")
+
+_layer("Identity", (), doc="returns its input")
+
+
+def _embedding(args: dict[str, Any], x: Shape) -> Shape:
+    n, idx = args["num_embeddings"], args["padding_idx"]
+    if idx is not None and not -n <= idx < n:
+        raise ShapeRuleError(f"padding_idx={idx} must lie within num_embeddings={n}",
+                             arg="padding_idx")
+    return x + (args["embedding_dim"],)  # [*] indices -> [*, embedding_dim]
+
+
+_layer("Embedding", (P("num_embeddings", PosInt), P("embedding_dim", PosInt),
+                     P("padding_idx", Int | None, None), P("max_norm", Float | None, None),
+                     P("norm_type", Float, 2.0), P("scale_grad_by_freq", Bool, False),
+                     P("sparse", Bool, False)),
+       _embedding, factory=True, doc="a lookup table of embeddings, indexed by integer input")
+
+# -- reshaping -------------------------------------------------------------------------------------
+
+
+def _flatten(args: dict[str, Any], x: Shape) -> Shape:
+    if not x:
+        return (1,)
+    start = _norm_dim(args["start_dim"], x, "start_dim")
+    end = _norm_dim(args["end_dim"], x, "end_dim")
+    if start > end:
+        raise ShapeRuleError(f"start_dim={args['start_dim']} comes after end_dim={args['end_dim']} "
+                             f"for the input {fmt_shape(x)}", arg="start_dim")
+    return x[:start] + (numel(x[start:end + 1]),) + x[end + 1:]
+
+
+_layer("Flatten", (P("start_dim", Int, 1), P("end_dim", Int, -1)), _flatten,
+       doc="flattens a contiguous range of dims")
+
+
+def _unflatten(args: dict[str, Any], x: Shape) -> Shape:
+    i = _norm_dim(args["dim"], x)
+    sizes, d = tuple(args["unflattened_size"]), x[i]
+    if not sizes:
+        raise ShapeRuleError("unflattened_size must not be empty", arg="unflattened_size")
+    if list(sizes).count(-1) > 1:
+        raise ShapeRuleError("unflattened_size may contain -1 at most once", arg="unflattened_size")
+    known = numel(tuple(s for s in sizes if s != -1))
+    if -1 in sizes:
+        if known == 0 or not _divides(d, known):
+            raise ShapeRuleError(f"unflattened_size={sizes} cannot fill dim {args['dim']} of size "
+                                 f"{d}: {d} is not a multiple of {known}", arg="unflattened_size")
+        sizes = tuple(d // known if s == -1 else s for s in sizes)
+    elif is_static(d) and known != d:
+        raise ShapeRuleError(f"unflattened_size={sizes} multiplies to {known}, but dim "
+                             f"{args['dim']} of the input {fmt_shape(x)} has size {d}",
+                             arg="unflattened_size")
+    return x[:i] + sizes + x[i + 1:]
+
+
+_layer("Unflatten", (P("dim", Int), P("unflattened_size", tuple[SizeOrMinus1, ...])),
+       _unflatten, min_rank=1, doc="splits one dim into several")
+
+# -- convolutions ----------------------------------------------------------------------------------
+
+
+def _check_groups(args: dict[str, Any]) -> None:
+    """Both channel counts must be multiples of ``groups``."""
+    g = args["groups"]
+    for name in ("in_channels", "out_channels"):
+        if args[name] % g:
+            raise ShapeRuleError(f"{name}={args[name]} is not divisible by groups={g}",
+                                 arg="groups")
+
+
+def _mode_padding(args: dict[str, Any], x: Shape, nd: int) -> None:
+    """Reflect/circular padding modes need the padding to fit inside the input."""
+    mode, pad = args["padding_mode"], args["padding"]
+    if mode not in ("reflect", "circular") or isinstance(pad, str):
+        return
+    for dim, h, p in zip(_SPATIAL[nd], x[-nd:], _nt(pad, nd)):
+        too_big = p >= h if mode == "reflect" else p > h
+        if is_static(h) and too_big:
+            raise ShapeRuleError(f"padding_mode='{mode}' needs padding={p} to be smaller than the "
+                                 f"input {dim} {h}", arg="padding")
+
+
+def _conv_rule(nd: int) -> Rule:
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        _check_groups(args)
+        pad = args["padding"]
+        if pad == "same":
+            if any(s != 1 for s in _nt(args["stride"], nd)):
+                raise ShapeRuleError("padding='same' is not supported for strided convolutions",
+                                     arg="padding")
+            return x[:-nd - 1] + (args["out_channels"],) + x[-nd:]
+        _mode_padding(args, x, nd)
+        spatial = _spatial_windows(args, x, nd, stride=args["stride"],
+                                   padding=0 if pad == "valid" else pad, dilation=args["dilation"])
+        return x[:-nd - 1] + (args["out_channels"],) + spatial  # [N, C_in, *] -> [N, C_out, *']
+
+    return rule
+
+
+def _conv(nd: int) -> LayerDef:
+    """ConvNd: [N, C_in, *spatial] -> [N, C_out, *spatial']."""
+    size = _size(nd)
+    params = (P("in_channels", PosInt), P("out_channels", PosInt), P("kernel_size", size),
+              P("stride", size, 1), P("padding", _conv_padding(nd), 0), P("dilation", size, 1),
+              P("groups", PosInt, 1), P("bias", Bool, True),
+              P("padding_mode", PaddingMode, "zeros"))
+    return _layer(f"Conv{nd}d", params, _conv_rule(nd), ranks=(nd + 1, nd + 2),
+                  layout=_LAYOUT[nd], sizes=(_channel(nd, "in_channels"),), factory=True,
+                  doc=f"{nd}-D convolution")
+
+
+def _conv_transpose_rule(nd: int) -> Rule:
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        _check_groups(args)
+        k, s, p, op, d = (_nt(args[a], nd) for a in
+                          ("kernel_size", "stride", "padding", "output_padding", "dilation"))
+        out = []
+        for i, h in enumerate(x[-nd:]):
+            if op[i] >= s[i] and op[i] >= d[i]:
+                raise ShapeRuleError(f"output_padding={args['output_padding']} must be smaller "
+                                     f"than either stride={args['stride']} or "
+                                     f"dilation={args['dilation']}", arg="output_padding")
+            o = (h - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1
+            if is_static(o) and o < 1:
+                raise ShapeRuleError(f"the output {_SPATIAL[nd][i]} would be {o} for the input "
+                                     f"{fmt_shape(x)}; padding={args['padding']} is too large",
+                                     arg="padding")
+            out.append(o)
+        return x[:-nd - 1] + (args["out_channels"],) + tuple(out)
+
+    return rule
+
+
+def _conv_transpose(nd: int) -> LayerDef:
+    """ConvTransposeNd: [N, C_in, *spatial] -> [N, C_out, *spatial'] (upsampling)."""
+    size, amount = _size(nd), _nonneg(nd)
+    params = (P("in_channels", PosInt), P("out_channels", PosInt), P("kernel_size", size),
+              P("stride", size, 1), P("padding", amount, 0), P("output_padding", amount, 0),
+              P("groups", PosInt, 1), P("bias", Bool, True), P("dilation", size, 1),
+              P("padding_mode", Literal["zeros"], "zeros"))  # torch rejects the other modes
+    return _layer(f"ConvTranspose{nd}d", params, _conv_transpose_rule(nd), ranks=(nd + 1, nd + 2),
+                  layout=_LAYOUT[nd], sizes=(_channel(nd, "in_channels"),), factory=True,
+                  doc=f"{nd}-D transposed convolution")
+
+
+# -- normalisation ---------------------------------------------------------------------------------
+
+
+def _batch_norm(nd: int) -> LayerDef:
+    """BatchNormNd over dim 1; BatchNorm1d takes [N, C] or [N, C, L]."""
+    params = (P("num_features", PosInt), P("eps", Float, 1e-05), P("momentum", Float | None, 0.1),
+              P("affine", Bool, True), P("track_running_stats", Bool, True), P("bias", Bool, True))
+    ranks = (2, 3) if nd == 1 else (nd + 2,)
+    layout = "[N, C] or [N, C, L]" if nd == 1 else _LAYOUT[nd]
+    return _layer(f"BatchNorm{nd}d", params, ranks=ranks, layout=layout,
+                  sizes=(_From("num_features", 1, "channel", "channels"),), factory=True,
+                  doc=f"batch normalisation over {nd}-D feature maps")
+
+
+def _instance_norm_rule(nd: int) -> Rule:
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        c, n = x[-nd - 1], args["num_features"]
+        if (args["affine"] or args["track_running_stats"]) and is_static(c) and c != n:
+            raise ShapeRuleError(f"num_features={n} but the input {fmt_shape(x)} has {c} channels",
+                                 arg="num_features")
+        if numel(x[-nd:]) == 1:
+            raise ShapeRuleError(f"instance norm needs more than 1 spatial element per channel, "
+                                 f"got the input {fmt_shape(x)}")
+        return x
+
+    return rule
+
+
+def _instance_norm(nd: int) -> LayerDef:
+    """InstanceNormNd; accepts unbatched [C, *spatial] input."""
+    params = (P("num_features", PosInt), P("eps", Float, 1e-05), P("momentum", Float, 0.1),
+              P("affine", Bool, False), P("track_running_stats", Bool, False),
+              P("bias", Bool, True))
+    return _layer(f"InstanceNorm{nd}d", params, _instance_norm_rule(nd), ranks=(nd + 1, nd + 2),
+                  layout=_LAYOUT[nd], sizes=(_channel(nd, "num_features", check=False),),
+                  factory=True, doc=f"instance normalisation over {nd}-D feature maps")
+
+
+def _trailing_norm(args: dict[str, Any], x: Shape) -> Shape:
+    """LayerNorm / RMSNorm: normalized_shape must equal the trailing dims."""
+    ns = _nt(args["normalized_shape"], 1)
+    tail = x[len(x) - len(ns):] if len(ns) <= len(x) else x
+    if len(ns) > len(x) or any(is_static(d) and d != n for d, n in zip(tail, ns)):
+        raise ShapeRuleError(f"normalized_shape={args['normalized_shape']} does not match the "
+                             f"trailing dims of the input {fmt_shape(x)}", arg="normalized_shape")
+    return x
+
+
+_NORMALIZED = _From("normalized_shape", -1, "last", "trailing dims", as_tuple=True, check=False)
+_NormShape = PosInt | tuple[PosInt, ...]
+
+_layer("LayerNorm", (P("normalized_shape", _NormShape), P("eps", Float, 1e-05),
+                     P("elementwise_affine", Bool, True), P("bias", Bool, True)),
+       _trailing_norm, min_rank=1, sizes=(_NORMALIZED,), factory=True,
+       doc="layer normalisation over the trailing dims")
+
+_layer("RMSNorm", (P("normalized_shape", _NormShape), P("eps", Float | None, None),
+                   P("elementwise_affine", Bool, True)),
+       _trailing_norm, min_rank=1, sizes=(_NORMALIZED,), factory=True,
+       doc="root-mean-square normalisation over the trailing dims")
+
+
+def _group_norm(args: dict[str, Any], x: Shape) -> Shape:
+    c, g = args["num_channels"], args["num_groups"]
+    if c % g:
+        raise ShapeRuleError(f"num_channels={c} is not divisible by num_groups={g}",
+                             arg="num_groups")
+    return x
+
+
+_layer("GroupNorm", (P("num_groups", PosInt), P("num_channels", PosInt), P("eps", Float, 1e-05),
+                     P("affine", Bool, True), P("bias", Bool, True)),
+       _group_norm, min_rank=2, layout="[N, C, *]", factory=True,
+       sizes=(_From("num_channels", 1, "channel", "channels"),),
+       doc="group normalisation over channel groups")
+
+_layer("LocalResponseNorm", (P("size", PosInt), P("alpha", Float, 0.0001), P("beta", Float, 0.75),
+                             P("k", Float, 1.0)),
+       min_rank=3, layout="[N, C, *]", doc="local response normalisation across channels")
+
+# -- dropout ---------------------------------------------------------------------------------------
+
+_DROPOUT = (P("p", Prob, 0.5), P("inplace", Bool, False))
+for _name, _ranks, _min, _layout in [
+    ("Dropout", None, 0, ""),
+    ("Dropout1d", (2, 3), 0, _LAYOUT[1]),
+    ("Dropout2d", None, 2, _LAYOUT[2]),  # torch only warns for ranks other than 3 and 4
+    ("Dropout3d", None, 0, _LAYOUT[3]),  # torch only warns for ranks other than 4 and 5
+    ("AlphaDropout", None, 0, ""),
+    ("FeatureAlphaDropout", None, 2, "[N, C, *]"),
+]:
+    _layer(_name, _DROPOUT, ranks=_ranks, min_rank=_min, layout=_layout, doc="dropout")
+
+# -- activations -----------------------------------------------------------------------------------
+
+_INPLACE = (P("inplace", Bool, False),)
+_ELEMENTWISE: dict[str, tuple[Param, ...]] = {
+    "ReLU": _INPLACE,
+    "ReLU6": _INPLACE,
+    "LeakyReLU": (P("negative_slope", Float, 0.01),) + _INPLACE,
+    "ELU": (P("alpha", Float, 1.0),) + _INPLACE,
+    "SELU": _INPLACE,
+    "CELU": (P("alpha", Float, 1.0),) + _INPLACE,
+    "GELU": (P("approximate", Literal["none", "tanh"], "none"),),
+    "SiLU": _INPLACE,
+    "Mish": _INPLACE,
+    "Sigmoid": (),
+    "Tanh": (),
+    "Hardsigmoid": _INPLACE,
+    "Hardswish": _INPLACE,
+    "Softplus": (P("beta", Float, 1.0), P("threshold", Float, 20.0)),
+    "Softsign": (),
+    "Softshrink": (P("lambd", NonNegFloat, 0.5),),
+    "Hardshrink": (P("lambd", Float, 0.5),),
+    "Tanhshrink": (),
+    "Threshold": (P("threshold", Float), P("value", Float)) + _INPLACE,
+    "LogSigmoid": (),
+    "RReLU": (P("lower", Float, 0.125), P("upper", Float, 0.3333333333333333)) + _INPLACE,
+}
+for _name, _params in _ELEMENTWISE.items():
+    _layer(_name, _params, doc="elementwise activation")
+
+
+def _hardtanh(args: dict[str, Any], x: Shape) -> Shape:
+    lo = args["min_value"] if args["min_value"] is not None else args["min_val"]
+    hi = args["max_value"] if args["max_value"] is not None else args["max_val"]
+    if hi <= lo:
+        raise ShapeRuleError(f"max_val={hi} must be greater than min_val={lo}", arg="max_val")
+    return x
+
+
+_layer("Hardtanh", (P("min_val", Float, -1.0), P("max_val", Float, 1.0), P("inplace", Bool, False),
+                    P("min_value", Float | None, None), P("max_value", Float | None, None)),
+       _hardtanh, doc="clamps to [min_val, max_val]")
+
+
+def _prelu(args: dict[str, Any], x: Shape) -> Shape:
+    n = args["num_parameters"]
+    c = x[1] if len(x) >= 2 else 1  # torch reads channels from dim 1
+    if n != 1 and is_static(c) and c != n:
+        raise ShapeRuleError(f"num_parameters={n} but the input {fmt_shape(x)} has {c} channels "
+                             f"(dim 1)", arg="num_parameters")
+    return x
+
+
+_layer("PReLU", (P("num_parameters", PosInt, 1), P("init", Float, 0.25)), _prelu, factory=True,
+       doc="leaky ReLU with a learned slope per channel")
+
+
+def _along_dim(args: dict[str, Any], x: Shape) -> Shape:
+    if args["dim"] is not None:
+        _norm_dim(args["dim"], x)
+    return x
+
+
+for _name in ("Softmax", "LogSoftmax", "Softmin"):
+    _layer(_name, (P("dim", Int | None, None),), _along_dim, doc="normalises along dim")
+
+_layer("Softmax2d", (), ranks=(3, 4), layout="[N, C, H, W]", doc="softmax over channels")
+
+
+def _glu(args: dict[str, Any], x: Shape) -> Shape:
+    i = _norm_dim(args["dim"], x)
+    if not _divides(x[i], 2):
+        raise ShapeRuleError(f"GLU halves dim {args['dim']}, but it has the odd size {x[i]} in the "
+                             f"input {fmt_shape(x)}", arg="dim")
+    return x[:i] + (x[i] // 2,) + x[i + 1:]
+
+
+_layer("GLU", (P("dim", Int, -1),), _glu, min_rank=1, doc="gated linear unit; halves dim")
+
+# -- pooling ---------------------------------------------------------------------------------------
+
+
+def _stride(args: dict[str, Any]) -> Any:
+    """Pooling stride defaults to the kernel size."""
+    return args["stride"] if args["stride"] is not None else args["kernel_size"]
+
+
+def _max_pool(nd: int) -> LayerDef:
+    """MaxPoolNd: [N, C, *spatial] -> [N, C, *pooled]."""
+    size = _size(nd)
+
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        _no_indices(args)
+        _half_kernel(args, nd, dilated=True)
+        return x[:-nd] + _spatial_windows(args, x, nd, stride=_stride(args),
+                                          padding=args["padding"], dilation=args["dilation"],
+                                          ceil=args["ceil_mode"])
+
+    params = (P("kernel_size", size), P("stride", size | None, None), P("padding", _nonneg(nd), 0),
+              P("dilation", size, 1), P("return_indices", Bool, False), P("ceil_mode", Bool, False))
+    return _layer(f"MaxPool{nd}d", params, rule, ranks=(nd + 1, nd + 2), layout=_LAYOUT[nd],
+                  doc=f"{nd}-D max pooling")
+
+
+def _avg_pool(nd: int) -> LayerDef:
+    """AvgPoolNd: [N, C, *spatial] -> [N, C, *pooled]."""
+    size = _size(nd)
+
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        _half_kernel(args, nd, dilated=False)
+        return x[:-nd] + _spatial_windows(args, x, nd, stride=_stride(args),
+                                          padding=args["padding"], ceil=args["ceil_mode"])
+
+    params = (P("kernel_size", size), P("stride", size | None, None), P("padding", _nonneg(nd), 0),
+              P("ceil_mode", Bool, False), P("count_include_pad", Bool, True))
+    if nd > 1:
+        params += (P("divisor_override", NonZeroInt | None, None),)
+    return _layer(f"AvgPool{nd}d", params, rule, ranks=(nd + 1, nd + 2), layout=_LAYOUT[nd],
+                  doc=f"{nd}-D average pooling")
+
+
+def _lp_pool(nd: int) -> LayerDef:
+    """LPPoolNd: power-average pooling, no padding."""
+    size = _size(nd)
+
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        return x[:-nd] + _spatial_windows(args, x, nd, stride=_stride(args), padding=0,
+                                          ceil=args["ceil_mode"])
+
+    params = (P("norm_type", Float), P("kernel_size", size), P("stride", size | None, None),
+              P("ceil_mode", Bool, False))
+    return _layer(f"LPPool{nd}d", params, rule, ranks=(nd + 1, nd + 2), layout=_LAYOUT[nd],
+                  doc=f"{nd}-D power-average pooling")
+
+
+def _adaptive_pool(kind: str, nd: int) -> LayerDef:
+    """AdaptiveAvg/MaxPoolNd: the spatial dims become output_size (None keeps the input's)."""
+    entry = PosInt if nd == 1 else PosInt | None
+
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        _no_indices(args)
+        out = _nt(args["output_size"], nd)
+        return x[:-nd] + tuple(h if o is None else o for h, o in zip(x[-nd:], out))
+
+    params = (P("output_size", PosInt | _tuple(entry, nd)),)
+    if kind == "Max":
+        params += (P("return_indices", Bool, False),)
+    return _layer(f"Adaptive{kind}Pool{nd}d", params, rule, ranks=(nd + 1, nd + 2),
+                  layout=_LAYOUT[nd], doc=f"{nd}-D adaptive {kind.lower()} pooling")
+
+
+for _nd in (1, 2, 3):
+    _conv(_nd)
+    _conv_transpose(_nd)
+    _batch_norm(_nd)
+    _instance_norm(_nd)
+    _max_pool(_nd)
+    _avg_pool(_nd)
+    _lp_pool(_nd)
+    _adaptive_pool("Avg", _nd)
+    _adaptive_pool("Max", _nd)
+
+# -- upsampling ------------------------------------------------------------------------------------
+
+_MODE_RANKS = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
+_SCALE = PosFloat | tuple[PosFloat, ...]
+
+
+def _upsample(args: dict[str, Any], x: Shape) -> Shape:
+    """[N, C, *spatial] -> [N, C, *size] or [N, C, *floor(spatial * scale_factor)]."""
+    mode, size, scale = args.get("mode", "nearest"), args["size"], args["scale_factor"]
+    nd = len(x) - 2
+    if mode in _MODE_RANKS and len(x) != _MODE_RANKS[mode]:
+        raise ShapeRuleError(f"mode='{mode}' needs a {_MODE_RANKS[mode]}-D input, got the "
+                             f"{len(x)}-D input {fmt_shape(x)}", arg="mode")
+    if mode in ("nearest", "area", "nearest-exact") and args.get("align_corners") is not None:
+        raise ShapeRuleError(f"align_corners can only be set with the interpolating modes, not "
+                             f"mode='{mode}'", arg="align_corners")
+    if (size is None) == (scale is None):
+        raise ShapeRuleError("give exactly one of size and scale_factor",
+                             arg="size" if size is not None else None)
+    if size is not None and args.get("recompute_scale_factor"):
+        raise ShapeRuleError("recompute_scale_factor is not meaningful with an explicit size",
+                             arg="recompute_scale_factor")
+    arg, value = ("size", size) if size is not None else ("scale_factor", scale)
+    if isinstance(value, (list, tuple)) and len(value) != nd:
+        raise ShapeRuleError(f"{arg}={value} has {len(value)} entries but the input "
+                             f"{fmt_shape(x)} has {nd} spatial dim{'s' if nd != 1 else ''}",
+                             arg=arg)
+    if size is not None:
+        return x[:2] + _nt(size, nd)
+    out = tuple(_scaled(h, f) for h, f in zip(x[2:], _nt(scale, nd)))
+    if any(is_static(o) and o < 1 for o in out):
+        raise ShapeRuleError(f"scale_factor={scale} shrinks the input {fmt_shape(x)} to nothing",
+                             arg="scale_factor")
+    return x[:2] + out
+
+
+_layer("Upsample", (P("size", PosInt | tuple[PosInt, ...] | None, None),
+                    P("scale_factor", _SCALE | None, None), P("mode", UpsampleMode, "nearest"),
+                    P("align_corners", Bool | None, None),
+                    P("recompute_scale_factor", Bool | None, None)),
+       _upsample, ranks=(3, 4, 5), layout="[N, C, *spatial]", doc="upsampling by interpolation")
+
+_UPSAMPLE_2D = (P("size", Size2 | None, None), P("scale_factor", PosFloat | _tuple(PosFloat, 2)
+                                                  | None, None))
+_layer("UpsamplingNearest2d", _UPSAMPLE_2D, _upsample, ranks=(3, 4, 5), layout=_LAYOUT[2],
+       doc="nearest-neighbour upsampling")
+_layer("UpsamplingBilinear2d", _UPSAMPLE_2D,
+       lambda args, x: _upsample({**args, "mode": "bilinear", "align_corners": True}, x),
+       ranks=(4,), layout=_LAYOUT[2], doc="bilinear upsampling")
+
+# -- channel rearrangement -------------------------------------------------------------------------
+
+
+def _pixel_shuffle(args: dict[str, Any], x: Shape) -> Shape:
+    r = args["upscale_factor"]
+    c, h, w = x[-3:]
+    if not _divides(c, r * r):
+        raise ShapeRuleError(f"the input's {c} channels are not divisible by upscale_factor**2 = "
+                             f"{r * r}", arg="upscale_factor")
+    return x[:-3] + (c // (r * r), h * r, w * r)  # [*, C*r*r, H, W] -> [*, C, H*r, W*r]
+
+
+def _pixel_unshuffle(args: dict[str, Any], x: Shape) -> Shape:
+    r = args["downscale_factor"]
+    c, h, w = x[-3:]
+    for dim, d in (("height", h), ("width", w)):
+        if not _divides(d, r):
+            raise ShapeRuleError(f"the input {dim} {d} is not divisible by downscale_factor={r}",
+                                 arg="downscale_factor")
+    return x[:-3] + (c * r * r, h // r, w // r)  # [*, C, H*r, W*r] -> [*, C*r*r, H, W]
+
+
+def _channel_shuffle(args: dict[str, Any], x: Shape) -> Shape:
+    g, c = args["groups"], x[1]
+    if not _divides(c, g):
+        raise ShapeRuleError(f"the input's {c} channels are not divisible by groups={g}",
+                             arg="groups")
+    return x
+
+
+_layer("PixelShuffle", (P("upscale_factor", PosInt),), _pixel_shuffle, min_rank=3,
+       layout="[*, C, H, W]", doc="moves channels into space")
+_layer("PixelUnshuffle", (P("downscale_factor", PosInt),), _pixel_unshuffle, min_rank=3,
+       layout="[*, C, H, W]", doc="moves space into channels")
+_layer("ChannelShuffle", (P("groups", PosInt),), _channel_shuffle, min_rank=3,
+       layout="[N, C, *]", doc="interleaves channel groups")
+
+# -- padding ---------------------------------------------------------------------------------------
+
+
+def _pad_rule(kind: str, nd: int) -> Rule:
+    def rule(args: dict[str, Any], x: Shape) -> Shape:
+        pads = _nt(args["padding"], 2 * nd)  # (left, right, top, bottom, front, back)
+        out = list(x)
+        for j in range(nd):
+            i = len(x) - 1 - j                # pads[2j:2j+2] apply to the j-th dim from the end
+            lo, hi = pads[2 * j], pads[2 * j + 1]
+            h, dim = x[i], _SPATIAL[nd][nd - 1 - j]
+            if is_static(h):
+                _pad_fits(kind, args["padding"], dim, h, max(lo, hi))
+                if h + lo + hi < 0:
+                    raise ShapeRuleError(f"padding={args['padding']} crops the input {dim} {h} "
+                                         f"below zero", arg="padding")
+            out[i] = h + lo + hi
+        return tuple(out)
+
+    return rule
+
+
+def _pad_fits(kind: str, padding: Any, dim: str, h: int, p: int) -> None:
+    """Reflection padding must be smaller than the dim, circular at most the dim."""
+    if kind == "Reflection" and p >= h:
+        raise ShapeRuleError(f"reflection padding={padding} must be smaller than the input {dim} "
+                             f"{h}", arg="padding")
+    if kind == "Circular" and p > h:
+        raise ShapeRuleError(f"circular padding={padding} must be at most the input {dim} {h}",
+                             arg="padding")
+    if kind == "Replication" and h == 0:
+        raise ShapeRuleError(f"replication padding needs a non-empty input {dim}", arg="padding")
+
+
+def _pad(kind: str, nd: int) -> LayerDef:
+    """KindPadNd: pads the last nd dims; constant kinds accept any rank >= nd."""
+    params = (P("padding", Int | _tuple(Int, 2 * nd)),)
+    if kind == "Constant":
+        params += (P("value", Float),)
+    if kind in ("Zero", "Constant"):
+        ranks, min_rank = None, nd
+    else:
+        ranks, min_rank = (nd + 1, nd + 2), 0
+    return _layer(f"{kind}Pad{nd}d", params, _pad_rule(kind, nd), ranks=ranks, min_rank=min_rank,
+                  layout=_LAYOUT[nd], doc=f"{kind.lower()} padding of the last {nd} dims")
+
+
+for _kind in ("Zero", "Constant", "Reflection", "Replication", "Circular"):
+    for _nd in (1, 2, 3):
+        _pad(_kind, _nd)
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+def layer_schema(layer: LayerDef) -> type[BaseModel]:
+    """A pydantic model (extra arguments forbidden) that validates a layer's arguments."""
+    if layer._schema is None:
+        fields = {p.name: (p.type, ... if p.required else p.default) for p in layer.params}
+        config = ConfigDict(extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
+        layer._schema = create_model(f"{layer.name}Args", __config__=config, **fields)
+    return layer._schema
+
+
+# -- fallback: any other torch.nn layer, by introspection ------------------------------------------
+
+_LAST_DIM = ("in_features", "input_size", "embed_dim", "d_model", "normalized_shape")
+_CHANNEL_DIM = ("in_channels", "num_features", "num_channels")
+_NOT_LAYERS = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList",
+               "ParameterDict", "Container", "DataParallel"}
+_PRIMES = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53, 47, 43, 41, 37, 31, 29)
+_FALLBACK: dict[str, LayerDef | None] = {}
+
+
+def lookup_layer(name: str) -> LayerDef | None:
+    """The table's LayerDef for ``name``, else one built from ``torch.nn.<name>``, else None."""
+    if name in LAYERS:
+        return LAYERS[name]
+    if name not in _FALLBACK:
+        _FALLBACK[name] = _introspect(name)
+    return _FALLBACK[name]
+
+
+def _plausible(name: str, cls: Any) -> bool:
+    """Whether a ``torch.nn`` attribute is a layer class (not a container, loss or lazy module)."""
+    import torch
+
+    return (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)
+            and not name.startswith(("_", "Lazy")) and name not in _NOT_LAYERS
+            and "Loss" not in name and not issubclass(cls, torch.nn.modules.loss._Loss))
+
+
+def _introspect(name: str) -> LayerDef | None:
+    """Build a LayerDef for a ``torch.nn`` class from its signature and a meta-device probe."""
+    if not name.isidentifier():
+        return None
+    import torch
+
+    cls = getattr(torch.nn, name, None)
+    if not _plausible(name, cls):
+        return None
+    sig = inspect.signature(cls.__init__)
+    params, factory = [], False
+    for p in list(sig.parameters.values())[1:]:
+        if p.name in ("device", "dtype"):
+            factory = True
+        elif p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not p.name.startswith("_"):
+            default = REQUIRED if p.default is p.empty else p.default
+            params.append(Param(p.name, Any, default))
+    sizes = tuple(_guess_size(p.name) for p in params
+                  if p.name in _LAST_DIM + _CHANNEL_DIM)
+    doc = (inspect.getdoc(cls) or "").split("\n", 1)[0]
+    return LayerDef(name, tuple(params), sizes, _probe_rule(cls), None, factory, doc)
+
+
+def _guess_size(param: str) -> InSize:
+    """An InSize read from the last dim or from dim 1, guessed from the argument's name."""
+    last = param in _LAST_DIM
+    s = _From(param, -1 if last else 1, "last" if last else "channel",
+              "features" if last else "channels", as_tuple=param == "normalized_shape")
+
+    def check(x: Shape) -> None:
+        need = 1 if last else 2
+        if len(x) < need:
+            raise ShapeRuleError(f"cannot infer {param} from the {len(x)}-D input {fmt_shape(x)}",
+                                 arg=param)
+
+    return InSize(param, _inferrer(s, check), s.noun)
+
+
+def _probe_rule(cls: Any) -> Rule:
+    """A shape rule that runs the module on meta tensors, with primes standing in for symbols."""
+
+    def shape(args: dict[str, Any], x: Shape) -> Shape:
+        x = tuple(x)
+        try:
+            first = _probe(cls, args, x, _PRIMES[0::2])
+            second = _probe(cls, args, x, _PRIMES[1::2])
+        except ShapeRuleError:
+            raise
+        except Exception as exc:  # whatever torch raised, as a located shape error
+            raise ShapeRuleError(str(exc).strip().split("\n")[0]) from exc
+        if len(first) != len(second):
+            raise ShapeRuleError(f"{cls.__name__}'s output rank depends on the symbolic dims of "
+                                 f"the input {fmt_shape(x)}")
+        return tuple(_unprobe(a, b, i, cls.__name__) for i, (a, b) in enumerate(zip(first, second)))
+
+    return shape
+
+
+def _unprobe(a: tuple, b: tuple, i: int, name: str) -> Any:
+    """Combine one output dim of the two probe runs: a constant, an input symbol, or opaque."""
+    (va, sa), (vb, sb) = a, b
+    if va == vb:
+        return va
+    if sa is not None and sa == sb:
+        return sa
+    return Sym.symbol(f"{name}_out{i}")
+
+
+def _probe(cls: Any, args: dict[str, Any], x: Shape, primes: tuple[int, ...]) -> list[tuple]:
+    """Run ``cls(**args)`` on a meta tensor; gives (size, the symbol it stands for) per dim."""
+    import torch
+
+    concrete = {d for d in x if is_static(d)}
+    free = iter(p for p in primes if p not in concrete)
+    probe: dict[Any, int] = {}
+    for d in x:
+        if not is_static(d) and d not in probe:
+            probe[d] = next(free)
+    size = [d if is_static(d) else probe[d] for d in x]
+    back = {v: k for k, v in probe.items()}
+    with torch.device("meta"):
+        module = cls(**args)
+    y = _run(module, size)
+    return [(int(n), back.get(int(n))) for n in y.shape]
+
+
+def _run(module: Any, size: list[int]) -> Any:
+    """Call the module on a float meta tensor (an integer one if floats are refused)."""
+    import torch
+
+    try:
+        y = module(torch.empty(size, device="meta"))
+    except Exception as first:
+        try:
+            y = module(torch.empty(size, device="meta", dtype=torch.long))
+        except Exception:
+            raise first from None
+    while isinstance(y, (tuple, list)):
+        y = y[0]
+    return y
+
+
+# Every layer class in torch.nn (torch 2.x), minus containers, losses, Module and Lazy* classes.
+LAYER_NAMES: tuple[str, ...] = (
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "AlphaDropout", "AvgPool1d", "AvgPool2d",
+    "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Bilinear", "CELU",
+    "ChannelShuffle", "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d",
+    "ConstantPad2d", "ConstantPad3d", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
+    "ConvTranspose2d", "ConvTranspose3d", "CosineSimilarity", "CrossMapLRN2d", "Dropout",
+    "Dropout1d", "Dropout2d", "Dropout3d", "ELU", "Embedding", "EmbeddingBag",
+    "FeatureAlphaDropout", "Flatten", "Fold", "FractionalMaxPool2d", "FractionalMaxPool3d",
+    "GELU", "GLU", "GRU", "GRUCell", "GroupNorm", "Hardshrink", "Hardsigmoid", "Hardswish",
+    "Hardtanh", "Identity", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LPPool1d",
+    "LPPool2d", "LPPool3d", "LSTM", "LSTMCell", "LayerNorm", "LeakyReLU", "Linear",
+    "LocalResponseNorm", "LogSigmoid", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+    "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "Mish", "MultiheadAttention", "PReLU",
+    "PairwiseDistance", "PixelShuffle", "PixelUnshuffle", "RMSNorm", "RNN", "RNNBase", "RNNCell",
+    "RNNCellBase", "RReLU", "ReLU", "ReLU6", "ReflectionPad1d", "ReflectionPad2d",
+    "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "SELU", "SiLU",
+    "Sigmoid", "Softmax", "Softmax2d", "Softmin", "Softplus", "Softshrink", "Softsign",
+    "SyncBatchNorm", "Tanh", "Tanhshrink", "Threshold", "Transformer", "TransformerDecoder",
+    "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten",
+    "Unfold", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d", "ZeroPad1d", "ZeroPad2d",
+    "ZeroPad3d",
+)

@@ -1,0 +1,402 @@
+"""Stage 3, ``infer_shapes``: every value's shape, statically, from the input shape alone.
+
+Walks the ``ModuleIR`` tree in dataflow order. Dim symbols are bound where a block's input
+arrives; lazy sizes (``in_features``...) are filled in, stated ones checked; compile-time
+``branch`` nodes on dim symbols are decided and spliced; ties and ``expect`` are checked.
+Errors are located at the step that fails and name the shape that arrived and its origin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from netspec.args import Arg, has_symbols, validate
+from netspec.dims import Shape, Sym, fmt_shape
+from netspec.elaborate import Pred
+from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
+from netspec.functions import lookup_function
+from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, lint, placeholder
+from netspec.registry import ShapeRuleError
+
+_UNKNOWN = None  # the shape of a value downstream of an error
+
+
+class _Origin:
+    """Where a value came from, for "the step on line 13 outputs [N, 383, 12, 12]"."""
+
+    def __init__(self, span: Span | None, what: str = "step"):
+        self.span, self.what = span, what
+
+    def note(self, shape: Shape) -> str | None:
+        if self.span is None:
+            return None
+        if self.what == "input":
+            return f"the input is {fmt_shape(shape)} ({self.span})"
+        return f"the step on line {self.span.line} outputs {fmt_shape(shape)}"
+
+
+class _ShapeInference:
+    def __init__(self, sources: SourceMap):
+        self.errors = Collector(sources)
+        self.bindings: dict[str, Any] = {}
+
+    # ---- symbols --------------------------------------------------------------------------
+    def subst(self, value: Any) -> Any:
+        if isinstance(value, Sym):
+            for _ in range(64):
+                if not value.atoms & self.bindings.keys():
+                    break
+                value = value.substitute(self.bindings)
+                if not isinstance(value, Sym):
+                    break
+            return value
+        if isinstance(value, tuple):
+            return tuple(self.subst(v) for v in value)
+        if isinstance(value, Pred):
+            return value.evaluate(self.subst)
+        return value
+
+    def bind(self, declared: Any, actual: Any) -> bool:
+        """Unify a declared dim with an arriving one; False if they conflict."""
+        declared = self.subst(declared)
+        if isinstance(declared, Sym) and len(declared.terms) == 1:
+            (mono, coeff), = declared.terms.items()
+            if coeff == 1 and len(mono) == 1 and mono[0] not in self.bindings:
+                if declared != actual:
+                    self.bindings[mono[0]] = actual
+                return True
+        if isinstance(declared, int) and isinstance(actual, int):
+            return declared == actual
+        return declared == actual or isinstance(declared, Sym) or isinstance(actual, Sym)
+
+    def error(self, kind: str, message: str, span: Span | None, hint: str | None = None,
+              notes: tuple = ()) -> None:
+        self.errors.add(Diagnostic(kind, message, span, hint, tuple(n for n in notes if n)))
+
+    # ---- modules --------------------------------------------------------------------------
+    def module(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
+        if mod.kind == "layer":
+            return self.layer(mod, shape, span, origin)
+        return self.block(mod, shape, span, origin)
+
+    def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
+        layer = mod.layer
+        assert layer is not None
+        values = {k: self.subst(v) for k, v in mod.args.items()}
+        if layer.rank is not None and len(shape) not in layer.rank:
+            ranks = " or ".join(f"{r}-D" for r in layer.rank)
+            self.error("shape error", f"{layer.name} expects a {ranks} input, but got the "
+                       f"{len(shape)}-D {fmt_shape(shape)}", span, notes=(origin.note(shape),))
+            return _UNKNOWN
+        for size in layer.in_sizes:
+            try:
+                inferred = size.infer(shape)
+            except ShapeRuleError as exc:
+                self.error("shape error", exc.message, span, hint=exc.hint,
+                           notes=(origin.note(shape),))
+                return _UNKNOWN
+            stated = values.get(size.param)
+            if stated is not None and not _same(stated, inferred):
+                self.error("shape error", f"{size.param}={_show(stated)}, but the input here "
+                           f"has {_show(inferred)} {size.noun}",
+                           mod.arg_spans.get(size.param, span),
+                           hint=f"remove {size.param}= to infer it, or fix the step before",
+                           notes=(origin.note(shape),))
+                return _UNKNOWN
+            if mod.resolved_args is not None and not _same(mod.resolved_args[size.param],
+                                                           inferred):
+                self.error("shape error", f"this shared {layer.name} was built for "
+                           f"{size.param}={_show(mod.resolved_args[size.param])}, but the input "
+                           f"here has {_show(inferred)} {size.noun}", span,
+                           hint="a shared module must see the same input size at every use",
+                           notes=(origin.note(shape),))
+                return _UNKNOWN
+            values[size.param] = inferred
+        if mod.resolved_args is None:
+            diagnostics: list[Diagnostic] = []
+            bound = {k: Arg(v, mod.arg_spans.get(k, span)) for k, v in values.items()}
+            resolved = validate(layer.params, bound, callee=layer.name, diagnostics=diagnostics)
+            for d in diagnostics:
+                self.errors.add(d)
+            if diagnostics:
+                return _UNKNOWN
+            unbound = [k for k, v in resolved.items() if has_symbols(v)]
+            if unbound:
+                self.error("shape error", f"{layer.name}: {unbound[0]}={_show(resolved[unbound[0]])}"
+                           f" is not a concrete size", mod.arg_spans.get(unbound[0], span),
+                           hint="give the input a concrete shape with --input")
+                return _UNKNOWN
+            mod.resolved_args = resolved
+            mod.in_shape = shape
+        try:
+            out = tuple(layer.shape(mod.resolved_args, shape)) if layer.shape else shape
+        except ShapeRuleError as exc:
+            where = mod.arg_spans.get(exc.arg, span) if exc.arg else span
+            self.error("shape error", exc.message, where, hint=exc.hint,
+                       notes=(origin.note(shape),))
+            return _UNKNOWN
+        mod.out_shape = out
+        return out
+
+    def block(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
+        if mod.input_dims is not None:
+            declared = self.subst(mod.input_dims)
+            if len(declared) != len(shape) or not all(
+                    self.bind(d, a) for d, a in zip(mod.input_dims, shape)):
+                self.error("shape error", f"{mod.cls_name} declares the input "
+                           f"{fmt_shape(declared)}, but gets {fmt_shape(shape)}",
+                           span, notes=(origin.note(shape),
+                                        f"declared at {mod.input_span}" if mod.input_span
+                                        else None))
+                return _UNKNOWN
+        if mod.in_shape is not None and mod.out_shape is not None and mod.in_shape == shape:
+            return mod.out_shape     # a shared block used again with the same input
+        mod.in_shape = shape
+        env: dict[str, Shape | None] = {}
+        origins: dict[str, _Origin] = {}
+        assert mod.graph is not None
+        out = self.graph(mod, mod.graph, shape, origin, env, origins)
+        for node, dims, espan in mod.expects:
+            actual = env.get(node)
+            expected = self.subst(dims)
+            if actual is not None and (len(actual) != len(expected) or
+                                       not all(self.bind(e, a) for e, a in zip(dims, actual))):
+                self.error("shape error", f"expected {fmt_shape(expected)}, but the value here "
+                           f"is {fmt_shape(actual)}", espan, notes=(origins[node].note(actual),))
+        self.ties(mod)
+        mod.out_shape = out
+        return out
+
+    # ---- graphs ---------------------------------------------------------------------------
+    def graph(self, mod: ModuleIR, graph: nx.DiGraph, shape: Shape, origin: _Origin,
+              env: dict, origins: dict) -> Shape | None:
+        nodes = list(graph.nodes)
+        i = 0
+        while i < len(nodes):
+            nid = nodes[i]
+            data = graph.nodes[nid]
+            op = data["op"]
+            if op == "branch":
+                graph = self.splice_branch(mod, graph, nid, data)
+                nodes = list(graph.nodes)
+                continue
+            if op == "placeholder":
+                env[nid], origins[nid] = shape, origin
+            elif op == "output":
+                ref = data["args"][0]
+                env[nid], origins[nid] = env.get(ref.node), origins.get(ref.node, origin)
+            else:
+                inputs = [env.get(a.node) if isinstance(a, Ref) else () for a in data["args"]]
+                if any(s is _UNKNOWN for s in inputs):
+                    env[nid] = _UNKNOWN
+                else:
+                    first = next((a for a in data["args"] if isinstance(a, Ref)), None)
+                    src = origins.get(first.node, origin) if first is not None else origin
+                    env[nid] = self.node(mod, data, inputs, src, env, origins)
+                origins[nid] = _Origin(data["span"])
+            data["shape"] = env[nid]
+            i += 1
+        return env[nodes[-1]]
+
+    def node(self, mod: ModuleIR, data: dict, inputs: list, origin: _Origin, env: dict,
+             origins: dict) -> Shape | None:
+        op = data["op"]
+        if op == "call_module":
+            return self.module(mod.children[data["target"]], inputs[0], data["span"], origin)
+        if op == "get_attr":
+            decl = mod.tensors[data["target"]]
+            shapes = self.tensor_shapes(mod, decl)
+            return None if shapes is None else shapes[data.get("key") or ""]
+        if op == "call_function":
+            return self.function(data, inputs, origin)
+        if op == "loop":
+            cond = self.fragment(mod, data["cond"], inputs[0], origin, env, origins)
+            body = self.fragment(mod, data["body"], inputs[0], origin, env, origins)
+            if body is not None and cond is not None and body != inputs[0]:
+                self.error("shape error", f"a while loop must keep the shape of its value, but "
+                           f"its body turns {fmt_shape(inputs[0])} into {fmt_shape(body)}",
+                           data["body"].graph.nodes[list(data["body"].graph.nodes)[-1]]["span"])
+                return _UNKNOWN
+            return inputs[0]
+        raise AssertionError(op)
+
+    def fragment(self, mod: ModuleIR, frag: Fragment, shape: Shape, origin: _Origin,
+                 env: dict, origins: dict) -> Shape | None:
+        return self.graph(mod, frag.graph, shape, origin, env, origins)
+
+    def function(self, data: dict, inputs: list, origin: _Origin) -> Shape | None:
+        fn = lookup_function(data["target"])
+        kwargs = {k: self.subst(v) for k, v in data["kwargs"].items()}
+        data["static"] = kwargs
+        try:
+            return tuple(fn.shape(*inputs, **kwargs))
+        except ShapeRuleError as exc:
+            spans = data.get("operand_spans") or ()
+            where = data["span"]
+            if exc.arg and exc.arg in data.get("arg_spans", {}):
+                where = data["arg_spans"][exc.arg]
+            elif exc.operand is not None and exc.operand < len(spans):
+                where = spans[exc.operand]
+            self.error("shape error", exc.message, where, hint=exc.hint)
+            return _UNKNOWN
+
+    def splice_branch(self, mod: ModuleIR, graph: nx.DiGraph, nid: str, data: dict) -> nx.DiGraph:
+        """Replace a ``branch`` node by the fragment its (now decidable) condition selects."""
+        cond = self.subst(data["cond"])
+        if not isinstance(cond, bool):
+            self.error("shape error", f"cannot decide this condition at compile time: {cond}",
+                       data["span"], hint="the dims it uses must be known from the input shape")
+            cond = True
+        frag: Fragment = data["then"] if cond else data["orelse"]
+        mod.children.update(frag.children)
+        return _splice(mod, graph, nid, frag)
+
+    # ---- tensors and ties -----------------------------------------------------------------
+    def tensor_shapes(self, mod: ModuleIR, decl: TensorDecl) -> dict[str, Shape] | None:
+        if decl.shapes is None:
+            shapes = {}
+            for key, frag in decl.items.items():
+                env: dict = {}
+                out = self.graph(mod, frag.graph, (), _Origin(decl.span), env, {})
+                if out is None:
+                    return None
+                if has_symbols(out):
+                    self.error("shape error", f"the shape of '{decl.name}' {fmt_shape(out)} is "
+                               f"not concrete", decl.span,
+                               hint="its sizes must be known from the arguments or the input")
+                    return None
+                shapes[key] = out
+            decl.shapes = shapes
+        return decl.shapes
+
+    def ties(self, mod: ModuleIR) -> None:
+        for tie in mod.ties:
+            found = []
+            for path, span in ((tie.target, tie.target_span), (tie.source, tie.source_span)):
+                shape = self.param_shape(mod, path, span)
+                if shape is None:
+                    break
+                found.append(shape)
+            else:
+                if found[0] != found[1]:
+                    self.error("shape error", f"cannot tie {'.'.join(tie.target)} "
+                               f"{fmt_shape(found[0])} to {'.'.join(tie.source)} "
+                               f"{fmt_shape(found[1])}: the shapes differ", tie.span)
+
+    def param_shape(self, mod: ModuleIR, path: tuple[str, ...], span: Span) -> Shape | None:
+        owner, name = mod, path[-1]
+        for part in path[:-1]:
+            if part not in owner.children:
+                self.error("name error", f"no module '{part}' in {'.'.join(path)}", span,
+                           hint=did_you_mean(part, owner.children) or
+                           "modules here: " + ", ".join(owner.children))
+                return None
+            owner = owner.children[part]
+        shapes = param_shapes(owner)
+        if shapes is None:
+            return None
+        if name not in shapes:
+            self.error("name error", f"no parameter '{name}' in {'.'.join(path)}", span,
+                       hint=did_you_mean(name, shapes) or "parameters here: " + ", ".join(shapes))
+            return None
+        return shapes[name]
+
+
+def param_shapes(mod: ModuleIR) -> dict[str, Shape] | None:
+    """The direct parameters of a module and their shapes (a layer is built on ``meta``)."""
+    if mod.kind == "block":
+        return {name: decl.shapes[""] for name, decl in mod.tensors.items()
+                if decl.trainable and decl.container == "tensor" and decl.shapes}
+    if mod.resolved_args is None:
+        return None
+    import torch
+
+    with torch.device("meta"):
+        layer = getattr(torch.nn, mod.cls_name)(**mod.resolved_args)
+    return {n: tuple(p.shape) for n, p in layer.named_parameters(recurse=False)}
+
+
+def _splice(mod: ModuleIR, graph: nx.DiGraph, nid: str, frag: Fragment) -> nx.DiGraph:
+    """A copy of ``graph`` with node ``nid`` replaced by the nodes of ``frag``."""
+    out = nx.DiGraph()
+    fg = frag.graph
+    entry = placeholder(fg)
+    branch_input = graph.nodes[nid]["args"][0]
+    rename: dict[str, Ref] = {entry: branch_input}
+    result: Ref | None = None
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, Ref):
+            return rename.get(value.node, value)
+        if isinstance(value, tuple):
+            return tuple(fix(v) for v in value)
+        return value
+
+    for node, data in graph.nodes(data=True):
+        if node != nid:
+            new = dict(data, args=fix(data["args"]), kwargs={k: fix(v) for k, v in
+                                                               data["kwargs"].items()})
+            out.add_node(node, **new)
+            continue
+        for fnode, fdata in fg.nodes(data=True):
+            if fdata["op"] == "placeholder":
+                continue
+            if fdata["op"] == "output":
+                result = fix(fdata["args"][0])
+                continue
+            new_id = f"{fnode}_b{nid.rsplit('_', 1)[-1]}"
+            out.add_node(new_id, **dict(fdata, args=fix(fdata["args"]),
+                                        kwargs={k: fix(v) for k, v in fdata["kwargs"].items()}))
+            rename[fnode] = Ref(new_id)
+        assert result is not None
+        rename[nid] = result
+        if fg.nodes[list(fg.nodes)[-1]].get("name") not in (None, "output"):
+            pass
+        out.nodes[result.node]["name"] = data.get("name", out.nodes[result.node].get("name"))
+    for node, data in out.nodes(data=True):
+        for a in list(data["args"]) + list(data["kwargs"].values()):
+            for r in (a if isinstance(a, tuple) else (a,)):
+                if isinstance(r, Ref) and r.node in out:
+                    out.add_edge(r.node, node)
+    mod.graph = out if mod.graph is graph else mod.graph
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (list, tuple)) and len(a) == 1:
+        return _same(a[0], b)
+    if isinstance(b, (list, tuple)) and len(b) == 1:
+        return _same(a, b[0])
+    return a == b
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap | None = None,
+                 ) -> ModuleIR:
+    """Infer every shape of ``module`` for ``input_shape`` (or its declared input)."""
+    sources = sources or SourceMap()
+    inference = _ShapeInference(sources)
+    if input_shape is None:
+        if module.input_dims is None:
+            raise SpecError([Diagnostic("shape error", f"block {module.cls_name} declares no "
+                                        "input, so its input shape is unknown", module.span,
+                                        hint="add `input x: [N, ...]` or pass --input")],
+                            sources)
+        shape = module.input_dims
+        origin = _Origin(module.input_span, "input")
+    else:
+        shape = tuple(input_shape)
+        origin = _Origin(None, "input")
+    inference.module(module, shape, module.input_span or module.span, origin)
+    inference.errors.check()
+    lint(module, shaped=True)
+    return module
