@@ -44,8 +44,10 @@ def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Ar
             break
         slots.pop(0)
         bound[slot.name] = arg
+    unknown = False
     for name, arg, name_span in keywords:
         if name not in names or name.startswith("*"):
+            unknown = True
             hint = did_you_mean(name, [n for n in names if n not in bound])
             diagnostics.append(Diagnostic("argument error",
                                           f"{callee} has no argument '{name}'", name_span,
@@ -55,7 +57,7 @@ def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Ar
                                           f"{callee} got argument '{name}' twice", name_span))
         else:
             bound[name] = arg
-    for p in positional:
+    for p in positional if not unknown else ():   # a misspelt keyword explains a missing one
         key = p.name.lstrip("*")
         if key not in bound and p.required and not p.name.startswith("*"):
             diagnostics.append(Diagnostic("argument error",
@@ -147,15 +149,42 @@ def _reason(exc) -> str:
 
 
 def _describe_type(annotation: Any) -> str:
-    text = str(annotation)
-    for old, new in (("typing.", ""), ("Annotated[", ""), ("<class '", ""), ("'>", ""),
-                     ("NoneType", "none")):
-        text = text.replace(old, new)
-    import re
+    """A readable type: "an int > 0 or a list of 2 ints > 0"."""
+    import typing
 
-    text = re.sub(r", (Gt|Ge|Lt|Le)\((\w+)=([^)]*)\)\]", lambda m: f" {_ops[m.group(1)]} {m.group(3)}", text)
-    text = re.sub(r", Interval\(([^)]*)\)\]", r" in (\1)", text)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = []
+        metas = list(args[1:])
+        while metas:
+            meta = metas.pop(0)
+            metas.extend(getattr(meta, "metadata", None) or ())   # pydantic's FieldInfo
+            for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                bound = getattr(meta, attr, None)
+                if bound is not None and not callable(bound):
+                    bounds.append(f"{sym} {bound}")
+        base = _describe_type(args[0])
+        return f"{base} {' and '.join(dict.fromkeys(bounds))}".strip()
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(dict.fromkeys(_describe_type(a) for a in args))
+    if origin is typing.Literal:
+        return " or ".join(_show(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(_describe_type(args[0]))}"
+        kinds = list(dict.fromkeys(_describe_type(a) for a in args))
+        if len(kinds) == 1:
+            return f"a list of {len(args)} {_plural(kinds[0])}"
+        return "a list [" + ", ".join(_describe_type(a) for a in args) + "]"
+    names = {int: "an int", float: "a number", bool: "true or false", str: "a string",
+             type(None): "none"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _plural(text: str) -> str:
+    for article in ("an ", "a "):
+        if text.startswith(article):
+            word, _, rest = text[len(article):].partition(" ")
+            return f"{word}s {rest}".strip()
     return text
-
-
-_ops = {"Gt": ">", "Ge": ">=", "Lt": "<", "Le": "<="}

@@ -103,7 +103,9 @@ class _Builder:
 
     def module(self, mod: ModuleIR) -> nn.Module:
         if mod.uid not in self.built:
-            self.built[mod.uid] = self.layer(mod) if mod.kind == "layer" else self.block(mod)
+            module = self.layer(mod) if mod.kind == "layer" else self.block(mod)
+            object.__setattr__(module, "_netspec_ir", mod)  # for summaries and tools
+            self.built[mod.uid] = module
         return self.built[mod.uid]
 
     def layer(self, mod: ModuleIR) -> nn.Module:

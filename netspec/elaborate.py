@@ -352,10 +352,11 @@ class _BodyBuilder:
             return self.concat(node, value)
         if isinstance(node, ast.Add):
             outs = self.branches(node.branches, value)
+            spans = [s.span for s in node.branches.stmts]
             total = outs[0]
-            for other in outs[1:]:
+            for other, span in zip(outs[1:], spans[1:]):
                 total = self.call_function(lookup_function("add"), (Ref(total), Ref(other)), {},
-                                           node.span)
+                                           node.span, operand_spans=(spans[0], span))
             return total
         if isinstance(node, ast.Repeat):
             return self.repeat(node, value, link.label)
@@ -428,7 +429,7 @@ class _BodyBuilder:
                   span: Span) -> dict[str, Arg]:
         diagnostics: list[Diagnostic] = []
         values = [Arg(self.static(a), a.span) for a in args]
-        kws = [(k.name, Arg(self.static(k.value), k.value.span),
+        kws = [(k.name, Arg(self.static(k.value), k.span),
                 Span(k.span.file, k.span.line, k.span.column, k.span.line,
                      k.span.column + len(k.name))) for k in keywords]
         bound = bind(params, params if positional is None else positional, values, kws,
@@ -478,6 +479,7 @@ class _BodyBuilder:
         if diagnostics:
             raise SpecError(diagnostics, self.elab.program.sources)
         return self.call_function(fn, tuple(Ref(o) for o in outs), kwargs, node.span,
+                                  operand_spans=tuple(s.span for s in node.branches.stmts),
                                   arg_spans={k: a.span for k, a in bound.items()})
 
     def repeat(self, node: ast.Repeat, value: str, label: str | None) -> str:
@@ -726,7 +728,8 @@ class _BodyBuilder:
                           expr.span, hint=f"apply it with `x -> {name}(...)`")
             hint = did_you_mean(name, list(FUNCTION_NAMES) + list(LAYER_NAMES) +
                                 list(self.elab.program.blocks))
-            self.fail("name error", f"unknown function '{name}'", expr.func.span, hint=hint)
+            what = "layer or block" if name[:1].isupper() else "function"
+            self.fail("name error", f"unknown {what} '{name}'", expr.func.span, hint=hint)
         if fn.factory and not factories:
             self.fail("type error", f"{name}() creates a tensor, so it belongs in a const or "
                       f"param", expr.span,

@@ -9,10 +9,11 @@ Parameters
     ``params`` lists the tensor parameters first, then the static ones, in call order.
     ``tensors`` is the number of leading tensor parameters, or ``-1`` when the tensors are
     variadic (``cat``, ``stack``: ``Param("*tensors")``). A ``Param`` whose name starts with ``*``
-    is variadic: it collects the remaining positional arguments into a tuple, and its ``type`` is
-    the type of *each element* (``Param("*dims", int)``). Parameters after a variadic one can only
-    be given by keyword (``full(2, 3, value=0.5)``). Dim-valued arguments (reshape and factory
-    sizes) may be symbolic and are typed ``Any``.
+    is variadic: it collects the remaining positional arguments into a tuple, and its ``type``
+    describes that tuple (``Param("*dims", tuple[int, ...])``). Parameters after a variadic one
+    can only be given by keyword (``full(2, 3, value=0.5)``). Dim-valued arguments (reshape and
+    factory sizes) may be symbolic and are typed ``Any``. Types validate in pydantic's strict
+    mode.
 
 Shape rules: ``shape(*tensor_shapes, **static_args) -> tuple``
     Tensor shapes come positionally as tuples of dims; a Python number operand has shape ``()``
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from typing import Any, Callable, Literal
 
 from netspec.dims import Dim, Shape, Sym, fmt_shape, numel
@@ -61,6 +63,7 @@ from netspec.registry import (
 )
 
 DimsArg = int | tuple[int, ...] | None
+_SYMBOL = re.compile(r"[A-Za-z_]\w*(@\d+)?")  # a named symbol, maybe tagged with its instance
 Number = int | float
 SizeArg = int | tuple[int, ...]
 
@@ -78,7 +81,7 @@ def _known_equal(a: Dim, b: Dim) -> bool | None:
     diff = a - b
     if isinstance(diff, int):
         return diff == 0
-    named = all(atom.isidentifier() for atom in diff.atoms)
+    named = all(_SYMBOL.fullmatch(atom) for atom in diff.atoms)
     return False if named and len({c > 0 for c in diff.terms.values()}) == 1 else None
 
 
@@ -653,7 +656,7 @@ _define("view", (Param("x"), Param("*shape", Any)), _reshape_shape, _view_emit,
         doc="reshape without copying; one size may be -1")
 _define("transpose", (Param("x"), Param("dim0", int), Param("dim1", int)), _transpose_shape,
         positional=2, doc="swap two dims")
-_define("permute", (Param("x"), Param("*dims", int)), _permute_shape, positional=1,
+_define("permute", (Param("x"), Param("*dims", tuple[int, ...])), _permute_shape, positional=1,
         doc="reorder the dims")
 _define("unsqueeze", (Param("x"), Param("dim", int)), _unsqueeze_shape, positional=1,
         doc="insert a size-1 dim")

@@ -2,10 +2,10 @@
 
 Each entry lists the constructor's arguments in torch's order with torch's defaults (minus
 ``device`` and ``dtype``), typed so that pydantic rejects nonsense (``kernel_size=-1``,
-``p=1.5``); says which arguments are read off the input (``in_channels``); and gives a
-shape rule that raises ``ShapeRuleError`` wherever torch would fail at run time. Shape rules use plain arithmetic, so
-symbolic dims flow through them. Importing this module does not import torch; only the fallback in
-``lookup_layer`` does, and only when it is used.
+``p=1.5``); says which arguments are read off the input (``in_channels``); and gives a shape
+rule that raises ``ShapeRuleError`` wherever torch would fail at run time. Shape rules use
+plain arithmetic, so symbolic dims flow through them. Importing this module does not import
+torch; only the fallback in ``lookup_layer`` does, and only when it is used.
 """
 
 from __future__ import annotations

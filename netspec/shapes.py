@@ -85,11 +85,6 @@ class _ShapeInference:
         layer = mod.layer
         assert layer is not None
         values = {k: self.subst(v) for k, v in mod.args.items()}
-        if layer.rank is not None and len(shape) not in layer.rank:
-            ranks = " or ".join(f"{r}-D" for r in layer.rank)
-            self.error("shape error", f"{layer.name} expects a {ranks} input, but got the "
-                       f"{len(shape)}-D {fmt_shape(shape)}", span, notes=(origin.note(shape),))
-            return _UNKNOWN
         for size in layer.in_sizes:
             try:
                 inferred = size.infer(shape)

@@ -553,9 +553,31 @@ def test_param_types_validate_with_pydantic():
         for p in fn.params:
             adapter = pydantic.TypeAdapter(p.type)
             if not p.required:
-                adapter.validate_python(p.default)
-    dims = pydantic.TypeAdapter(FUNCTIONS["sum"].params[1].type)
-    assert dims.validate_python([0, 1]) == (0, 1)
+                adapter.validate_python(p.default, strict=True)
+
+    def valid(name, param, value):
+        """Validate as the argument binder does (strict)."""
+        p = next(p for p in FUNCTIONS[name].params if p.name == param)
+        return pydantic.TypeAdapter(p.type).validate_python(value, strict=True)
+
+    assert valid("sum", "dim", (0, 1)) == (0, 1)
+    assert valid("sum", "dim", None) is None
+    assert valid("permute", "*dims", (1, 0)) == (1, 0)  # a variadic type describes the tuple
+    assert valid("elu", "alpha", 1) == 1.0
+    assert valid("adaptive_avg_pool2d", "output_size", (None, 4)) == (None, 4)
+    with pytest.raises(pydantic.ValidationError):
+        valid("gelu", "approximate", "fast")
+    with pytest.raises(pydantic.ValidationError):
+        valid("softmax", "dim", 1.5)
+
+
+def test_instance_tagged_symbols_compare():
+    a, b = Sym.symbol("C@3"), Sym.symbol("N@7")
+    assert shape_of("reshape", (b, a, 4), shape=(b, -1)) == (b, 4 * a)
+    with pytest.raises(ShapeRuleError):
+        shape_of("reshape", (b, 10), shape=(b, 3, -1))
+    with pytest.raises(ShapeRuleError):
+        shape_of("add", (3 * b, 2), (2 * b, 2))
 
 
 def test_import_without_torch():
