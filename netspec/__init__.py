@@ -1,9 +1,9 @@
 """netspec: write a neural network down once, have it checked before it runs, get PyTorch out."""
 
-from netspec.api import Analysis, analyze, build, check
+from netspec.api import Analysis, analyze, build, check, materialize
 from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError, Span
 
 __version__ = "0.1.0"
 
 __all__ = ["Analysis", "CheckpointError", "Diagnostic", "NetspecError", "SpecError", "Span",
-           "analyze", "build", "check", "__version__"]
+           "analyze", "build", "check", "materialize", "__version__"]

@@ -102,16 +102,20 @@ def build(spec: str | Path, block: str | None = None, input: Any = None, device:
 
 def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
                    seed: int | None = None):
+    """Build the module of an analysed spec (see ``build``)."""
     import torch
 
     from netspec.builder import build_module
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=torch.device(device).type if device else "cpu")
-        generator.manual_seed(seed)
-    model = build_module(analysis.ir, device=device, dtype=dtype, generator=generator)
+    model = build_module(analysis.ir, device=device, dtype=dtype, seed=seed)
     object.__setattr__(model, "_netspec", analysis)
     return model
+
+
+def materialize(model, device: Any = "cpu", seed: int | None = None):
+    """Allocate and initialise a model built with ``device="meta"``, in place."""
+    from netspec.init import materialize as _materialize
+
+    return _materialize(model, device, seed=seed)

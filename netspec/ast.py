@@ -289,9 +289,10 @@ class Step:
 
 @dataclass(frozen=True)
 class InitRule:
-    """``Linear.weight: normal(std=0.01)`` or ``"*.bias": zeros()``."""
+    """``Linear.weight: normal(std=0.01)``, ``"*.bias": zeros()``, ``T.p in "pat": ...``."""
     selector: Union[Path, Str]
-    init: Expr
+    within: Str | None
+    init: Chain
     span: Span
 
 

@@ -95,16 +95,16 @@ def _generated_class(name: str, source: str) -> type:
 
 
 class _Builder:
-    def __init__(self, device: Any, dtype: Any, generator: torch.Generator | None):
-        self.device = torch.device(device) if device is not None else None
+    """Builds the module tree on the ``meta`` device: structure only, no weight memory."""
+
+    def __init__(self, dtype: Any):
         self.dtype = dtype
-        self.generator = generator
         self.built: dict[int, nn.Module] = {}
 
     def module(self, mod: ModuleIR) -> nn.Module:
         if mod.uid not in self.built:
             module = self.layer(mod) if mod.kind == "layer" else self.block(mod)
-            object.__setattr__(module, "_netspec_ir", mod)  # for summaries and tools
+            object.__setattr__(module, "_netspec_ir", mod)  # for init, summaries and tools
             self.built[mod.uid] = module
         return self.built[mod.uid]
 
@@ -112,15 +112,12 @@ class _Builder:
         assert mod.layer is not None and mod.resolved_args is not None
         cls = getattr(nn, mod.cls_name)
         kwargs = dict(mod.resolved_args)
-        if mod.layer.factory_kwargs:
-            if self.device is not None:
-                kwargs["device"] = self.device
-            if self.dtype is not None:
-                kwargs["dtype"] = self.dtype
-            return cls(**kwargs)
-        module = cls(**kwargs)
-        if self.device is not None or self.dtype is not None:
-            module = module.to(device=self.device, dtype=self.dtype)
+        if mod.layer.factory_kwargs and self.dtype is not None:
+            kwargs["dtype"] = self.dtype
+        with torch.device("meta"):
+            module = cls(**kwargs)
+        if self.dtype is not None and not mod.layer.factory_kwargs:
+            module = module.to(dtype=self.dtype)
         return module
 
     def block(self, mod: ModuleIR) -> nn.Module:
@@ -134,45 +131,57 @@ class _Builder:
                 name = target if target not in mod.shared else (
                     data.get("label") or str(data["position"]))
                 children[name] = self.module(mod.children[target])
-            module = _sequential_class(mod.cls_name)(children)
-        else:
-            module = _generated_class(mod.cls_name, forward_source(mod))()
-            for name, child in mod.children.items():
-                module.add_module(name, self.module(child))
-            for name, decl in mod.tensors.items():
-                tensors = {key: self.tensor(frag, mod) for key, frag in decl.items.items()}
-                if decl.container == "tensor":
-                    t = tensors[""]
-                    if decl.trainable:
-                        module.register_parameter(name, nn.Parameter(t))
-                    else:
-                        module.register_buffer(name, t)
-                elif decl.container == "list":
-                    values = [tensors[str(i)] for i in range(len(tensors))]
-                    module.add_module(name, nn.ParameterList([nn.Parameter(t) for t in values])
-                                      if decl.trainable else BufferList(values))
+            return _sequential_class(mod.cls_name)(children)
+        module = _generated_class(mod.cls_name, forward_source(mod))()
+        for name, child in mod.children.items():
+            module.add_module(name, self.module(child))
+        makers: dict[str, Any] = {}
+        for name, decl in mod.tensors.items():
+            assert decl.shapes is not None
+            empty = {k: torch.empty(decl.shapes[k], device="meta", dtype=self.dtype)
+                     for k in decl.items}
+            make = {k: self.maker(frag, mod) for k, frag in decl.items.items()}
+            if decl.container == "tensor":
+                if decl.trainable:
+                    module.register_parameter(name, nn.Parameter(empty[""]))
                 else:
-                    module.add_module(name, nn.ParameterDict(
-                        {k: nn.Parameter(t) for k, t in tensors.items()})
-                        if decl.trainable else BufferDict(tensors))
+                    module.register_buffer(name, empty[""])
+                makers[name] = make[""]
+                continue
+            if decl.container == "list":
+                keys = [str(i) for i in range(len(empty))]
+                holder = nn.ParameterList([nn.Parameter(empty[k]) for k in keys]) \
+                    if decl.trainable else BufferList([empty[k] for k in keys])
+            else:
+                holder = nn.ParameterDict({k: nn.Parameter(t) for k, t in empty.items()}) \
+                    if decl.trainable else BufferDict(empty)
+            object.__setattr__(holder, "_netspec_makers", make)
+            module.add_module(name, holder)
+        object.__setattr__(module, "_netspec_makers", makers)
         for tie in mod.ties:
             owner = module.get_submodule(".".join(tie.target[:-1]))
-            source = module.get_parameter(".".join(tie.source))
-            setattr(owner, tie.target[-1], source)
+            setattr(owner, tie.target[-1], module.get_parameter(".".join(tie.source)))
         return module
 
-    def tensor(self, frag, mod: ModuleIR) -> torch.Tensor:
+    def maker(self, frag, mod: ModuleIR):
+        """A function ``make(device)`` computing a const/param tensor from its expression."""
         namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional}
         exec(tensor_source(frag, mod), namespace)
-        dtype = self.dtype or torch.get_default_dtype()
-        with torch.no_grad():
-            value = namespace["make"](self.device, dtype, self.generator)
-        if not value.is_floating_point():
-            value = value.to(dtype)
-        return value.contiguous()
+        make, dtype = namespace["make"], self.dtype or torch.get_default_dtype()
+
+        def run(device: Any) -> torch.Tensor:
+            value = make(device, dtype, None)
+            return value.to(dtype) if not value.is_floating_point() else value
+        return run
 
 
 def build_module(root: ModuleIR, *, device: Any = None, dtype: Any = None,
-                 generator: torch.Generator | None = None) -> nn.Module:
-    """Instantiate the module tree of a shaped ``ModuleIR``."""
-    return _Builder(device, dtype, generator).module(root)
+                 seed: int | None = None) -> nn.Module:
+    """Instantiate the module tree of a shaped ``ModuleIR`` and initialise it on ``device``.
+
+    ``device="meta"`` returns the structure only; ``netspec.materialize`` finishes it later.
+    """
+    from netspec.init import materialize
+
+    model = _Builder(dtype).module(root)
+    return materialize(model, device, seed=seed)

@@ -221,3 +221,13 @@ def tensor_source(frag: Fragment, mod: ModuleIR) -> str:
     out = emitter.graph(frag.graph, "None", {})
     return "\n".join(["def make(device, dtype, generator):", *emitter.lines,
                       f"    return {_strip(out)}"]) + "\n"
+
+
+def expression_function(frag: Fragment, mod: ModuleIR, name: str = "apply") -> str:
+    """A function ``apply(x)`` evaluating a fragment over its placeholder (init expressions)."""
+    emitter = _Emitter(mod, {})
+    entry = next(n for n, d in frag.graph.nodes(data=True) if d["op"] == "placeholder")
+    emitter.exprs[entry] = "x"
+    emitter.holder["x"] = entry
+    out = emitter.graph(frag.graph, None, {})
+    return "\n".join([f"def {name}(x):", *emitter.lines, f"    return {_strip(out)}"]) + "\n"

@@ -20,6 +20,7 @@ from netspec.args import Arg, bind, validate
 from netspec.dims import Sym
 from netspec.errors import Collector, Diagnostic, SpecError, Span, did_you_mean
 from netspec.functions import FUNCTION_NAMES, lookup_function
+from netspec.init import INITS, InitRuleIR
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, new_graph
 from netspec.layers import LAYER_NAMES, lookup_layer
 from netspec.program import Program
@@ -161,6 +162,11 @@ def elaborate(program: Program, block: str | None = None, args: dict[str, Any] |
     if diagnostics:
         raise SpecError(diagnostics, program.sources)
     module = elab.instantiate(entry, bound, entry.name_span)
+    file_rules: list[InitRuleIR] = []
+    builder = _BodyBuilder(elab, ModuleIR("block", "init", entry.span), {}, {})
+    for section in program.files[program.root].init:
+        file_rules.extend(builder.init_rules(section))
+    module.init_rules[:0] = file_rules
     elab.errors.check()
     return module
 
@@ -326,7 +332,7 @@ class _BodyBuilder:
             self.mod.expects.append((running, dims, stmt.span))
             return running
         if isinstance(stmt, ast.InitSection):
-            self.mod.init_rules.extend(stmt.rules)
+            self.mod.init_rules.extend(self.init_rules(stmt))
             return running
         if isinstance(stmt, ast.InputDecl):
             self.fail("syntax error", "input must be the first statement of a block", stmt.span)
@@ -556,6 +562,71 @@ class _BodyBuilder:
             self.graph, self.values, self.children = saved
         return frag
 
+    # ---- init policies --------------------------------------------------------------------
+    def init_rules(self, section: ast.InitSection) -> list[InitRuleIR]:
+        rules = []
+        for rule in section.rules:
+            try:
+                rules.append(self.init_rule(rule))
+            except SpecError as exc:
+                self.elab.errors.absorb(exc)
+        return rules
+
+    def init_rule(self, rule: ast.InitRule) -> InitRuleIR:
+        layer_type = param = pattern = None
+        selector = rule.selector
+        if isinstance(selector, ast.Str):
+            pattern = selector.value
+            if rule.within is not None:
+                self.fail("syntax error", "`in` follows a layer selector such as Linear.weight",
+                          rule.within.span)
+        else:
+            parts = selector.parts
+            if parts[0][:1].isupper() and len(parts) <= 2:
+                if lookup_layer(parts[0]) is None and parts[0] not in self.elab.program.blocks:
+                    self.fail("name error", f"unknown layer '{parts[0]}' in init rule",
+                              selector.span, hint=did_you_mean(parts[0], list(LAYER_NAMES) +
+                                                               list(self.elab.program.blocks)))
+                layer_type = parts[0]
+                param = parts[1] if len(parts) == 2 else None
+            else:
+                pattern = ".".join(parts)
+            if rule.within is not None:
+                pattern = rule.within.value
+        steps: list[tuple] = []
+        for link in rule.init.links:
+            node = link.node
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    node.func.id in INITS:
+                fn = INITS[node.func.id]
+                bound = self.bind_call(f"{fn.name}()", fn.params, fn.params, node.args,
+                                       node.keywords, node.span)
+                diagnostics: list[Diagnostic] = []
+                kwargs = validate(fn.params, bound, callee=f"{fn.name}()",
+                                  diagnostics=diagnostics)
+                if diagnostics:
+                    raise SpecError(diagnostics, self.elab.program.sources)
+                steps.append(("init", fn.name, kwargs))
+                continue
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    lookup_function(node.func.id) is None:
+                self.fail("name error", f"unknown initialiser '{node.func.id}'", node.func.span,
+                          hint=did_you_mean(node.func.id, INITS) or
+                          "initialisers: " + ", ".join(INITS))
+            step = ast.Step(ast.Chain((link,), link.span), link.span)
+            saved = dict(self.children)
+            frag = self.fragment((step,), link.span, own_children=False)
+            if len(self.children) != len(saved) or any(
+                    d["op"] in ("call_module", "loop", "branch", "get_attr")
+                    for _, d in frag.graph.nodes(data=True)):
+                self.children.clear()
+                self.children.update(saved)
+                self.fail("type error", "an init step is an initialiser or an expression over "
+                          "x, the tensor being initialised", link.span)
+            steps.append(("expr", frag))
+        text = _source_text(self.elab.program.sources, rule.span)
+        return InitRuleIR(layer_type, param, pattern, steps, text, rule.span)
+
     # ---- tensors --------------------------------------------------------------------------
     def tensor_decl(self, stmt: ast.ConstDecl | ast.ParamDecl) -> None:
         self.check_new_name(stmt.name, stmt.name_span)
@@ -769,6 +840,17 @@ class _BodyBuilder:
 
 
 _MISSING = object()
+
+
+def _source_text(sources, span: Span) -> str:
+    lines = (sources.texts.get(span.file) or "").splitlines()[span.line - 1:span.end_line]
+    if not lines:
+        return ""
+    if len(lines) == 1:
+        return lines[0][span.column - 1:span.end_column - 1]
+    lines[0] = lines[0][span.column - 1:]
+    lines[-1] = lines[-1][:span.end_column - 1]
+    return " ".join(line.strip() for line in lines)
 
 
 def _format_pattern(pattern: str, index: str, i: int, span: Span, builder: _BodyBuilder) -> str:

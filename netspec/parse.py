@@ -173,10 +173,12 @@ class _ToAst(Transformer):
     def init_section(self, meta, *rules):
         return ast.InitSection(tuple(rules), self.s(meta))
 
-    def init_rule(self, meta, selector, init):
+    def init_rule(self, meta, selector, within, init):
         if isinstance(selector, Token):
             selector = ast.Str(_string(selector), self.t(selector))
-        return ast.InitRule(selector, init, self.s(meta))
+        if within is not None:
+            within = ast.Str(_string(within), self.t(within))
+        return ast.InitRule(selector, within, init, self.s(meta))
 
     # expressions
     def ternary(self, meta, then, cond, orelse):

@@ -1,0 +1,234 @@
+"""Init policies: which rule initialises each parameter, and materialising a model once.
+
+A rule selects parameters by layer type and parameter name (``Linear.weight``, ``Conv2d``), by
+a glob over the parameter path relative to the block that declares it (``"features.*.weight"``),
+or both (``Linear.weight in "head.*"``). Rules apply in order and the last matching rule wins:
+file-level rules first, then each enclosing block's from the outermost to the innermost, so
+the most specific block has the last word. A rule that matches nothing is an error.
+
+A model is built on the ``meta`` device and then materialised: every tensor is allocated
+on its device and initialised exactly once, by its rule or by its layer's own default
+(``reset_parameters``), or, for ``const``/``param`` tensors, by their spec expression.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from netspec.errors import Diagnostic, SpecError, Span
+from netspec.registry import Param
+
+_NONLINEARITY = Literal["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                        "conv_transpose2d", "conv_transpose3d", "sigmoid", "tanh", "relu",
+                        "leaky_relu", "selu"]
+_MODE = Literal["fan_in", "fan_out"]
+
+
+@dataclass(frozen=True)
+class InitFn:
+    """A ``torch.nn.init`` function as spelt in a spec: ``kaiming_normal(mode="fan_out")``."""
+
+    name: str
+    params: tuple[Param, ...]
+    generator: bool = True        # takes generator=
+
+
+INITS: dict[str, InitFn] = {f.name: f for f in (
+    InitFn("uniform", (Param("a", float, 0.0), Param("b", float, 1.0))),
+    InitFn("normal", (Param("mean", float, 0.0), Param("std", float, 1.0))),
+    InitFn("constant", (Param("val", float),), generator=False),
+    InitFn("ones", (), generator=False),
+    InitFn("zeros", (), generator=False),
+    InitFn("eye", (), generator=False),
+    InitFn("dirac", (Param("groups", int, 1),), generator=False),
+    InitFn("xavier_uniform", (Param("gain", float, 1.0),)),
+    InitFn("xavier_normal", (Param("gain", float, 1.0),)),
+    InitFn("kaiming_uniform", (Param("a", float, 0.0), Param("mode", _MODE, "fan_in"),
+                               Param("nonlinearity", _NONLINEARITY, "leaky_relu"))),
+    InitFn("kaiming_normal", (Param("a", float, 0.0), Param("mode", _MODE, "fan_in"),
+                              Param("nonlinearity", _NONLINEARITY, "leaky_relu"))),
+    InitFn("trunc_normal", (Param("mean", float, 0.0), Param("std", float, 1.0),
+                            Param("a", float, -2.0), Param("b", float, 2.0))),
+    InitFn("orthogonal", (Param("gain", float, 1.0),)),
+    InitFn("sparse", (Param("sparsity", float), Param("std", float, 0.01))),
+    InitFn("default", (), generator=False),
+)}
+
+
+@dataclass
+class InitRuleIR:
+    """One elaborated rule: a selector and the steps that produce the tensor's values."""
+
+    layer_type: str | None            # "Linear"
+    param: str | None                 # "weight"
+    pattern: str | None               # glob over the relative parameter path
+    steps: list[tuple]                # ("init", name, kwargs) | ("expr", Fragment)
+    text: str                         # the rule as written, for summaries
+    span: Span
+    matched: int = field(default=0, compare=False)
+
+    def matches(self, relative_path: str, owner_type: str, name: str) -> bool:
+        if self.layer_type is not None and owner_type != self.layer_type:
+            return False
+        if self.param is not None and name != self.param:
+            return False
+        return self.pattern is None or fnmatch.fnmatchcase(relative_path, self.pattern)
+
+
+@dataclass
+class Assignment:
+    """The rule chosen for one parameter (``rule`` None: the layer's own default init)."""
+
+    path: str
+    layer: str
+    rule: InitRuleIR | None
+
+
+def init_plan(model) -> dict[int, Assignment]:
+    """For every parameter of a built model (by ``id``): the rule that initialises it."""
+    scopes = []  # (prefix, rules) in the order rules are applied: outer blocks first
+    for path, module in model.named_modules():
+        ir = getattr(module, "_netspec_ir", None)
+        rules = getattr(ir, "init_rules", None) if ir is not None else None
+        if rules:
+            scopes.append((path, rules))
+            for rule in rules:
+                rule.matched = 0
+    plan: dict[int, Assignment] = {}
+    owners = {}
+    for mpath, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), (mpath, module, name))
+    for pid, (mpath, module, name) in owners.items():
+        full = f"{mpath}.{name}" if mpath else name
+        chosen = None
+        for prefix, rules in scopes:
+            if prefix and not (full.startswith(prefix + ".")):
+                continue
+            relative = full[len(prefix) + 1:] if prefix else full
+            for rule in rules:
+                if rule.matches(relative, type(module).__name__, name):
+                    rule.matched += 1
+                    chosen = rule
+        plan[pid] = Assignment(full, type(module).__name__, chosen)
+    unused = [rule for _, rules in scopes for rule in rules if rule.matched == 0]
+    if unused:
+        sources = getattr(getattr(model, "_netspec", None), "sources", None)
+        raise SpecError([Diagnostic("init error", f"this init rule matches no parameter",
+                                    r.span, hint=_unused_hint(r, owners)) for r in unused],
+                        sources)
+    return plan
+
+
+def _unused_hint(rule: InitRuleIR, owners: dict) -> str:
+    types = sorted({f"{type(m).__name__}.{n}" for _, m, n in owners.values()})
+    return "parameters here: " + ", ".join(types[:12]) + (" ..." if len(types) > 12 else "")
+
+
+def materialize(model, device: Any = None, seed: int | None = None):
+    """Allocate every tensor of a meta-device ``model`` on ``device`` and initialise it once."""
+    import torch
+
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "meta":
+        init_plan(model)   # rules that match nothing are errors on any device
+        return model
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model.to_empty(device=device)
+        _reapply_ties(model)
+        plan = init_plan(model)    # after to_empty: parameters are new objects
+        with torch.no_grad():
+            for module in _unique_modules(model):
+                _init_module(module, plan, device)
+    return model
+
+
+def _unique_modules(model):
+    seen = set()
+    for module in model.modules():
+        if id(module) not in seen:
+            seen.add(id(module))
+            yield module
+
+
+def _init_module(module, plan: dict[int, Assignment], device) -> None:
+    own = list(module.named_parameters(recurse=False))
+    buffers = list(module.named_buffers(recurse=False))
+    if not own and not buffers:
+        return
+    makers = getattr(module, "_netspec_makers", None)
+    needs_default = bool(buffers) or any(plan.get(id(p)) is None or plan[id(p)].rule is None
+                                         for _, p in own)
+    if needs_default:
+        if makers is not None:
+            for name, make in makers.items():
+                target = module._parameters.get(name)
+                if target is None:
+                    target = module._buffers[name]
+                elif plan.get(id(target)) and plan[id(target)].rule is not None:
+                    continue
+                target.copy_(make(device))
+        elif hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        elif hasattr(module, "_reset_parameters"):
+            module._reset_parameters()
+    for _, p in own:
+        assignment = plan.get(id(p))
+        if assignment is not None and assignment.rule is not None:
+            apply_rule(assignment.rule, p, module)
+
+
+def apply_rule(rule: InitRuleIR, tensor, module) -> None:
+    """Run a rule's steps on ``tensor`` in place."""
+    import torch
+
+    for step in rule.steps:
+        if step[0] == "init":
+            _, name, kwargs = step
+            if name == "default":
+                reset = getattr(module, "reset_parameters", None)
+                if reset is None:
+                    raise SpecError([Diagnostic("init error", f"{type(module).__name__} has no "
+                                                "default initialisation", rule.span)])
+                reset()
+                continue
+            getattr(torch.nn.init, name + "_")(tensor, **kwargs)
+        else:
+            tensor.copy_(_compiled(step[1])(tensor))
+
+
+_functions: dict[int, Any] = {}
+
+
+def _compiled(fragment) -> Any:
+    """The Python function of an init expression such as ``x * (abs(x) >= 5)``."""
+    key = id(fragment)
+    if key not in _functions:
+        import torch
+
+        from netspec.codegen import expression_function
+        from netspec.ir import ModuleIR
+
+        namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional}
+        exec(expression_function(fragment, ModuleIR("block", "init", None)), namespace)
+        _functions[key] = (fragment, namespace["apply"])   # keeps the fragment alive
+    return _functions[key][1]
+
+
+def _reapply_ties(model) -> None:
+    for module in _unique_modules(model):
+        ir = getattr(module, "_netspec_ir", None)
+        for tie in getattr(ir, "ties", None) or ():
+            owner = module.get_submodule(".".join(tie.target[:-1]))
+            setattr(owner, tie.target[-1], module.get_parameter(".".join(tie.source)))
+
+
+def describe_plan(model) -> list[tuple[str, str, str]]:
+    """(parameter path, layer, rule text or "default") for ``summary --init``."""
+    return [(a.path, a.layer, a.rule.text if a.rule is not None else "default")
+            for a in init_plan(model).values()]
