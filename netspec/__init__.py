@@ -1,9 +1,11 @@
 """netspec: write a neural network down once, have it checked before it runs, get PyTorch out."""
 
 from netspec.api import Analysis, analyze, build, check, materialize
+from netspec.checkpoint import LoadReport, load, save
 from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError, Span
 
 __version__ = "0.1.0"
 
-__all__ = ["Analysis", "CheckpointError", "Diagnostic", "NetspecError", "SpecError", "Span",
-           "analyze", "build", "check", "materialize", "__version__"]
+__all__ = ["Analysis", "CheckpointError", "Diagnostic", "LoadReport", "NetspecError",
+           "SpecError", "Span", "__version__", "analyze", "build", "check", "load",
+           "materialize", "save"]

@@ -66,16 +66,69 @@ def check(spec: Path = SpecArg, block: Optional[str] = BlockOpt, input: Optional
 def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
             input: Optional[str] = InputOpt, set: Optional[List[str]] = SetOpt,
             depth: int = typer.Option(-1, "--depth", "-d", help="deepest level shown (-1: all)"),
+            init: bool = typer.Option(False, "--init", help="show the init rule of every parameter"),
             ) -> None:
     """Print a table of SPEC's modules: path, layer, output shape, parameters."""
     def action() -> None:
         from rich.console import Console
 
         from netspec.api import analyze
-        from netspec.summary import summary_table
+        from netspec.summary import init_table, summary_table
 
         analysis = analyze(spec, block, input, **_block_args(set))
-        Console().print(summary_table(analysis, depth=depth))
+        console = Console()
+        console.print(summary_table(analysis, depth=depth))
+        if init:
+            console.print(init_table(analysis))
+    _run(action)
+
+
+@app.command(name="compile")
+def compile_(spec: Path = SpecArg, output: Path = typer.Option(..., "--output", "-o",
+             help="the checkpoint to write (.safetensors)"),
+             block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
+             set: Optional[List[str]] = SetOpt,
+             seed: Optional[int] = typer.Option(None, "--seed", help="seed for bit-identical weights"),
+             ) -> None:
+    """Build SPEC, initialise it, and write weights + spec to one safetensors file."""
+    def action() -> None:
+        from netspec.api import analyze, build_analysis
+        from netspec.checkpoint import save
+
+        analysis = analyze(spec, block, input, **_block_args(set))
+        model = build_analysis(analysis, seed=seed)
+        save(model, output)
+        count = sum(p.numel() for p in model.parameters())
+        typer.echo(f"wrote {output}: {analysis.ir.cls_name}, {count:,} parameters")
+    _run(action)
+
+
+@app.command()
+def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file written by netspec"),
+            ) -> None:
+    """Print a checkpoint's metadata and the summary of the model it holds."""
+    def action() -> None:
+        from rich.console import Console
+
+        from netspec.api import analyze
+        from netspec.checkpoint import read_checkpoint
+        from netspec.program import load as load_program
+        from netspec.summary import summary_table
+
+        ckpt = read_checkpoint(checkpoint)
+        record = ckpt.spec
+        console = Console()
+        console.print(f"[bold]{checkpoint}[/bold]")
+        console.print(f"  netspec version: {ckpt.metadata.get('netspec.version')}")
+        console.print(f"  spec: {record['root']} ({len(record['files'])} file(s)), "
+                      f"block {record.get('block')}, args {record.get('args') or {}}, "
+                      f"input {record.get('input')}")
+        console.print(f"  spec sha256: {ckpt.metadata.get('netspec.spec_sha256')}")
+        console.print(f"  tensors: {len(ckpt.tensors)} stored, {len(ckpt.aliases)} tied aliases")
+        program = load_program(record["root"], sources=record["files"])
+        analysis = analyze(program, record.get("block"), record.get("input"),
+                           **(record.get("args") or {}))
+        console.print(summary_table(analysis))
     _run(action)
 
 

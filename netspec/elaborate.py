@@ -303,9 +303,12 @@ class _BodyBuilder:
         if isinstance(stmt, ast.Step):
             return self.chain(stmt.chain, running)
         if isinstance(stmt, ast.Assign):
-            self.check_new_name(stmt.name, stmt.name_span)
+            if stmt.name not in self.values and stmt.name != RUNNING:
+                self.check_new_name(stmt.name, stmt.name_span)
             value = self.chain(stmt.value, running)
             self.graph.nodes[value]["name"] = stmt.name
+            if stmt.name == RUNNING:        # `x = ...` sets the running value
+                return value
             self.values[stmt.name] = value
             return running
         if isinstance(stmt, ast.Let):

@@ -51,3 +51,17 @@ def summary_table(analysis: Analysis, depth: int = -1) -> Table:
     table.caption = (f"{total['params']:,} parameters ({total['trainable']:,} trainable), "
                      f"{total['buffers']:,} buffer values")
     return table
+
+
+def init_table(analysis: Analysis) -> Table:
+    """Which rule initialises each parameter (``default``: the layer's own initialisation)."""
+    from netspec.init import describe_plan
+
+    model = build_analysis(analysis, device="meta")
+    table = Table(title="init")
+    table.add_column("parameter")
+    table.add_column("layer")
+    table.add_column("rule")
+    for path, layer, rule in describe_plan(model):
+        table.add_row(path, layer, rule)
+    return table
