@@ -306,7 +306,8 @@ class _BodyBuilder:
             if stmt.name not in self.values and stmt.name != RUNNING:
                 self.check_new_name(stmt.name, stmt.name_span)
             value = self.chain(stmt.value, running)
-            self.graph.nodes[value]["name"] = stmt.name
+            if self.graph.nodes[value]["op"] != "placeholder":   # an alias keeps the input's name
+                self.graph.nodes[value]["name"] = stmt.name
             if stmt.name == RUNNING:        # `x = ...` sets the running value
                 return value
             self.values[stmt.name] = value
@@ -461,7 +462,7 @@ class _BodyBuilder:
                 self.fail("name error", f"'{target}' is already a module of this block",
                           link.label_span or link.span, hint="choose another name")
             self.children[target] = module.ir
-        return self.node(link.label or RUNNING, "call_module", target=target, args=(Ref(value),),
+        return self.node(RUNNING, "call_module", target=target, args=(Ref(value),),
                          span=link.span, position=position, label=link.label)
 
     # ---- structured steps -----------------------------------------------------------------

@@ -153,6 +153,8 @@ class _ShapeInference:
         origins: dict[str, _Origin] = {}
         assert mod.graph is not None
         out = self.graph(mod, mod.graph, shape, origin, env, origins)
+        for decl in mod.tensors.values():     # tensors no step reads are still built
+            self.tensor_shapes(mod, decl)
         for node, dims, espan in mod.expects:
             actual = env.get(node)
             expected = self.subst(dims)
@@ -347,9 +349,8 @@ def _splice(mod: ModuleIR, graph: nx.DiGraph, nid: str, frag: Fragment) -> nx.Di
             rename[fnode] = Ref(new_id)
         assert result is not None
         rename[nid] = result
-        if fg.nodes[list(fg.nodes)[-1]].get("name") not in (None, "output"):
-            pass
-        out.nodes[result.node]["name"] = data.get("name", out.nodes[result.node].get("name"))
+        if result.node in out and out.nodes[result.node]["op"] != "placeholder":
+            out.nodes[result.node]["name"] = data.get("name", out.nodes[result.node].get("name"))
     for node, data in out.nodes(data=True):
         for a in list(data["args"]) + list(data["kwargs"].values()):
             for r in (a if isinstance(a, tuple) else (a,)):

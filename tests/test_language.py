@@ -1,0 +1,312 @@
+"""The language end to end: each feature built from source text and checked against PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import netspec
+from netspec.dims import Sym
+from netspec.ir import lint
+from netspec.parse import parse
+
+
+def build(src: str, **kw):
+    return netspec.build(src, **kw)
+
+
+# ---- syntax ------------------------------------------------------------------------------------
+
+def test_newlines_inside_brackets_and_arrow_continuations() -> None:
+    model = build("""
+block A {
+    input x: [N,
+              6]
+    y = x -> Linear(
+            4)
+          -> ReLU()
+    return y
+}""")
+    assert model(torch.rand(3, 6)).shape == (3, 4)
+
+
+def test_semicolons_and_comments() -> None:
+    model = build("block A { input x: [N, 3]; Linear(2); ReLU() }  # trailing comment")
+    assert isinstance(model, nn.Sequential) and len(model) == 2
+
+
+def test_ast_nodes_carry_spans() -> None:
+    tree = parse("block A {\n  input x: [N, 3]\n  h: Linear(2)\n}\n", "f.net")
+    step = tree.blocks[0].body.stmts[1]
+    link = step.chain.links[0]
+    assert (link.label_span.line, link.label_span.column) == (3, 3)
+    assert (link.node.span.line, link.node.span.column) == (3, 6)
+
+
+# ---- blocks, arguments, entries ----------------------------------------------------------------
+
+SRC_BLOCKS = """
+block Head(classes: int = 10, p: float = 0.5) { Dropout(p); Linear(classes) }
+block Net(classes: int = 10) {
+    input x: [N, 32]
+    body: { Linear(64); ReLU() }
+    head: Head(classes)
+}
+"""
+
+
+def test_last_block_is_the_entry_and_arguments_flow() -> None:
+    model = build(SRC_BLOCKS, classes=7)
+    assert type(model).__name__ == "Net"
+    assert model.head[1].out_features == 7
+    assert model.head[0].p == 0.5
+
+
+def test_block_keyword_picks_another_entry() -> None:
+    model = build(SRC_BLOCKS, block="Head", input=[2, 5], classes=3)
+    assert model(torch.rand(2, 5)).shape == (2, 3)
+
+
+def test_wrong_argument_type_is_an_error() -> None:
+    with pytest.raises(netspec.SpecError, match="argument 'classes' is int"):
+        build(SRC_BLOCKS, classes="ten")
+
+
+def test_unknown_block_argument_has_did_you_mean() -> None:
+    with pytest.raises(netspec.SpecError, match="did you mean 'classes'"):
+        build(SRC_BLOCKS, clases=3)
+
+
+# ---- symbols and shapes ------------------------------------------------------------------------
+
+def test_batch_symbol_stays_symbolic_and_input_binds_it() -> None:
+    analysis = netspec.analyze("block A { input x: [N, 8]; Linear(4) }")
+    assert isinstance(analysis.output_shape[0], Sym) and str(analysis.output_shape[0]) == "N"
+    analysis = netspec.analyze("block A { input x: [N, 8]; Linear(4) }", input=[5, 8])
+    assert analysis.output_shape == (5, 4)
+
+
+def test_symbols_usable_in_expressions() -> None:
+    model = build("block A { input x: [N, C, L]; reshape(x, N, C * L) -> Linear(3) }",
+                  input=[2, 4, 5])
+    assert model[1].in_features == 20 if isinstance(model, nn.Sequential) else True
+    assert model(torch.rand(2, 4, 5)).shape == (2, 3)
+
+
+def test_reshape_with_symbolic_batch_runs_with_other_batches() -> None:
+    model = build("block A { input x: [N, 2, 3]; reshape(x, N, -1) }")
+    assert model(torch.rand(7, 2, 3)).shape == (7, 6)
+
+
+def test_expect_checks_the_running_shape() -> None:
+    build("block A { input x: [N, 16, 5, 5]; Flatten(); expect [N, 400]; Linear(10) }")
+    with pytest.raises(netspec.SpecError, match=r"expected \[N, 300\]"):
+        build("block A { input x: [N, 16, 5, 5]; Flatten(); expect [N, 300] }")
+
+
+def test_declared_input_is_checked_against_the_given_one() -> None:
+    with pytest.raises(netspec.SpecError, match=r"declares the input \[N, 784\]"):
+        netspec.analyze("block A { input x: [N, 784]; Linear(3) }", input=[2, 20])
+
+
+def test_stated_size_is_checked() -> None:
+    build("block A { input x: [N, 20]; Linear(4, in_features=20) }")
+    with pytest.raises(netspec.SpecError, match="in_features=21, but the input here has 20"):
+        build("block A { input x: [N, 20]; Linear(4, in_features=21) }")
+
+
+def test_block_without_input_takes_its_callers_shape() -> None:
+    model = build("block B { Linear(3) }\nblock A { input x: [N, 5]; b1: B; b2: B }")
+    assert model.b1[0].in_features == 5 and model.b2[0].in_features == 3
+
+
+# ---- sequences, naming, repeat -----------------------------------------------------------------
+
+def test_unnamed_steps_are_numbered_by_position() -> None:
+    model = build("block A { input x: [N, 3]; Linear(3); act: ReLU(); Linear(2) }")
+    assert list(dict(model.named_children())) == ["0", "act", "2"]
+
+
+def test_repeat_with_pattern_names_each_copy() -> None:
+    model = build('block A { input x: [N, 4]; repeat 3 as "layer{i}" { Linear(4); ReLU() } }')
+    assert list(dict(model.named_children())) == ["layer0", "layer1", "layer2"]
+    assert isinstance(model.layer1, nn.Sequential) and len(model.layer1) == 2
+    assert model.layer0[0].weight is not model.layer1[0].weight
+
+
+def test_repeat_without_pattern_inlines_and_index_is_usable() -> None:
+    model = build("block A { input x: [N, 4]; repeat 3 as k { Linear(4 * (k + 1)) } }")
+    assert [m.out_features for m in model] == [4, 8, 12]
+    assert [m.in_features for m in model] == [4, 4, 8]
+
+
+def test_repeat_count_must_be_positive() -> None:
+    with pytest.raises(netspec.SpecError, match="positive integer count"):
+        build("block A { input x: [N, 4]; repeat -2 { Linear(4) } }")
+
+
+# ---- compile-time if ---------------------------------------------------------------------------
+
+def test_static_if_on_arguments() -> None:
+    src = ("block A(deep: bool = false) { input x: [N, 4]\n"
+           "  if deep { Linear(8); ReLU(); Linear(4) } else { Linear(4) } }")
+    assert len(build(src)) == 1
+    assert len(build(src, deep=True)) == 3
+
+
+def test_if_on_a_dim_symbol_is_decided_by_the_input() -> None:
+    src = """
+block Proj(out: int) {
+    input x: [N, C]
+    if C != out { proj: Linear(out) } else { x }
+}
+block A { input x: [N, 8]; same: Proj(8); other: Proj(3) }
+"""
+    model = build(src)
+    assert list(dict(model.same.named_children())) == []
+    assert isinstance(model.other.proj, nn.Linear)
+    assert model(torch.rand(2, 8)).shape == (2, 3)
+
+
+# ---- dataflow ----------------------------------------------------------------------------------
+
+def test_named_values_and_return() -> None:
+    model = build("""
+block R { input x: [N, 6]
+    y = x -> Linear(6) -> ReLU()
+    z = y * 2
+    return relu(x + z)
+}""")
+    x = torch.rand(3, 6)
+    expected = torch.relu(x + 2 * torch.relu(model._modules["0"](x)))
+    assert torch.equal(model(x), expected)
+
+
+def test_running_value_can_be_reassigned() -> None:
+    model = build("block A { input x: [N, 4]\n x = x -> Linear(4)\n x = x * 3\n return x }")
+    x = torch.rand(2, 4)
+    assert torch.allclose(model(x), model._modules["0"](x) * 3)
+
+
+def test_add_and_concat_branches() -> None:
+    model = build("""
+block A { input x: [N, 4]
+    concat(dim=1) { a: Linear(3); b: Linear(5) }
+    add { x; Linear(8) }
+}""")
+    x = torch.rand(2, 4)
+    h = torch.cat([model.a(x), model.b(x)], dim=1)
+    assert torch.equal(model(x), h + model._modules["2"](h))
+
+
+def test_while_loop_runs_at_runtime() -> None:
+    model = build("block A { input x: [N, 3]; while sum(abs(x)) > 1 { x / 2 } }")
+    x = torch.full((1, 3), 4.0)
+    assert torch.equal(model(x), torch.full((1, 3), 0.25))
+
+
+def test_while_body_must_keep_the_shape() -> None:
+    with pytest.raises(netspec.SpecError, match="must keep the shape"):
+        build("block A { input x: [N, 3]; while sum(x) > 1 { Linear(2) } }")
+
+
+# ---- sharing, ties, tensors --------------------------------------------------------------------
+
+def test_let_is_one_module_object() -> None:
+    model = build("block A { input x: [N, 4]; let s = Linear(4); s; ReLU(); s }")
+    assert model[0] is model[2]
+
+
+def test_tie_makes_one_parameter() -> None:
+    model = build("""
+block A { input x: [N, 4]
+    a: Linear(4)
+    b: Linear(4)
+    tie b.weight = a.weight
+}""")
+    assert model.a.weight is model.b.weight
+    assert model.a.bias is not model.b.bias
+    model(torch.rand(2, 4)).sum().backward()
+    assert model.a.weight.grad is not None
+
+
+def test_tie_with_unknown_path_has_a_hint() -> None:
+    with pytest.raises(netspec.SpecError, match="no parameter 'weigth'"):
+        build("block A { input x: [N, 4]; a: Linear(4); b: Linear(4); tie b.weigth = a.weight }")
+
+
+def test_const_is_a_buffer_and_param_is_a_parameter() -> None:
+    model = build("""
+block A(k: int = 3) { input x: [N, d]
+    const c = ones(d)
+    param w = zeros(d, k)
+    (x + c) @ w
+}""", input=[2, 5])
+    assert dict(model.named_buffers())["c"].shape == (5,)
+    assert dict(model.named_parameters())["w"].shape == (5, 3)
+    assert "c" in model.state_dict()
+
+
+def test_factories_are_only_allowed_in_const_and_param() -> None:
+    with pytest.raises(netspec.SpecError, match="belongs in a const or param"):
+        build("block A { input x: [N, 4]; x + rand(4) }")
+
+
+# ---- imports -----------------------------------------------------------------------------------
+
+def test_imports_are_relative_and_cycles_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "blocks.net").write_text("block Mlp { Linear(8); ReLU() }\n")
+    (tmp_path / "net.net").write_text('import "lib/blocks.net"\n'
+                                      "block Net { input x: [N, 3]; Mlp; Linear(2) }\n")
+    model = netspec.build(tmp_path / "net.net")
+    assert model(torch.rand(2, 3)).shape == (2, 2)
+    (tmp_path / "a.net").write_text('import "b.net"\nblock A { Linear(2) }\n')
+    (tmp_path / "b.net").write_text('import "a.net"\nblock B { Linear(2) }\n')
+    with pytest.raises(netspec.SpecError, match="import cycle"):
+        netspec.build(tmp_path / "a.net")
+    (tmp_path / "c.net").write_text('import "missing.net"\nblock C { Linear(2) }\n')
+    with pytest.raises(netspec.SpecError, match="cannot find 'missing.net'"):
+        netspec.build(tmp_path / "c.net")
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+def test_meta_build_allocates_nothing_and_materializes() -> None:
+    model = netspec.build("specs/alexnet.net", device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    netspec.materialize(model, "cpu", seed=0)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert model(torch.rand(1, 1, 224, 224)).shape == (1, 10)
+
+
+def test_dtype_is_applied() -> None:
+    model = build("block A { input x: [N, 4]; const c = ones(4); Linear(2) }", dtype="float64")
+    assert all(t.dtype == torch.float64 for t in model.state_dict().values())
+
+
+def test_ir_is_reachable_and_lints() -> None:
+    analysis = netspec.analyze("specs/resnet.net")
+    lint(analysis.ir, shaped=True)
+    kinds = {d["op"] for _, mod in analysis.ir.walk() if mod.graph is not None
+             for _, d in mod.graph.nodes(data=True)}
+    assert kinds <= {"placeholder", "call_module", "call_function", "get_attr", "loop", "output"}
+
+
+def test_generated_forward_is_readable_python() -> None:
+    model = netspec.build("specs/fixed_hidden_mlp.net")
+    code = type(model).code
+    assert "def forward(self, x):" in code and "while" in code and "# [N, 20]" in code
+    compile(code, "<test>", "exec")
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "netspec", "check", "specs/lenet.net"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: specs/lenet.net: LeNet [N, 1, 28, 28] -> [N, 10]")
