@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 from netspec.dims import Shape
 from netspec.elaborate import elaborate
-from netspec.errors import Diagnostic, SourceMap, SpecError
+from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
 from netspec.ir import ModuleIR, lint
+from netspec.limits import Limits, using
 from netspec.program import Program, load
 from netspec.shapes import infer_shapes
 
@@ -68,36 +69,46 @@ def parse_value(text: str) -> Any:
     return value if isinstance(value, (int, float, str)) else text
 
 
-def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None,
-            **block_args: Any) -> Analysis:
+def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None, *,
+            limits: Limits | None = None, **block_args: Any) -> Analysis:
     """Parse, elaborate and shape-check ``spec`` (a path or source text); raises ``SpecError``."""
-    program = spec if isinstance(spec, Program) else load(spec)
-    ir = elaborate(program, block, block_args)
-    lint(ir)
-    shape = parse_shape(input)
-    try:
-        infer_shapes(ir, shape, program.sources)
-    except SpecError as exc:
-        exc.sources = program.sources
-        raise SpecError(exc.diagnostics, program.sources) from None
+    with using(limits):
+        program = spec if isinstance(spec, Program) else load(spec)
+        try:
+            ir = elaborate(program, block, block_args)
+            lint(ir)
+            shape = parse_shape(input)
+            infer_shapes(ir, shape, program.sources)
+        except RecursionError:
+            raise LimitError([Diagnostic("limit error", "this spec nests too deeply to compile",
+                                         hint="split long expressions into named values")],
+                             program.sources) from None
+        except SpecError as exc:
+            raise type(exc)(exc.diagnostics, program.sources) from None
     return Analysis(program, ir, ir.cls_name, dict(block_args), shape)
 
 
-def check(spec: str | Path, block: str | None = None, input: Any = None,
-          **block_args: Any) -> list[Diagnostic]:
+def check(spec: str | Path, block: str | None = None, input: Any = None, *,
+          limits: Limits | None = None, **block_args: Any) -> list[Diagnostic]:
     """Every problem found in ``spec``; an empty list when it is sound."""
     try:
-        analyze(spec, block, input, **block_args)
+        analyze(spec, block, input, limits=limits, **block_args)
     except SpecError as exc:
         return exc.diagnostics
     return []
 
 
 def build(spec: str | Path, block: str | None = None, input: Any = None, device: Any = None,
-          dtype: Any = None, seed: int | None = None, **block_args: Any):
-    """Compile ``spec`` into a ``torch.nn.Module`` (on ``device``, in ``dtype``)."""
-    analysis = analyze(spec, block, input, **block_args)
-    return build_analysis(analysis, device=device, dtype=dtype, seed=seed)
+          dtype: Any = None, seed: int | None = None, *, limits: Limits | None = None,
+          **block_args: Any):
+    """Compile ``spec`` into a ``torch.nn.Module`` (on ``device``, in ``dtype``).
+
+    ``seed`` makes the weights bit-identical from run to run; ``device="meta"`` builds the
+    structure only (see ``materialize``); ``limits`` overrides the resource limits.
+    """
+    with using(limits):
+        analysis = analyze(spec, block, input, **block_args)
+        return build_analysis(analysis, device=device, dtype=dtype, seed=seed)
 
 
 def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from netspec.codegen import forward_source, tensor_source
+from netspec.errors import Diagnostic, SpecError
 from netspec.ir import ModuleIR, Ref
 
 _GENERATED = "netspec.generated"
@@ -114,8 +115,12 @@ class _Builder:
         kwargs = dict(mod.resolved_args)
         if mod.layer.factory_kwargs and self.dtype is not None:
             kwargs["dtype"] = self.dtype
-        with torch.device("meta"):
-            module = cls(**kwargs)
+        try:
+            with torch.device("meta"):
+                module = cls(**kwargs)
+        except Exception as exc:   # torch's own argument checks, beyond netspec's rules
+            raise SpecError([Diagnostic("argument error", f"{mod.cls_name} rejects these "
+                                        f"arguments: {exc}", mod.span)]) from None
         if self.dtype is not None and not mod.layer.factory_kwargs:
             module = module.to(dtype=self.dtype)
         return module

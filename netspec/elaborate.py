@@ -18,17 +18,17 @@ import networkx as nx
 from netspec import ast
 from netspec.args import Arg, bind, validate
 from netspec.dims import Sym
-from netspec.errors import Collector, Diagnostic, SpecError, Span, did_you_mean
+from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, did_you_mean
 from netspec.functions import FUNCTION_NAMES, lookup_function
 from netspec.init import INITS, InitRuleIR
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, new_graph
 from netspec.layers import LAYER_NAMES, lookup_layer
+from netspec.limits import current as current_limits
 from netspec.program import Program
 from netspec.registry import BINARY_OPS, UNARY_OPS, FunctionDef, LayerDef, Param
 
 RUNNING = "x"          # the name of the running value in expressions
 BLOCK_TYPES: dict[str, type | tuple] = {"int": int, "float": (float, int), "bool": bool, "str": str}
-MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -89,11 +89,22 @@ def static_binop(op: str, left: Any, right: Any) -> Any:
 class _Elaborator:
     """Holds the program-wide state of one elaboration: errors, the instantiation stack."""
 
+    def count(self, n: int, span: Span | None) -> None:
+        """Account for ``n`` more nodes; refuse the spec once it passes ``max_nodes``."""
+        self.nodes += n
+        if self.nodes > self.limits.max_nodes:
+            raise LimitError([Diagnostic(
+                "limit error", f"this spec elaborates to more than {self.limits.max_nodes:,} "
+                "nodes", span, hint="raise Limits.max_nodes if this is intended")],
+                self.program.sources)
+
     def __init__(self, program: Program):
         self.program = program
         self.errors = Collector(program.sources)
         self.stack: list[str] = []
         self.instances = 0
+        self.nodes = 0
+        self.limits = current_limits()
 
     def instantiate(self, block: ast.BlockDef, bound: dict[str, Arg], call_span: Span,
                     inherited: dict[str, Any] | None = None) -> ModuleIR:
@@ -103,10 +114,12 @@ class _Elaborator:
             raise SpecError([Diagnostic("name error", f"block '{block.name}' uses itself ({cycle})",
                                         call_span, hint="blocks cannot be recursive")],
                             self.program.sources)
-        if len(self.stack) >= MAX_DEPTH:
-            raise SpecError([Diagnostic("limit error", f"blocks nest deeper than {MAX_DEPTH}",
-                                        call_span)], self.program.sources)
+        if len(self.stack) >= self.limits.max_depth:
+            raise LimitError([Diagnostic("limit error", f"blocks nest deeper than "
+                                         f"{self.limits.max_depth}", call_span)],
+                             self.program.sources)
         self.instances += 1
+        self.count(1, call_span)
         mod = ModuleIR("block", block.name, block.span)
         statics: dict[str, Any] = {}
         diagnostics: list[Diagnostic] = []
@@ -236,6 +249,7 @@ class _BodyBuilder:
         raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
 
     def node(self, base: str, op: str, **kw: Any) -> str:
+        self.elab.count(1, kw.get("span"))
         nid = f"{base}_{next(self.ids)}"
         add_node(self.graph, nid, op, name=base, **kw)
         return nid
@@ -295,6 +309,8 @@ class _BodyBuilder:
                     returned = self.chain(stmt.value, running)
                 else:
                     running = self.statement(stmt, running)
+            except LimitError:
+                raise
             except SpecError as exc:
                 self.elab.errors.absorb(exc)
         return returned if returned is not None else running
@@ -497,9 +513,17 @@ class _BodyBuilder:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             self.fail("type error", f"repeat needs a positive integer count, not "
                       f"{_show_value(count)}", node.count.span)
+        if count > self.elab.limits.max_nodes:
+            raise LimitError([Diagnostic("limit error", f"repeat {count:,} exceeds the limit of "
+                                         f"{self.elab.limits.max_nodes:,} nodes",
+                                         node.count.span)], self.elab.program.sources)
         saved = self.statics.get(node.index, _MISSING)
         try:
+            before = self.elab.nodes
             for i in range(count):
+                if i == 1:   # one copy's cost predicts the rest: refuse before expanding them
+                    self.elab.count((count - 1) * (self.elab.nodes - before), node.count.span)
+                    self.elab.nodes -= (count - 1) * (self.elab.nodes - before)
                 self.statics[node.index] = i
                 if node.pattern is None:
                     value = self.statements(list(node.body.stmts), value)
@@ -572,6 +596,8 @@ class _BodyBuilder:
         for rule in section.rules:
             try:
                 rules.append(self.init_rule(rule))
+            except LimitError:
+                raise
             except SpecError as exc:
                 self.elab.errors.absorb(exc)
         return rules

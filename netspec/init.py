@@ -135,6 +135,7 @@ def materialize(model, device: Any = None, seed: int | None = None):
     if device.type == "meta":
         init_plan(model)   # rules that match nothing are errors on any device
         return model
+    _check_size(model)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
@@ -146,6 +147,22 @@ def materialize(model, device: Any = None, seed: int | None = None):
             for module in _unique_modules(model):
                 _init_module(module, plan, device)
     return model
+
+
+def _check_size(model) -> None:
+    """Refuse, before allocating, a model larger than ``Limits.max_elements``."""
+    from netspec.errors import LimitError
+    from netspec.limits import current
+
+    tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    total = sum(t.numel() for t in tensors.values())
+    limit = current().max_elements
+    if total > limit:
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        raise LimitError([Diagnostic("limit error", f"this model has {total:,} parameter and "
+                                     f"buffer values ({size / 1e9:,.1f} GB); the limit is "
+                                     f"{limit:,}", hint="raise Limits.max_elements, or build "
+                                     "with device=\"meta\" to inspect it without memory")])
 
 
 def _unique_modules(model):

@@ -12,7 +12,8 @@ import lark
 from lark import Token, Transformer, v_args
 
 from netspec import ast
-from netspec.errors import Diagnostic, SourceMap, Span, SpecError
+from netspec.errors import Diagnostic, LimitError, SourceMap, Span, SpecError
+from netspec.limits import current as current_limits
 
 _GRAMMAR_CANDIDATES = (
     FsPath(__file__).parent / "grammars" / "netspec.lark",         # installed wheel
@@ -28,6 +29,13 @@ def grammar_path() -> FsPath:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("netspec.lark grammar not found next to the package")
+
+
+class _TooDeep(Exception):
+    """Brackets nest deeper than the limit allows."""
+
+    def __init__(self, tok: Token):
+        self.tok = tok
 
 
 class _PostLexer:
@@ -50,6 +58,8 @@ class _PostLexer:
                     continue
             elif tok.type in _OPENERS:
                 self.open.append(tok)
+                if len(self.open) > 4 * current_limits().max_depth:
+                    raise _TooDeep(tok)
             elif tok.type in _CLOSERS and self.open and self.open[-1].type == _CLOSERS[tok.type]:
                 self.open.pop()
             yield tok
@@ -334,6 +344,17 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
     postlex.text = text
     try:
         tree = parser.parse(text)
+        return _ToAst(file).transform(tree)
     except lark.exceptions.UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, file, text, parser, postlex)], sources) from None
-    return _ToAst(file).transform(tree)
+    except _TooDeep as exc:
+        raise LimitError([Diagnostic("limit error", "brackets nest too deeply",
+                                     _span(file, exc.tok))], sources) from None
+    except (RecursionError, lark.exceptions.VisitError) as exc:
+        if isinstance(exc, lark.exceptions.VisitError) and \
+                not isinstance(exc.orig_exc, RecursionError):
+            raise
+        raise LimitError([Diagnostic("limit error", "this spec nests too deeply to compile",
+                                     Span(file, 1, 1, 1, 2),
+                                     hint="split long expressions into named values")],
+                         sources) from None

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netspec import ast
-from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span
+from netspec.errors import Collector, Diagnostic, LimitError, SourceMap, SpecError, Span
+from netspec.limits import current as current_limits
 from netspec.parse import parse
 
 
@@ -67,6 +68,13 @@ def _load_file(program: Program, name: str, path: Path | None, sources: dict[str
                stack: list[str], importer: Span | None = None) -> None:
     if name in program.files:
         return
+    limit = current_limits().max_file_bytes
+    size = len(sources[name].encode()) if sources is not None else path.stat().st_size
+    if size > limit:
+        raise LimitError([Diagnostic("limit error", f"{name} is {size:,} bytes; the limit for a "
+                                     f"spec file is {limit:,}", importer,
+                                     hint="raise Limits.max_file_bytes if this is intended")],
+                         program.sources)
     if sources is not None:
         text = sources[name]
     else:

@@ -18,6 +18,7 @@ from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
 from netspec.functions import lookup_function
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, lint, placeholder
+from netspec.limits import current as current_limits
 from netspec.registry import ShapeRuleError
 
 _UNKNOWN = None  # the shape of a value downstream of an error
@@ -41,6 +42,7 @@ class _ShapeInference:
     def __init__(self, sources: SourceMap):
         self.errors = Collector(sources)
         self.bindings: dict[str, Any] = {}
+        self.max_dim = current_limits().max_dim
 
     # ---- symbols --------------------------------------------------------------------------
     def subst(self, value: Any) -> Any:
@@ -116,6 +118,11 @@ class _ShapeInference:
             for d in diagnostics:
                 self.errors.add(d)
             if diagnostics:
+                return _UNKNOWN
+            huge = [k for k, v in resolved.items() if isinstance(v, int) and v > self.max_dim]
+            if huge:
+                self.error("limit error", f"{layer.name}: {huge[0]}={resolved[huge[0]]:,} is over "
+                           f"the limit of {self.max_dim:,}", mod.arg_spans.get(huge[0], span))
                 return _UNKNOWN
             unbound = [k for k, v in resolved.items() if has_symbols(v)]
             if unbound:
@@ -194,6 +201,11 @@ class _ShapeInference:
                     env[nid] = self.node(mod, data, inputs, src, env, origins)
                 origins[nid] = _Origin(data["span"])
             data["shape"] = env[nid]
+            if env[nid] is not None and any(isinstance(d, int) and d > self.max_dim
+                                            for d in env[nid]):
+                self.error("limit error", f"the shape {fmt_shape(env[nid])} has a dimension over "
+                           f"the limit of {self.max_dim:,}", data["span"])
+                env[nid] = data["shape"] = _UNKNOWN
             i += 1
         return env[nodes[-1]]
 

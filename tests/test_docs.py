@@ -137,23 +137,27 @@ def test_the_docs_have_examples() -> None:
     assert len(EXAMPLES) >= 20 and len(FAILURES) >= 3
 
 
-def _listed(section: str) -> set[str]:
-    """The backticked names between ``<!-- section -->`` and ``<!-- /section -->``."""
+def _listed(section: str, pattern: str) -> set[str]:
+    """The names matching ``pattern`` between ``<!-- section -->`` and ``<!-- /section -->``."""
     text = LANGUAGE.read_text()
     match = re.search(rf"<!-- {section} -->(.*?)<!-- /{section} -->", text, flags=re.S)
     assert match, f"docs/language.md has no {section} list"
-    return set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)[`(]", match.group(1)))
+    return set(re.findall(pattern, match.group(1)))
+
+
+_SIGNATURE = r"`([a-z_][a-z0-9_]*)\("     # `relu(x)`
+_LAYER = r"`([A-Z][A-Za-z0-9]*)`"          # `Conv2d`
 
 
 def test_function_list_matches_the_registry() -> None:
     from netspec.functions import FUNCTION_NAMES
 
-    assert _listed("functions") == set(FUNCTION_NAMES)
+    assert _listed("functions", _SIGNATURE) == set(FUNCTION_NAMES)
 
 
 def test_layer_lists_match_the_registry() -> None:
     from netspec.layers import LAYER_NAMES
     from netspec.registry import LAYERS
 
-    assert _listed("layers-with-rules") == set(LAYERS)
-    assert _listed("layers-by-torch") == set(LAYER_NAMES) - set(LAYERS)
+    assert _listed("layers-with-rules", _LAYER) == set(LAYERS)
+    assert _listed("layers-by-torch", _LAYER) == set(LAYER_NAMES) - set(LAYERS)

@@ -1,0 +1,47 @@
+"""Resource limits: a spec is refused, with a located error, before anything large happens.
+
+The limits in force are a ``Limits`` record held in a context variable; ``using`` replaces
+them for a ``with`` block, and every API function takes ``limits=`` to do the same for a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one spec may ask for."""
+
+    max_file_bytes: int = 4 * 1024 * 1024      # each spec file
+    max_nodes: int = 1_000_000                 # graph nodes and modules after elaboration
+    max_depth: int = 64                        # block nesting, and brackets nest 4x this
+    max_dim: int = 2 ** 40                     # any single dimension
+    max_elements: int = 20_000_000_000         # parameters + buffers materialised on a device
+
+    def but(self, **changes: int) -> "Limits":
+        return replace(self, **changes)
+
+
+_current: contextvars.ContextVar[Limits] = contextvars.ContextVar("netspec_limits",
+                                                                  default=Limits())
+
+
+def current() -> Limits:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def using(limits: Limits | None) -> Iterator[Limits]:
+    """Apply ``limits`` (None: keep the current ones) inside a ``with`` block."""
+    if limits is None:
+        yield current()
+        return
+    token = _current.set(limits)
+    try:
+        yield limits
+    finally:
+        _current.reset(token)
