@@ -1,21 +1,24 @@
 """Checkpoints: one safetensors file with the weights and the spec that rebuilds the model.
 
-Layout: the tensors of ``state_dict()`` (a tensor shared by several names is stored once, the
-other names recorded as aliases) and string metadata:
+Layout: a standard safetensors file. The tensors of ``state_dict()`` (a tensor shared by several
+names is stored once, the other names recorded as aliases) and string metadata:
 
 ``format``              ``"netspec"``
 ``netspec.version``     the version that wrote the file
 ``netspec.spec``        JSON: ``root``, ``files`` (every source file), ``block``, ``args``, ``input``
 ``netspec.spec_sha256`` sha256 of the ``netspec.spec`` text
 ``netspec.aliases``     JSON: ``{name: stored name}`` for tied tensors
-``netspec.crc32``       CRC-32 of every stored tensor's bytes, in name order
+``netspec.crc32``       CRC-32 of the tensor data, in file order
 
-Writing is atomic (a temporary file in the same directory, flushed, fsynced, renamed). Reading
-never executes code from the file: the spec is parsed by netspec's own grammar.
+Writing is atomic (a temporary file in the same directory, flushed, fsynced, renamed) and
+streams each tensor's bytes from its own storage; reading allocates each tensor once and fills
+it with ``readinto``. Reading never executes code from the file: the spec is parsed by
+netspec's own grammar, and every header field is validated before it is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,11 +28,14 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from netspec.errors import CheckpointError, NetspecError
 
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+           "BOOL": "bool"}
 
 
 @dataclass
@@ -65,17 +71,11 @@ def spec_record(analysis) -> dict[str, Any]:
             "input": list(analysis.input_shape) if analysis.input_shape is not None else None}
 
 
-def _crc(tensors: dict) -> str:
-    crc = 0
-    for name in sorted(tensors):
-        crc = zlib.crc32(_bytes(tensors[name]), crc)
-    return f"{crc:08x}"
-
-
 def _bytes(tensor) -> memoryview:
+    """The raw bytes of a contiguous CPU tensor, without a copy."""
     import torch
 
-    flat = tensor.detach().reshape(-1)
+    flat = tensor.reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 
 
@@ -84,16 +84,8 @@ def _storage_key(tensor) -> tuple:
             tensor.stride(), tensor.dtype)
 
 
-def checkpoint_bytes(model, analysis=None) -> bytes:
-    """The bytes of a checkpoint for ``model`` (built by netspec)."""
-    from safetensors.torch import save
-
-    import netspec
-
-    analysis = analysis or getattr(model, "_netspec", None)
-    if analysis is None:
-        raise CheckpointError("this model was not built by netspec, so there is no spec to save "
-                              "with it; build it with netspec.build(...)")
+def _collect(model, analysis) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors to store (a tied tensor once) and the aliases of the others."""
     tensors: dict[str, Any] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
@@ -106,17 +98,51 @@ def checkpoint_bytes(model, analysis=None) -> bytes:
             continue
         seen[key] = name
         tensors[name] = tensor.detach().to("cpu").contiguous()
+    return tensors, aliases
+
+
+def _header(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """The safetensors header: its 8-byte length, then space-padded JSON."""
+    names = {v: k for k, v in _DTYPES.items()}
+    entries: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        entries[name] = {"dtype": names[str(tensor.dtype).removeprefix("torch.")],
+                         "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def save(model, path: str | Path) -> None:
+    """Save a netspec-built model (weights, buffers and its spec) to ``path`` atomically."""
+    import netspec
+
+    analysis = getattr(model, "_netspec", None)
+    if analysis is None:
+        raise CheckpointError("this model was not built by netspec, so there is no spec to save "
+                              "with it; build it with netspec.build(...)")
+    tensors, aliases = _collect(model, analysis)
+    crc = 0
+    for tensor in tensors.values():
+        crc = zlib.crc32(_bytes(tensor), crc)
     spec = json.dumps(spec_record(analysis), sort_keys=True)
     metadata = {
         "format": "netspec", "netspec.version": netspec.__version__, "netspec.spec": spec,
         "netspec.spec_sha256": hashlib.sha256(spec.encode()).hexdigest(),
-        "netspec.aliases": json.dumps(aliases, sort_keys=True), "netspec.crc32": _crc(tensors),
+        "netspec.aliases": json.dumps(aliases, sort_keys=True), "netspec.crc32": f"{crc:08x}",
     }
-    return save(tensors, metadata=metadata)
+    with atomic_file(path) as f:
+        f.write(_header(tensors, metadata))
+        for tensor in tensors.values():
+            f.write(_bytes(tensor))
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either untouched or complete."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Any]:
+    """A binary file that replaces ``path`` only once it is completely written and synced."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     try:
@@ -125,23 +151,22 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(exc, OSError):
             raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
-def save(model, path: str | Path) -> None:
-    """Save a netspec-built model (weights, buffers and its spec) to ``path`` atomically."""
-    atomic_write(path, checkpoint_bytes(model))
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either untouched or complete."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -167,10 +192,49 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint; any damage raises ``CheckpointError``."""
     name = str(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header, data_start = _read_header(f, size, name)
+            metadata = header.pop("__metadata__", None) or {}
+            if not isinstance(metadata, dict) or not all(
+                    isinstance(v, str) for v in metadata.values()):
+                raise CheckpointError(f"{name}: the safetensors metadata is malformed")
+            spec, aliases = _verify_metadata(metadata, name)
+            tensors, crc = {}, 0
+            for key, dtype, shape, begin, end in _layout(header, size - data_start, name):
+                tensor = _empty(dtype, shape)
+                view = _bytes(tensor)
+                if f.readinto(view) != end - begin:
+                    raise CheckpointError(f"{name} is truncated")
+                crc = zlib.crc32(view, crc)
+                tensors[key] = tensor
     except OSError as exc:
         raise CheckpointError(f"cannot read {name}: {exc.strerror or exc}") from None
-    metadata = _metadata(data, name)
+    if f"{crc:08x}" != metadata.get("netspec.crc32"):
+        raise CheckpointError(f"{name}: the tensor data does not match its checksum; "
+                              "the file is damaged")
+    if not all(isinstance(v, str) and v in tensors for v in aliases.values()):
+        raise CheckpointError(f"{name}: the netspec metadata is malformed")
+    return Checkpoint(name, tensors, aliases, spec, metadata)
+
+
+def _read_header(f, size: int, name: str) -> tuple[dict, int]:
+    if size < 8:
+        raise CheckpointError(f"{name} is not a safetensors file (too short)")
+    (length,) = struct.unpack("<Q", f.read(8))
+    if length > MAX_HEADER or length > size - 8:
+        raise CheckpointError(f"{name} is not a safetensors file, or is truncated "
+                              f"(declared header of {length} bytes)")
+    try:
+        header = json.loads(f.read(length))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{name} is not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name} is not a safetensors file (unreadable header)")
+    return header, 8 + length
+
+
+def _verify_metadata(metadata: dict[str, str], name: str) -> tuple[dict, dict]:
     if metadata.get("format") != "netspec" or "netspec.spec" not in metadata:
         raise CheckpointError(f"{name} is a safetensors file without netspec metadata; "
                               "netspec.load needs a file written by netspec")
@@ -184,40 +248,49 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         assert isinstance(spec, dict) and isinstance(spec.get("files"), dict)
         assert isinstance(spec.get("root"), str) and spec["root"] in spec["files"]
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec["files"].items())
-        assert isinstance(spec.get("args", {}), dict) and isinstance(aliases, dict)
-    except (ValueError, AssertionError):
+        assert isinstance(spec.get("args") or {}, dict) and isinstance(aliases, dict)
+        assert spec.get("block") is None or isinstance(spec["block"], str)
+        assert spec.get("input") is None or isinstance(spec["input"], list)
+    except (ValueError, AssertionError, RecursionError):
         raise CheckpointError(f"{name}: the netspec metadata is malformed") from None
-    try:
-        from safetensors.torch import load
-
-        tensors = load(data)
-    except Exception as exc:   # safetensors' own errors: the file is damaged
-        raise CheckpointError(f"{name} is damaged: {exc}") from None
-    if _crc(tensors) != metadata.get("netspec.crc32"):
-        raise CheckpointError(f"{name}: the tensor data does not match its checksum; "
-                              "the file is damaged")
-    if not all(isinstance(v, str) and v in tensors for v in aliases.values()):
-        raise CheckpointError(f"{name}: the netspec metadata is malformed")
-    return Checkpoint(name, tensors, aliases, spec, metadata)
+    return spec, aliases
 
 
-def _metadata(data: bytes, name: str) -> dict[str, str]:
-    if len(data) < 8:
-        raise CheckpointError(f"{name} is not a safetensors file (too short)")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > MAX_HEADER or size > len(data) - 8:
-        raise CheckpointError(f"{name} is not a safetensors file, or is truncated "
-                              f"(declared header of {size} bytes)")
-    try:
-        header = json.loads(data[8:8 + size])
-    except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{name} is not a safetensors file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{name} is not a safetensors file (unreadable header)")
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise CheckpointError(f"{name}: the safetensors metadata is malformed")
-    return metadata
+def _layout(header: dict, data_size: int, name: str) -> list[tuple]:
+    """Validated (name, dtype, shape, begin, end) in file order, covering the data exactly."""
+    import torch
+
+    entries = []
+    for key, entry in header.items():
+        try:
+            dtype = getattr(torch, _DTYPES[entry["dtype"]])
+            shape = tuple(entry["shape"])
+            begin, end = entry["data_offsets"]
+            assert all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            assert isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end
+            numel = 1
+            for d in shape:
+                numel *= d
+            assert numel * torch.empty((), dtype=dtype).element_size() == end - begin
+        except (KeyError, TypeError, ValueError, AssertionError):
+            raise CheckpointError(f"{name} is damaged: bad header entry for {key!r}") from None
+        entries.append((key, dtype, shape, begin, end))
+    entries.sort(key=lambda e: e[3])
+    position = 0
+    for key, _, _, begin, end in entries:
+        if begin != position:
+            raise CheckpointError(f"{name} is damaged: tensor data overlaps or has gaps")
+        position = end
+    if position != data_size:
+        raise CheckpointError(f"{name} is damaged or truncated: the header describes "
+                              f"{position:,} bytes of data, the file holds {data_size:,}")
+    return entries
+
+
+def _empty(dtype, shape):
+    import torch
+
+    return torch.empty(shape, dtype=dtype)
 
 
 def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = True,
@@ -272,5 +345,6 @@ def _compare(wanted: dict, stored: dict) -> LoadReport:
     return report
 
 
-__all__ = ["Checkpoint", "CheckpointError", "LoadReport", "NetspecError", "atomic_write",
-           "load", "read_checkpoint", "save"]
+
+__all__ = ["Checkpoint", "CheckpointError", "LoadReport", "NetspecError", "atomic_file",
+           "atomic_write", "load", "read_checkpoint", "save"]
