@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast as pyast
+import hashlib
+import os
 import re
 from functools import lru_cache
 from pathlib import Path as FsPath
@@ -65,12 +67,34 @@ class _PostLexer:
             yield tok
 
 
+def _cache_file(grammar: str) -> str | bool:
+    """Where Lark keeps the parse tables it built (about 0.2 s to rebuild), or False.
+
+    The file lives in the user's own cache directory, never a shared temporary one, and Lark
+    rebuilds it whenever the grammar text changes.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "netspec")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    if not os.access(folder, os.W_OK):
+        return False
+    digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
+    return os.path.join(folder, f"grammar-{lark.__version__}-{digest}.cache")
+
+
 @lru_cache(maxsize=1)
 def _parser() -> tuple[lark.Lark, _PostLexer]:
     postlex = _PostLexer()
-    parser = lark.Lark(grammar_path().read_text(), parser="lalr", lexer="contextual",
-                       propagate_positions=True, maybe_placeholders=True, postlex=postlex,
-                       cache=False)
+    grammar = grammar_path().read_text()
+    options = dict(parser="lalr", lexer="contextual", propagate_positions=True,
+                   maybe_placeholders=True, postlex=postlex)
+    try:
+        parser = lark.Lark(grammar, cache=_cache_file(grammar), **options)
+    except Exception:   # an unreadable or stale cache file: build the tables afresh
+        parser = lark.Lark(grammar, cache=False, **options)
     return parser, postlex
 
 
