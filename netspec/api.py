@@ -92,7 +92,7 @@ def check(spec: str | Path, block: str | None = None, input: Any = None, *,
           limits: Limits | None = None, **block_args: Any) -> list[Diagnostic]:
     """Every problem found in ``spec``; an empty list when it is sound."""
     try:
-        analyze(spec, block, input, limits=limits, **block_args)
+        check_init_rules(analyze(spec, block, input, limits=limits, **block_args))
     except SpecError as exc:
         return exc.diagnostics
     return []
@@ -120,9 +120,18 @@ def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model = build_module(analysis.ir, device=device, dtype=dtype, seed=seed)
+    try:
+        model = build_module(analysis.ir, device=device, dtype=dtype, seed=seed)
+    except SpecError as exc:       # init rules and torch's own checks point into the spec
+        raise type(exc)(exc.diagnostics, analysis.sources) from None
     object.__setattr__(model, "_netspec", analysis)
     return model
+
+
+def check_init_rules(analysis: Analysis) -> None:
+    """Raise if an init rule selects nothing (needs the layers' parameter names: a meta build)."""
+    if any(mod.init_rules for _, mod in analysis.ir.walk()):
+        build_analysis(analysis, device="meta")
 
 
 def materialize(model, device: Any = "cpu", seed: int | None = None):

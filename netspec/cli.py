@@ -52,10 +52,11 @@ def check(spec: Path = SpecArg, block: Optional[str] = BlockOpt, input: Optional
           set: Optional[List[str]] = SetOpt) -> None:
     """Parse and shape-check SPEC; print located errors and exit 1 if any."""
     def action() -> None:
-        from netspec.api import analyze
+        from netspec.api import analyze, check_init_rules
         from netspec.dims import fmt_shape
 
         analysis = analyze(spec, block, input, **_block_args(set))
+        check_init_rules(analysis)
         ir = analysis.ir
         typer.echo(f"ok: {analysis.program.root}: {ir.cls_name} "
                    f"{fmt_shape(ir.in_shape)} -> {fmt_shape(ir.out_shape)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 import netspec
@@ -78,14 +78,21 @@ def file_metadata(path: Path) -> dict[str, str]:
 
 def rewrite(src: Path, dst: Path, *, spec_text: str | None = None, rehash: bool = True,
             **metadata: str) -> Path:
-    """A copy of checkpoint ``src`` with its metadata changed (tensors and CRC kept)."""
-    md = file_metadata(src)
+    """A copy of checkpoint ``src`` with its metadata changed; the tensor entries, their order
+    and the data bytes (so the checksum) are kept."""
+    data = src.read_bytes()
+    size = header_size(data)
+    header = json.loads(data[8:8 + size])
+    md = dict(header["__metadata__"])
     if spec_text is not None:
         md["netspec.spec"] = spec_text
         if rehash:
             md["netspec.spec_sha256"] = hashlib.sha256(spec_text.encode()).hexdigest()
     md.update(metadata)
-    save_file(load_file(str(src)), str(dst), metadata=md)
+    header["__metadata__"] = md
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size:])
     return dst
 
 
@@ -185,6 +192,17 @@ def test_float64_model_round_trip(tmp_path):
     loaded = netspec.load(tmp_path / "m.safetensors")
     assert loaded.hidden.weight.dtype == torch.float64
     assert_same_state(model, loaded)
+
+
+@pytest.mark.xfail(strict=True, reason="reading a checkpoint that holds a zero-element tensor "
+                   "calls readinto() on a read-only empty memoryview and raises TypeError")
+@pytest.mark.parametrize("decl", ["const e = zeros(0)", "param e = zeros(0)"])
+def test_empty_tensor_round_trip(tmp_path, decl):
+    model = netspec.build(f"block A {{ input x: [N, 4]; {decl}; Linear(2) }}", seed=0)
+    assert model.state_dict()["e"].shape == (0,)
+    netspec.save(model, tmp_path / "e.safetensors")
+    assert "e" in file_keys(tmp_path / "e.safetensors")     # a valid safetensors file
+    assert_same_state(model, netspec.load(tmp_path / "e.safetensors"))
 
 
 # ---- ties and constants ----------------------------------------------------------------------
@@ -483,19 +501,13 @@ def _record(file: Path) -> dict:
     pytest.param(lambda r: {**r, "files": ["x"]}, id="files-not-a-dict"),
     pytest.param(lambda r: {**r, "files": {r["root"]: 5}}, id="file-not-text"),
     pytest.param(lambda r: {**r, "args": [1]}, id="args-not-a-dict"),
+    pytest.param(lambda r: {**r, "block": 5}, id="block-a-number"),
+    pytest.param(lambda r: {**r, "block": ["MLP"]}, id="block-a-list"),
+    pytest.param(lambda r: {**r, "input": "[2, 784]"}, id="input-text"),
 ])
 def test_malformed_spec_record(mlp_file, tmp_path, change):
     text = json.dumps(change(_record(mlp_file)))
     with pytest.raises(netspec.CheckpointError, match="malformed"):
-        netspec.load(rewrite(mlp_file, tmp_path / "bad.safetensors", spec_text=text))
-
-
-@pytest.mark.xfail(strict=True, reason="a well-hashed spec record whose block is not a string "
-                   "escapes as AttributeError/TypeError instead of CheckpointError")
-@pytest.mark.parametrize("block", [5, ["MLP"]])
-def test_spec_record_with_a_block_that_is_not_text(mlp_file, tmp_path, block):
-    text = json.dumps({**_record(mlp_file), "block": block})
-    with pytest.raises(netspec.CheckpointError):
         netspec.load(rewrite(mlp_file, tmp_path / "bad.safetensors", spec_text=text))
 
 
