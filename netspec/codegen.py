@@ -13,6 +13,7 @@ from typing import Any
 import networkx as nx
 
 from netspec.dims import Sym, fmt_shape
+from netspec.errors import Diagnostic, SpecError
 from netspec.functions import lookup_function
 from netspec.ir import Fragment, ModuleIR, Ref
 
@@ -155,7 +156,12 @@ class _Emitter:
         fn = lookup_function(data["target"])
         args = [self.src(a) for a in data["args"]]
         static = data.get("static", data["kwargs"])
-        kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
+        try:
+            kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
+        except ValueError as exc:
+            raise SpecError([Diagnostic("shape error", str(exc), data.get("span"),
+                                        hint="give the input a concrete shape with --input")])
+
         for v in static.values():
             if isinstance(v, Sym) or (isinstance(v, tuple) and any(isinstance(x, Sym) for x in v)):
                 self.dims_used.add("yes")

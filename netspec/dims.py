@@ -86,13 +86,23 @@ class Sym:
                 break
             else:
                 return _normal(out)
-        return Sym.symbol(f"({self})//{_paren(other)}")
+        return Sym.deferred("//", self, other)
 
     def __rfloordiv__(self, other: Dim) -> Dim:
-        return Sym.symbol(f"{_paren(other)}//({self})")
+        return Sym.deferred("//", other, self)
 
     def __mod__(self, other: Dim) -> Dim:
-        return Sym.symbol(f"({self})%{_paren(other)}")
+        return Sym.deferred("%", self, other)
+
+    def __rmod__(self, other: Dim) -> Dim:
+        return Sym.deferred("%", other, self)
+
+    @staticmethod
+    def deferred(op: str, left: Dim, right: Dim) -> "Sym":
+        """An opaque atom for ``left op right`` that substitution can evaluate later."""
+        name = f"({_raw(left)}){op}({_raw(right)})"
+        _DEFERRED[name] = (op, left, right)
+        return Sym.symbol(name)
 
     # -- comparison -----------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -107,29 +117,30 @@ class Sym:
     def atoms(self) -> set[str]:
         return {a for m in self.terms for a in m}
 
-    def substitute(self, values: dict[str, int]) -> Dim:
-        """Replace atoms by concrete sizes where known."""
+    def substitute(self, values: dict[str, Dim]) -> Dim:
+        """Replace atoms by the sizes ``values`` gives (re-evaluating deferred divisions)."""
         total: Dim = 0
         for m, c in self.terms.items():
             term: Dim = c
             for a in m:
-                term = term * (values[a] if a in values else Sym.symbol(a))
+                term = term * _substitute_atom(a, values)
             total = total + term
         return total
 
     def __str__(self) -> str:
         parts = []
         for m, c in sorted(self.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
+            names = [_atom_display(a) for a in m]
             if not m:
                 parts.append(str(c))
             elif c == 1:
-                parts.append("*".join(m))
+                parts.append("*".join(names))
             elif c == -1:
-                parts.append("-" + "*".join(m))
+                parts.append("-" + "*".join(names))
             else:
-                parts.append(f"{c}*" + "*".join(m))
+                parts.append(f"{c}*" + "*".join(names))
         text = " + ".join(parts).replace("+ -", "- ")
-        return _INSTANCE.sub("", text) or "0"
+        return text or "0"
 
     def __repr__(self) -> str:
         return f"Sym({self})"
@@ -138,11 +149,51 @@ class Sym:
         """Python source computing this dim, given a source text for each atom."""
         parts = []
         for m, c in self.terms.items():
-            factors = [names[a] for a in m]
+            factors = [_atom_source(a, names) for a in m]
             if c != 1 or not factors:
                 factors.insert(0, str(c))
             parts.append(" * ".join(factors))
         return " + ".join(parts)
+
+
+_DEFERRED: dict[str, tuple[str, Dim, Dim]] = {}
+
+
+def _raw(d: Dim) -> str:
+    """A dim's identity text, instance suffixes included (``C@12``)."""
+    if isinstance(d, Sym):
+        return " + ".join(f"{c}*" + "*".join(m) for m, c in sorted(d.terms.items()))
+    return str(d)
+
+
+def _substitute_atom(atom: str, values: dict[str, Dim]) -> Dim:
+    if atom in values:
+        return values[atom]
+    if atom in _DEFERRED:
+        op, left, right = _DEFERRED[atom]
+        left = left.substitute(values) if isinstance(left, Sym) else left
+        right = right.substitute(values) if isinstance(right, Sym) else right
+        if isinstance(left, int) and isinstance(right, int) and right != 0:
+            return left // right if op == "//" else left % right
+        return left // right if op == "//" else left % right
+    return Sym.symbol(atom)
+
+
+def _atom_display(atom: str) -> str:
+    if atom in _DEFERRED:
+        op, left, right = _DEFERRED[atom]
+        return f"({left}){op}{_paren(right)}"
+    return _INSTANCE.sub("", atom)
+
+
+def _atom_source(atom: str, names: dict[str, str]) -> str:
+    if atom in names:
+        return names[atom]
+    if atom in _DEFERRED:
+        op, left, right = _DEFERRED[atom]
+        sides = [d.source(names) if isinstance(d, Sym) else str(d) for d in (left, right)]
+        return f"(({sides[0]}) {op} ({sides[1]}))"
+    raise ValueError(f"the size {_INSTANCE.sub('', atom)} cannot be computed at run time")
 
 
 def _as_terms(d: Dim) -> _Terms:

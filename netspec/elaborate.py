@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import networkx as nx
@@ -81,8 +81,11 @@ def static_binop(op: str, left: Any, right: Any) -> Any:
         return (left == right) if op == "==" else (left != right)
     if symbolic and op in ("<", "<=", ">", ">="):
         return Pred(op, left, right)
-    if op == "/" and isinstance(left, int) and isinstance(right, int) and right and left % right == 0:
-        return left // right
+    if op == "/" and isinstance(left, (int, Sym)) and isinstance(right, (int, Sym)) and \
+            not isinstance(left, bool) and not isinstance(right, bool) and right != 0:
+        quotient = left // right         # sizes divide exactly, or the spec is wrong
+        if quotient * right == left or isinstance(left, Sym) or isinstance(right, Sym):
+            return quotient              # a symbolic size: checked once the input binds it
     return _STATIC_OPS[op](left, right)
 
 
@@ -169,11 +172,13 @@ def elaborate(program: Program, block: str | None = None, args: dict[str, Any] |
     diagnostics: list[Diagnostic] = []
     params = tuple(Param(p.name, default=None if p.default is not None else _REQUIRED)
                    for p in entry.params)
-    bound = bind(params, (), (), [(k, Arg(v, entry.name_span), entry.name_span)
-                                  for k, v in (args or {}).items()],
+    bound = bind(params, params, (), [(k, Arg(v, entry.name_span), entry.name_span)
+                                      for k, v in (args or {}).items()],
                  callee=f"block {entry.name}", call_span=entry.name_span, diagnostics=diagnostics)
     if diagnostics:
-        raise SpecError(diagnostics, program.sources)
+        hint = "set it with --set name=value, or as a keyword argument of netspec.build"
+        raise SpecError([replace(d, hint=hint) if "missing" in d.message else d
+                         for d in diagnostics], program.sources)
     module = elab.instantiate(entry, bound, entry.name_span)
     file_rules: list[InitRuleIR] = []
     builder = _BodyBuilder(elab, ModuleIR("block", "init", entry.span), {}, {})
@@ -433,7 +438,7 @@ class _BodyBuilder:
             bound = self.bind_call(name, tuple(Param(p.name, default=None if p.default else
                                                      _REQUIRED) for p in block.params),
                                    None, args, keywords, span)
-            return _ModuleValue(self.elab.instantiate(block, bound, span, self.lets))
+            return _ModuleValue(self.elab.instantiate(block, bound, span))
         layer = lookup_layer(name)
         if layer is None:
             hint = did_you_mean(name, list(LAYER_NAMES) + list(self.elab.program.blocks) +
@@ -559,12 +564,15 @@ class _BodyBuilder:
         if not isinstance(cond, Pred):
             self.fail("type error", f"an if condition must be true or false, not "
                       f"{_show_value(cond)}", node.cond.span)
+        start = self.position
         then = self.fragment(node.then.stmts, node.then.span, own_children=True)
+        after_then, self.position = self.position, start
         orelse = node.orelse
         if isinstance(orelse, ast.If):
             orelse = ast.Body((ast.Step(ast.Chain((ast.Link(None, None, orelse, orelse.span),),
                                                   orelse.span), orelse.span),), orelse.span)
         other = self.fragment(orelse.stmts if orelse else (), node.span, own_children=True)
+        self.position = max(self.position, after_then)
         return self.node(RUNNING, "branch", args=(Ref(value),), span=node.cond.span, cond=cond,
                          then=then, orelse=other)
 

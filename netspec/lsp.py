@@ -1,4 +1,4 @@
-"""The language server: ``netspec lsp`` speaks LSP over stdio, so an editor shows what ``check`` finds.
+"""The language server: ``netspec lsp`` speaks LSP over stdio, so editors show what ``check`` finds.
 
 On every open, change and save the document's own text is checked (its imports are read from
 disk, relative to the document) and every diagnostic ``netspec check`` would print is published;
@@ -21,14 +21,16 @@ from typing import Any, Iterator
 
 from netspec import ast
 from netspec.dims import fmt_shape
+from netspec.elaborate import RUNNING
 from netspec.errors import Diagnostic, LimitError, NetspecError, SpecError, Span
 from netspec.ir import ModuleIR
 from netspec.limits import current as current_limits
 
 logger = logging.getLogger("netspec.lsp")
 
-__all__ = ["Document", "analyse_document", "create_server", "definition", "hover_text",
-           "message_of", "serve"]
+__all__ = ["Document", "analyse_document", "create_server", "definition", "describe_module",
+           "display_name", "from_client", "hover_text", "import_span", "message_of", "serve",
+           "signature", "to_client"]
 
 
 # ---- loading a document -----------------------------------------------------------------------
@@ -116,7 +118,7 @@ def analyse_document(text: str, path: Path | None = None, *, cwd: Path | None = 
 
     ``diagnostics`` are exactly those of ``netspec check PATH`` had the file held ``text``.
     """
-    from netspec.api import analyze
+    from netspec.api import analyze, check_init_rules
     from netspec.parse import parse
     from netspec.program import load
 
@@ -148,10 +150,13 @@ def analyse_document(text: str, path: Path | None = None, *, cwd: Path | None = 
     doc.blocks = dict(program.blocks)
     _collect(doc, sources)
     try:
-        doc.ir = analyze(program).ir
+        analysis = analyze(program)
+        doc.ir = analysis.ir
+        check_init_rules(analysis)          # as `netspec check` does: rules that match nothing
     except SpecError as exc:
         doc.diagnostics = list(exc.diagnostics)
-        doc.ir = _partial_ir(program, None)
+        if doc.ir is None:
+            doc.ir = _partial_ir(program, None)
     return doc
 
 
@@ -225,7 +230,7 @@ def _children(node: Any) -> Iterator[Any]:
     for f in fields(node):
         value = getattr(node, f.name)
         for item in (value if isinstance(value, tuple) else (value,)):
-            if is_dataclass(item) and not isinstance(item, (Span, type)):
+            if is_dataclass(item) and not isinstance(item, Span):
                 yield item
 
 
@@ -265,9 +270,9 @@ class _Ident:
     node: Any = None
 
 
-def _idents(tree: ast.SpecFile) -> list[_Ident]:
+def _idents(root: Any) -> list[_Ident]:
     out: list[_Ident] = []
-    for node, block in _walk(tree):
+    for node, block in _walk(root):
         if isinstance(node, ast.Name):
             out.append(_Ident("name", node.id, node.span, block, node))
         elif isinstance(node, ast.BlockDef):
@@ -288,8 +293,7 @@ def _idents(tree: ast.SpecFile) -> list[_Ident]:
 def _definitions(block: ast.BlockDef) -> list[_Ident]:
     """What a block defines, in source order: arguments, input and dims, values, lets, tensors."""
     params = {p.name for p in block.params}
-    defs = [i for i in _idents(ast.SpecFile(block.span.file, (), (block,), (), block.span))
-            if i.kind not in ("name", "block", "import")]
+    defs = [i for i in _idents(block) if i.kind not in ("name", "block", "import")]
     for node, _ in _walk(block.body):
         if isinstance(node, ast.InputDecl):
             defs.extend(_Ident("dim", d.id, d.span, block, d) for d in node.dims
@@ -471,7 +475,7 @@ def _step_hover(doc: Document, line: int, column: int, block: ast.BlockDef | Non
                 continue
             if op in ("output", "branch") or (op == "placeholder" and span != node.mod.input_span):
                 continue
-            key = (_size(span), op == "placeholder", span)
+            key = (_size(span), op == "placeholder", span.line, span.column)
             if best_key is None or key < best_key:
                 best, best_key = [node], key
             elif key == best_key:
@@ -492,7 +496,10 @@ def _value_hover(doc: Document, target: _Ident) -> str | None:
             span, data = node.data.get("span"), node.data
             if span is None or not _within(span, block.span) or data.get("name") != target.word:
                 continue
-            if data["op"] == "output" or (data["op"] == "placeholder" and target.kind != "input"):
+            if target.kind == "input":
+                if data["op"] != "placeholder" or span != node.mod.input_span:
+                    continue
+            elif data["op"] in ("output", "placeholder"):
                 continue
             items.append((_where(node), "", _shape(data.get("shape"))))
     if not items:
@@ -555,7 +562,7 @@ def hover_text(doc: Document, line: int, column: int) -> str | None:
         if ident is not None and ident.kind == "block":
             return parts[0]
     elif isinstance(target, _Ident):
-        if target.kind in ("assign", "input"):
+        if target.kind == "input" or (target.kind == "assign" and target.word != RUNNING):
             text = _value_hover(doc, target)
             if text is not None:
                 return text
@@ -651,11 +658,11 @@ def create_server():
             value = self.workspace.position_encoding or "utf-16"
             return str(getattr(value, "value", value))
 
-        def document(self, uri: str) -> Document:
+        def document(self, uri: str, fresh: bool = False) -> Document:
             """The analysis of the document's current text (cached until the text changes)."""
             text = self.workspace.get_text_document(uri).source
             doc = self.analyses.get(uri)
-            if doc is None or doc.text != text:
+            if fresh or doc is None or doc.text != text:
                 path = uris.to_fs_path(uri)
                 doc = analyse_document(text, Path(path) if path else None)
                 self.analyses[uri] = doc
@@ -700,7 +707,7 @@ def create_server():
         def refresh(self, uri: str) -> None:
             try:
                 version = self.workspace.get_text_document(uri).version
-                doc = self.document(uri)
+                doc = self.document(uri, fresh=True)     # imports may have changed on disk
                 diagnostics = self.lsp_diagnostics(doc, uri)
             except Exception as exc:        # a bug in netspec must not take the editor down
                 logger.exception("checking %s failed", uri)
@@ -725,7 +732,11 @@ def create_server():
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: NetspecServer, params: types.DidSaveTextDocumentParams) -> None:
-        ls.refresh(params.text_document.uri)
+        saved = params.text_document.uri
+        ls.refresh(saved)
+        for uri in list(ls.analyses):      # a saved file may be imported by the others
+            if uri != saved:
+                ls.refresh(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: NetspecServer, params: types.DidCloseTextDocumentParams) -> None:

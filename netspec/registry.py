@@ -52,6 +52,7 @@ class InSize:
     param: str
     infer: Callable[[Shape], Any]  # input shape -> value; raise ShapeRuleError if impossible
     noun: str = "features"         # "the input here has 383 channels"
+    compare: bool = True           # False: the shape rule checks a stated value itself
 
 
 @dataclass

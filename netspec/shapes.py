@@ -47,12 +47,11 @@ class _ShapeInference:
     # ---- symbols --------------------------------------------------------------------------
     def subst(self, value: Any) -> Any:
         if isinstance(value, Sym):
-            for _ in range(64):
-                if not value.atoms & self.bindings.keys():
-                    break
-                value = value.substitute(self.bindings)
-                if not isinstance(value, Sym):
-                    break
+            for _ in range(64):      # bindings may chain: C@5 -> C@2 -> 64
+                new = value.substitute(self.bindings)
+                if not isinstance(new, Sym) or new == value:
+                    return new
+                value = new
             return value
         if isinstance(value, tuple):
             return tuple(self.subst(v) for v in value)
@@ -88,6 +87,8 @@ class _ShapeInference:
         assert layer is not None
         values = {k: self.subst(v) for k, v in mod.args.items()}
         for size in layer.in_sizes:
+            if not size.compare and values.get(size.param) is not None:
+                continue          # a stated value the shape rule checks itself
             try:
                 inferred = size.infer(shape)
             except ShapeRuleError as exc:

@@ -1,0 +1,158 @@
+"""Forward (and forward+backward) time of netspec models against hand-written twins.
+
+For each model, the hand-written twin is built first and its weights are loaded into the
+netspec model, so both compute the same thing (checked before timing). The two, and the naive
+graph interpreter where the spec has dataflow blocks, are timed interleaved in one process in
+a shuffled order each round (``common.interleaved``); the result is the ratio of the medians.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from common import (BENCH_SPECS, SPECS, fmt_time, interleaved, load_average, median, quartiles,
+                    stack_spec, table, verdict)
+
+TARGET = 1.02
+
+
+@dataclass
+class Model:
+    name: str
+    spec: Any                          # a path or source text
+    twin: Callable[[], nn.Module]
+    shape: Callable[[int], tuple]
+    big_batch: int = 64
+
+
+def models() -> list[Model]:
+    import handwritten
+    import twins
+
+    return [
+        Model("MLP 784-256-10", SPECS / "mlp.net", twins.MLP, lambda b: (b, 784)),
+        Model("LeNet", SPECS / "lenet.net", twins.lenet, lambda b: (b, 1, 28, 28)),
+        Model("Tied (shared Linear)", SPECS / "tied.net", twins.tied, lambda b: (b, 20)),
+        Model("Stack 200 x (Linear(64), ReLU)", stack_spec(200, 64), handwritten.stack,
+              lambda b: (b, 64)),
+        Model("Residual MLP, 8 dataflow blocks", BENCH_SPECS / "residual.net",
+              handwritten.residual_mlp, lambda b: (b, 64)),
+        # batch 8, not 64: one forward+backward of ResNet-18 at batch 64 takes seconds here
+        Model("ResNet-18 (3x64x64 input)", SPECS / "resnet.net", twins.resnet18,
+              lambda b: (b, 3, 64, 64), big_batch=8),
+    ]
+
+
+def prepare(m: Model) -> tuple[nn.Module, nn.Module, Any]:
+    """(twin, netspec model with the twin's weights, interpreter or None), all in eval mode."""
+    import netspec
+    from interp import GraphInterpreter, has_dataflow
+
+    torch.manual_seed(0)
+    twin = m.twin()
+    with torch.no_grad():      # batch-norm statistics that are not 0/1, as in the tests
+        for mod in twin.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.1)
+    ours = netspec.build(m.spec)
+    ours.load_state_dict(twin.state_dict())
+    twin.eval()
+    ours.eval()
+    interp = GraphInterpreter(ours) if has_dataflow(ours) else None
+    x = torch.randn(m.shape(2), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = twin(x.clone())
+        got = ours(x.clone())
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), m.name
+        if interp is not None:
+            assert torch.allclose(interp(x.clone()), want, rtol=1e-5, atol=1e-6), m.name
+    return twin, ours, interp
+
+
+def run(quick: bool, log=print) -> dict:
+    default_threads = torch.get_num_threads()
+    budget = 1.0 if quick else 3.0
+    target = 0.004 if quick else 0.012
+    rounds = (5, 15) if quick else (9, 41)
+    prepared = []
+    for m in models():
+        twin, ours, interp = prepare(m)
+        prepared.append((m, twin, ours, interp))
+    results = []
+    for threads in sorted({1, default_threads}):
+        torch.set_num_threads(threads)
+        for m, twin, ours, interp in prepared:
+            for batch in (1, m.big_batch):
+                x = torch.randn(m.shape(batch), generator=torch.Generator().manual_seed(2))
+                for mode in ("no_grad", "grad"):
+                    fns = _functions(mode, x, twin, ours, interp)
+                    with torch.no_grad() if mode == "no_grad" else torch.enable_grad():
+                        samples, inner = interleaved(fns, budget_s=budget, target_s=target,
+                                                     min_rounds=rounds[0], max_rounds=rounds[1])
+                    row = _summarise(m.name, threads, batch, mode, samples, inner)
+                    results.append(row)
+                    log(f"  forward: {threads} thread(s) {m.name} batch {batch} {mode}: "
+                        f"ratio {row['ratio']:.3f} ({row['rounds']} rounds)")
+    torch.set_num_threads(default_threads)
+    return {"rows": results, "threads": sorted({1, default_threads}),
+            "load_after": load_average()}
+
+
+def _functions(mode: str, x, twin, ours, interp) -> dict[str, Callable[[], Any]]:
+    def forward(model):
+        return lambda: model(x)
+
+    def backward(model):
+        return lambda: model(x).sum().backward()
+
+    make = forward if mode == "no_grad" else backward
+    fns = {"hand": make(twin), "netspec": make(ours)}
+    if interp is not None:
+        fns["interp"] = make(interp)
+    return fns
+
+
+def _summarise(name, threads, batch, mode, samples, inner) -> dict:
+    hand, ours = median(samples["hand"]), median(samples["netspec"])
+    paired = [o / h for o, h in zip(samples["netspec"], samples["hand"])]
+    row = {"model": name, "threads": threads, "batch": batch, "mode": mode,
+           "hand": hand, "netspec": ours, "ratio": ours / hand, "paired_iqr": quartiles(paired),
+           "rounds": len(samples["hand"]), "inner": inner, "interp": None}
+    if "interp" in samples:
+        row["interp"] = median(samples["interp"]) / hand
+    return row
+
+
+def report(data: dict) -> str:
+    out = []
+    for threads in data["threads"]:
+        rows = [r for r in data["rows"] if r["threads"] == threads]
+        body = []
+        for r in rows:
+            q1, q3 = r["paired_iqr"]
+            body.append([
+                r["model"], r["batch"], "forward, no_grad" if r["mode"] == "no_grad"
+                else "forward+backward", fmt_time(r["hand"]), fmt_time(r["netspec"]),
+                f"**{r['ratio']:.3f}**" if r["ratio"] > TARGET else f"{r['ratio']:.3f}",
+                f"{q1:.3f}–{q3:.3f}", f"{r['interp']:.2f}" if r["interp"] is not None else "n/a",
+                f"{r['rounds']}x{r['inner']}"])
+        out.append(f"#### torch.set_num_threads({threads})\n\n" + table(
+            ["model", "batch", "what", "hand-written", "netspec", "netspec / hand",
+             "per-round ratio IQR", "interpreter / hand", "rounds x calls"], body,
+            "lrlrrrrrr"))
+    worst = max(data["rows"], key=lambda r: r["ratio"])
+    over = [r for r in data["rows"] if r["ratio"] > TARGET]
+    out.append(f"Target netspec / hand-written <= {TARGET}: {verdict(not over)} "
+               f"({len(over)} of {len(data['rows'])} rows over; worst {worst['ratio']:.3f}, "
+               f"{worst['model']}, batch {worst['batch']}, {worst['mode']}, "
+               f"{worst['threads']} thread(s)). Load average after this section: "
+               f"{data['load_after']}.")
+    return "\n\n".join(out)

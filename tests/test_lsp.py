@@ -1,0 +1,406 @@
+"""The language server, driven over stdio the way an editor drives it.
+
+A small JSON-RPC client (Content-Length framing, a reader thread, a timeout on every wait)
+starts ``netspec.lsp.serve`` in a subprocess, opens documents and checks what comes back:
+the diagnostics ``netspec check`` reports (and none once the text is fixed), hover shapes and
+layers, block signatures, definitions in the same and in imported files, and a clean exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pygls")
+
+import netspec  # noqa: E402
+from netspec.lsp import analyse_document, from_client, hover_text, to_client  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ERRORS = ROOT / "tests" / "errors"
+TIMEOUT = 30.0
+
+LIB = """\
+# blocks shared by several specs
+block Body(width: int = 64) {
+    input x: [N, D]
+    Linear(width)
+    ReLU()
+}
+"""
+
+FIXED = """\
+import "sub/lib.net"
+
+block Net {
+    input x: [N, 784]
+    hidden: Linear(256)
+    body: Body(32)
+    h = relu(x)
+    Linear(10)
+    y = relu(h)
+}
+"""
+
+BROKEN = FIXED.replace("Linear(10)", "Linaer(10)").replace("relu(h)", "relu(zz)")
+
+UNICODE = 'block U {\n    input x: [N, 4]\n    Linear(3)\n    init { "😀*.bias": zeroes() }\n}\n'
+
+
+class Client:
+    """Just enough of an LSP client: requests, notifications, and a queue of what arrives."""
+
+    def __init__(self, cwd: Path, code: str = "from netspec.lsp import serve; serve()"):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        self.seen: list[dict] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self.inbox: queue.Queue = queue.Queue()
+        self.next_id = 0
+        self.stderr: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        stream = self.proc.stdout
+        assert stream is not None
+        try:
+            while True:
+                length = None
+                while True:
+                    line = stream.readline()
+                    if not line:
+                        return
+                    line = line.strip()
+                    if not line:
+                        break
+                    key, _, value = line.decode("ascii").partition(":")
+                    if key.lower() == "content-length":
+                        length = int(value)
+                if length is None:
+                    continue
+                body = stream.read(length)
+                if len(body) < length:
+                    return
+                self.inbox.put(json.loads(body))
+        finally:
+            self.inbox.put(None)
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def send(self, message: dict) -> None:
+        body = json.dumps(dict(message, jsonrpc="2.0")).encode("utf-8")
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def notify(self, method: str, params: Any) -> None:
+        self.send({"method": method, "params": params})
+
+    def request(self, method: str, params: Any) -> Any:
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        reply = self.wait(lambda m: m.get("id") == self.next_id and "method" not in m,
+                          f"the reply to {method}")
+        assert "error" not in reply, reply["error"]
+        return reply.get("result")
+
+    def wait(self, match, what: str) -> dict:
+        """The next message ``match`` accepts; answers server requests meanwhile."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                message = self.inbox.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                raise AssertionError(f"timed out waiting for {what}; server stderr:\n"
+                                     + b"".join(self.stderr).decode(errors="replace")) from None
+            if message is None:
+                raise AssertionError(f"the server closed its output before {what}; stderr:\n"
+                                     + b"".join(self.stderr).decode(errors="replace"))
+            self.seen.append(message)
+            if "method" in message and "id" in message:      # a request from the server
+                self.send({"id": message["id"], "result": None})
+            if match(message):
+                return message
+
+    def diagnostics(self, uri: str, version: int | None = None) -> list[dict]:
+        message = self.wait(lambda m: m.get("method") == "textDocument/publishDiagnostics"
+                            and m["params"]["uri"] == uri
+                            and (version is None or m["params"].get("version") == version),
+                            f"diagnostics for {uri}")
+        return message["params"]["diagnostics"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def expected_message(d: netspec.Diagnostic) -> str:
+    """How ``netspec check`` words a diagnostic, without the source excerpt."""
+    return "\n".join([f"{d.kind}: {d.message}", *d.notes] + ([f"hint: {d.hint}"] if d.hint else []))
+
+
+def lsp_range(span: netspec.Span) -> dict:
+    """An ASCII span as an LSP range."""
+    return {"start": {"line": span.line - 1, "character": span.column - 1},
+            "end": {"line": span.end_line - 1, "character": span.end_column - 1}}
+
+
+def position_of(text: str, needle: str, offset: int = 0) -> dict:
+    """The LSP position of the first ``needle`` in ``text`` (plus ``offset`` characters)."""
+    before = text[:text.index(needle) + offset]
+    line = before.count("\n")
+    return {"line": line, "character": len(before) - (before.rfind("\n") + 1)}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "lib.net").write_text(LIB)
+    (tmp_path / "main.net").write_text(FIXED)        # the disk holds the fixed text
+    (tmp_path / "sub" / "broken.net").write_text("block B {\n    Linear(3\n}\n")
+    return tmp_path
+
+
+@pytest.fixture
+def client(workspace: Path):
+    c = Client(workspace)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def initialize(client: Client, workspace: Path) -> dict:
+    result = client.request("initialize", {
+        "processId": os.getpid(), "rootUri": workspace.as_uri(), "capabilities": {
+            "textDocument": {"hover": {"contentFormat": ["markdown", "plaintext"]},
+                             "publishDiagnostics": {"relatedInformation": True}}}})
+    client.notify("initialized", {})
+    return result
+
+
+def open_document(client: Client, uri: str, text: str, version: int = 1) -> None:
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": uri, "languageId": "netspec", "version": version, "text": text}})
+
+
+def test_server_over_stdio(client: Client, workspace: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace)
+    caps = initialize(client, workspace)["capabilities"]
+    assert caps["hoverProvider"] and caps["definitionProvider"]
+
+    # the unsaved buffer is checked, not the (sound) file on disk, with every error of `check`
+    uri = (workspace / "main.net").as_uri()
+    open_document(client, uri, BROKEN)
+    published = client.diagnostics(uri, version=1)
+    (workspace / "copy.net").write_text(BROKEN)     # what `netspec check` says of that text
+    expected = netspec.check("copy.net")
+    assert len(expected) == 2
+    assert [d["range"] for d in published] == [lsp_range(d.span) for d in expected]
+    assert [d["message"] for d in published] == [expected_message(d) for d in expected]
+    assert published[0]["message"] == ("name error: unknown layer or block 'Linaer'\n"
+                                       "hint: did you mean 'Linear'?")
+    assert all(d["severity"] == 1 and d["source"] == "netspec" for d in published)
+
+    # fixing the text clears them
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": FIXED}]})
+    assert client.diagnostics(uri, version=2) == []
+
+    # hover over a step: its layer with the resolved arguments, and its shapes
+    hover = client.request("textDocument/hover", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "hidden: Linear", 9)})
+    text = hover["contents"]["value"]
+    assert "Linear(in_features=784, out_features=256)" in text
+    assert "[N, 784] -> [N, 256]" in text
+
+    # hover over a named value, and over a block used as a step
+    hover = client.request("textDocument/hover", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "relu(h)", 5)})
+    assert "[N, 32]" in hover["contents"]["value"]
+    hover = client.request("textDocument/hover", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "Body(32)", 1)})
+    text = hover["contents"]["value"]
+    assert "block Body(width: int = 64)" in text and "sub/lib.net" in text
+    assert "Body(width=32)" in text and "[N, 256] -> [N, 32]" in text
+
+    # definition of a block in an imported file, and of a named value
+    location = client.request("textDocument/definition", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "Body(32)", 2)})
+    assert location["uri"] == (workspace / "sub" / "lib.net").as_uri()
+    assert location["range"] == {"start": {"line": 1, "character": 6},
+                                 "end": {"line": 1, "character": 10}}
+    location = client.request("textDocument/definition", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "relu(h)", 5)})
+    assert location == {"uri": uri, "range": {"start": {"line": 6, "character": 4},
+                                              "end": {"line": 6, "character": 5}}}
+    assert client.request("textDocument/definition", {       # a torch layer: nowhere to go
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "Linear(10)", 1)}) is None
+
+    # an error inside an imported file lands on the import line and points at the real place
+    other = (workspace / "uses_broken.net").as_uri()
+    source = 'import "sub/broken.net"\nblock A {\n    input x: [N, 4]\n    Linear(3)\n}\n'
+    open_document(client, other, source)
+    published = client.diagnostics(other, version=1)
+    (d,) = published
+    assert d["range"]["start"] == {"line": 0, "character": 0}
+    assert d["message"].startswith("sub/broken.net:3:1: syntax error: unexpected '}'")
+    related = d["relatedInformation"][0]["location"]
+    assert related["uri"] == (workspace / "sub" / "broken.net").as_uri()
+    assert related["range"]["start"] == {"line": 2, "character": 0}
+
+    # columns are counted in UTF-16 code units, as the protocol says by default
+    third = (workspace / "unicode.net").as_uri()
+    open_document(client, third, UNICODE)
+    (d,) = client.diagnostics(third, version=1)
+    line = UNICODE.split("\n")[3]
+    assert d["range"]["start"] == {"line": 3, "character": line.index("zeroes") + 1}
+
+    # requests about a document nobody opened, that does not exist, do not break the server
+    missing = (workspace / "nowhere.net").as_uri()
+    assert client.request("textDocument/hover", {
+        "textDocument": {"uri": missing}, "position": {"line": 0, "character": 0}}) is None
+    hover = client.request("textDocument/hover", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "hidden: Linear", 9)})
+    assert "[N, 256]" in hover["contents"]["value"]
+
+    client.notify("textDocument/didClose", {"textDocument": {"uri": other}})
+    assert client.diagnostics(other) == []
+
+    # saving an imported file checks the open files that import it again
+    lib = (workspace / "sub" / "lib.net").as_uri()
+    broken_lib = LIB.replace("Linear(width)", "Linear(width")
+    open_document(client, lib, LIB)     # on its own, [N, D] leaves Linear's input size open
+    assert client.diagnostics(lib, version=1)[0]["message"].startswith("shape error")
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": lib, "version": 2}, "contentChanges": [{"text": broken_lib}]})
+    assert client.diagnostics(lib, version=2)[0]["message"].startswith("syntax error")
+    (workspace / "sub" / "lib.net").write_text(broken_lib)
+    client.notify("textDocument/didSave", {"textDocument": {"uri": lib}})
+    (d,) = client.diagnostics(uri, version=2)
+    assert d["range"]["start"] == {"line": 0, "character": 0}
+    assert d["message"].startswith("sub/lib.net:5:5: syntax error")
+
+    assert client.request("shutdown", None) is None
+    client.notify("exit", None)
+    assert client.proc.wait(timeout=TIMEOUT) == 0
+
+
+def test_a_pathological_text_does_not_kill_the_server(client: Client, workspace: Path) -> None:
+    initialize(client, workspace)
+    uri = (workspace / "deep.net").as_uri()
+    deep = "block D {\n    input x: [N, 4]\n    y = " + "(" * 2000 + "x" + ")" * 2000 + "\n}\n"
+    open_document(client, uri, deep)
+    (d,) = client.diagnostics(uri, version=1)
+    assert d["message"].startswith("limit error: brackets nest too deeply")
+    open_document(client, (workspace / "main.net").as_uri(), FIXED)
+    assert client.diagnostics((workspace / "main.net").as_uri(), version=1) == []
+    assert client.request("shutdown", None) is None
+    client.notify("exit", None)
+    assert client.proc.wait(timeout=TIMEOUT) == 0
+
+
+CRASHING = """\
+import netspec.lsp as lsp
+analyse = lsp.analyse_document
+def analyse_document(text, *args, **kwargs):
+    if "BOOM" in text:
+        raise RuntimeError("a bug in the analysis")
+    return analyse(text, *args, **kwargs)
+lsp.analyse_document = analyse_document
+lsp.serve()
+"""
+
+
+def test_an_internal_error_is_logged_and_the_server_goes_on(workspace: Path) -> None:
+    client = Client(workspace, CRASHING)
+    try:
+        initialize(client, workspace)
+        boom = (workspace / "boom.net").as_uri()
+        open_document(client, boom, "# BOOM\n" + FIXED)
+        log = client.wait(lambda m: m.get("method") == "window/logMessage", "a log message")
+        assert log["params"]["type"] == 1 and "a bug in the analysis" in log["params"]["message"]
+        assert client.request("textDocument/hover", {
+            "textDocument": {"uri": boom}, "position": {"line": 5, "character": 14}}) is None
+        uri = (workspace / "main.net").as_uri()
+        open_document(client, uri, BROKEN)
+        assert len(client.diagnostics(uri, version=1)) == 2
+        assert not any(m.get("method") == "textDocument/publishDiagnostics"
+                       and m["params"]["uri"] == boom for m in client.seen)
+        assert client.request("shutdown", None) is None
+        client.notify("exit", None)
+        assert client.proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        client.close()
+
+
+# ---- the analysis under the server, without the protocol --------------------------------------
+
+def test_positions_round_trip_through_utf16() -> None:
+    text = 'a\n  "😀" b\n'
+    assert to_client(text, 2, 7) == (1, 7)            # the emoji takes two UTF-16 units
+    assert to_client(text, 2, 7, "utf-8") == (1, 9)
+    assert to_client(text, 2, 7, "utf-32") == (1, 6)
+    assert from_client(text, 1, 7) == (2, 7)
+    assert from_client(text, 1, 9, "utf-8") == (2, 7)
+    assert to_client(text, 9, 1) == (2, 0)            # past the end: clamped
+
+
+def test_hover_in_every_instance_of_a_block() -> None:
+    spec = ROOT / "specs" / "resnet.net"
+    text = spec.read_text()
+    doc = analyse_document(text, spec)
+    assert doc.diagnostics == []
+    lines = text.split("\n")
+    row = next(i for i, line in enumerate(lines) if line.strip().startswith("y = x"))
+    hover = hover_text(doc, row + 1, lines[row].index("y") + 1)
+    assert "`layer1.0`: `[N, 64, 16, 16]`" in hover and "`layer4.1`: `[N, 512, 2, 2]`" in hover
+    row = next(i for i, line in enumerate(lines) if "fc: Linear" in line)
+    hover = hover_text(doc, row + 1, lines[row].index("Linear") + 1)
+    assert "fc: Linear(in_features=512, out_features=1000)" in hover
+
+
+def test_hover_in_a_block_the_entry_does_not_use() -> None:
+    spec = ROOT / "specs" / "nest_mlp.net"
+    text = spec.read_text()
+    doc = analyse_document(text, spec)
+    lines = text.split("\n")
+    row = next(i for i, line in enumerate(lines) if "Linear(20)" in line)
+    hover = hover_text(doc, row + 1, lines[row].index("Linear") + 1)
+    assert "linear: Linear(in_features=32, out_features=20)" in hover
+
+
+PLAIN_CASES = [c for c in sorted(ERRORS.glob("*.net"))
+               if not re.search(r"^# (input|block): ", c.read_text(), flags=re.M)]
+
+
+@pytest.mark.parametrize("case", PLAIN_CASES, ids=lambda p: p.stem)
+def test_diagnostics_are_those_of_check(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every golden error case: the server's analysis reports exactly what ``check`` does."""
+    monkeypatch.chdir(case.parent)
+    doc = analyse_document(case.read_text(), case)
+    assert doc.diagnostics == netspec.check(case.name)
+    assert doc.diagnostics
