@@ -133,6 +133,16 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
     _run(action)
 
 
+@app.command()
+def lsp() -> None:
+    """Run the language server over stdio (for editors): live diagnostics, hover, definitions."""
+    def action() -> None:
+        from netspec.lsp import serve
+
+        serve()
+    _run(action)
+
+
 def main() -> None:
     app(prog_name="netspec")
 

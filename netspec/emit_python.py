@@ -418,16 +418,22 @@ class _Program:
         return [(name, child) for name, child in mod.children.items()
                 if self.owner.get(child.uid) == mod.uid and self.let_name[child.uid] == name]
 
-    def _hoisted_stmts(self, mod: ModuleIR) -> list[_Stmt]:
+    def _hoisted_stmts(self, mod: ModuleIR, child: ModuleIR) -> list[_Stmt]:
+        """Statements making the let modules of nested chain ``child``, before ``child``."""
+        if not self._inline(child):
+            return []
         scope = self.scope(mod)
-        return [_Stmt(f"{scope[child.uid][1]} = ", self.module_node(child))
-                for _, child in self._hoisted(mod)]
+        return [_Stmt(f"{scope[let.uid][1]} = ", self.module_node(let))
+                for _, let in self._owned_lets(child) + self._hoisted(child)]
 
     def _sequential_body(self, mod: ModuleIR, externals: list) -> _Body:
         stmts = []
         for name, child in self._owned_lets(mod):
+            stmts += self._hoisted_stmts(mod, child)
             stmts.append(_Stmt(f"{self._local(name)} = ", self.module_node(child)))
-        stmts += self._hoisted_stmts(mod)
+        for _, child in self.chain_children(mod):
+            if child.uid not in self.owner:
+                stmts += self._hoisted_stmts(mod, child)
         stmts.append(_Stmt("", self._sequential_call("super().__init__", mod)))
         stmts.extend(self._ties(mod))
         return _Body(mod, mod.cls_name, "nn.Sequential", stmts, externals, None)
@@ -438,10 +444,12 @@ class _Program:
         return name + "_" if name in _RESERVED else name
 
     def _generated_body(self, mod: ModuleIR, externals: list) -> _Body:
-        stmts = [_Stmt("super().__init__()")] + self._hoisted_stmts(mod)
+        stmts = [_Stmt("super().__init__()")]
         for name, child in mod.children.items():
             made_here = self.owner.get(child.uid, mod.uid) == mod.uid and (
                 child.uid not in self.owner or self.let_name[child.uid] == name)
+            if made_here:
+                stmts += self._hoisted_stmts(mod, child)
             node = self.module_node(child) if made_here else _Ref(child.uid)
             if _identifier(name):
                 stmts.append(_Stmt(f"self.{name} = ", node))

@@ -252,6 +252,21 @@ block A {
     h: p
     Linear(2)
 }""",
+    "let_inside_nested_chains": """
+block A {
+    input x: [N, 4]
+    let t = { Linear(4); Tanh() }
+    inner: { let s = { t; Linear(4) }; s; t; s; t }
+    relu(x)
+    more: { let u = Linear(4); u; ReLU(); u }
+}""",
+    "let_inside_nested_chain_of_a_chain": """
+block A {
+    input x: [N, 4]
+    let t = { Linear(4); Tanh() }
+    inner: { let s = { t; Linear(4) }; s; t; s; t }
+    Linear(2)
+}""",
     "tensor_factories": """
 block B(k: int = 3) {
     input x: [N, 4]
