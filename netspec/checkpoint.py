@@ -9,6 +9,7 @@ names is stored once, the other names recorded as aliases) and string metadata:
 ``netspec.spec_sha256`` sha256 of the ``netspec.spec`` text
 ``netspec.aliases``     JSON: ``{name: stored name}`` for tied tensors
 ``netspec.crc32``       CRC-32 of the tensor data, in file order
+``netspec.layout_sha256`` sha256 of every tensor's name, dtype, shape and offsets
 
 Writing is atomic (a temporary file in the same directory, flushed, fsynced, renamed) and
 streams each tensor's bytes from its own storage; reading allocates each tensor once and fills
@@ -45,10 +46,11 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    retyped: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.missing or self.unexpected or self.mismatched or self.retyped)
 
     def __str__(self) -> str:
         lines = []
@@ -59,6 +61,9 @@ class LoadReport:
         for name, stored, wanted in self.mismatched:
             lines.append(f"shape mismatch for {name}: the checkpoint has {list(stored)}, "
                          f"the model wants {list(wanted)}")
+        for name, stored, wanted in self.retyped:
+            lines.append(f"dtype mismatch for {name}: the checkpoint has {stored}, "
+                         f"the model wants {wanted}")
         return "\n".join(lines) or "all tensors matched"
 
 
@@ -76,7 +81,7 @@ def _bytes(tensor) -> memoryview:
     import torch
 
     flat = tensor.reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(bytearray())
 
 
 def _storage_key(tensor) -> tuple:
@@ -101,17 +106,30 @@ def _collect(model, analysis) -> tuple[dict[str, Any], dict[str, str]]:
     return tensors, aliases
 
 
-def _header(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
-    """The safetensors header: its 8-byte length, then space-padded JSON."""
+def _entries(tensors: dict[str, Any]) -> dict[str, Any]:
+    """The header entry of each tensor, laid out in order."""
     names = {v: k for k, v in _DTYPES.items()}
-    entries: dict[str, Any] = {"__metadata__": metadata}
+    entries: dict[str, Any] = {}
     offset = 0
     for name, tensor in tensors.items():
         size = tensor.numel() * tensor.element_size()
         entries[name] = {"dtype": names[str(tensor.dtype).removeprefix("torch.")],
                          "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
         offset += size
-    text = json.dumps(entries, separators=(",", ":")).encode()
+    return entries
+
+
+def _layout_digest(entries: dict[str, Any]) -> str:
+    """sha256 over every tensor's name, dtype, shape and offsets: guards the header itself."""
+    rows = sorted([name, e["dtype"], e["shape"], e["data_offsets"]] for name, e in entries.items())
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+
+def _header(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
+    """The safetensors header: its 8-byte length, then space-padded JSON."""
+    entries = _entries(tensors)
+    metadata = dict(metadata, **{"netspec.layout_sha256": _layout_digest(entries)})
+    text = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text
 
@@ -200,6 +218,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                     isinstance(v, str) for v in metadata.values()):
                 raise CheckpointError(f"{name}: the safetensors metadata is malformed")
             spec, aliases = _verify_metadata(metadata, name)
+            try:
+                digest = _layout_digest(header)
+            except (TypeError, KeyError, AttributeError):
+                digest = None
+            if digest != metadata.get("netspec.layout_sha256"):
+                raise CheckpointError(f"{name}: the tensor layout does not match its sha256; "
+                                      "the header was modified or damaged")
             tensors, crc = {}, 0
             for key, dtype, shape, begin, end in _layout(header, size - data_start, name):
                 tensor = _empty(dtype, shape)
@@ -245,13 +270,13 @@ def _verify_metadata(metadata: dict[str, str], name: str) -> tuple[dict, dict]:
     try:
         spec = json.loads(spec_text)
         aliases = json.loads(metadata.get("netspec.aliases", "{}"))
-        assert isinstance(spec, dict) and isinstance(spec.get("files"), dict)
-        assert isinstance(spec.get("root"), str) and spec["root"] in spec["files"]
-        assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec["files"].items())
-        assert isinstance(spec.get("args") or {}, dict) and isinstance(aliases, dict)
-        assert spec.get("block") is None or isinstance(spec["block"], str)
-        assert spec.get("input") is None or isinstance(spec["input"], list)
-    except (ValueError, AssertionError, RecursionError):
+        _require(isinstance(spec, dict) and isinstance(spec.get("files"), dict))
+        _require(isinstance(spec.get("root"), str) and spec["root"] in spec["files"])
+        _require(all(isinstance(k, str) and isinstance(v, str) for k, v in spec["files"].items()))
+        _require(isinstance(spec.get("args") or {}, dict) and isinstance(aliases, dict))
+        _require(spec.get("block") is None or isinstance(spec["block"], str))
+        _require(spec.get("input") is None or isinstance(spec["input"], list))
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{name}: the netspec metadata is malformed") from None
     return spec, aliases
 
@@ -266,13 +291,14 @@ def _layout(header: dict, data_size: int, name: str) -> list[tuple]:
             dtype = getattr(torch, _DTYPES[entry["dtype"]])
             shape = tuple(entry["shape"])
             begin, end = entry["data_offsets"]
-            assert all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            assert isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end
+            _require(all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                         for d in shape))
+            _require(isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end)
             numel = 1
             for d in shape:
                 numel *= d
-            assert numel * torch.empty((), dtype=dtype).element_size() == end - begin
-        except (KeyError, TypeError, ValueError, AssertionError):
+            _require(numel * torch.empty((), dtype=dtype).element_size() == end - begin)
+        except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{name} is damaged: bad header entry for {key!r}") from None
         entries.append((key, dtype, shape, begin, end))
     entries.sort(key=lambda e: e[3])
@@ -285,6 +311,12 @@ def _layout(header: dict, data_size: int, name: str) -> list[tuple]:
         raise CheckpointError(f"{name} is damaged or truncated: the header describes "
                               f"{position:,} bytes of data, the file holds {data_size:,}")
     return entries
+
+
+def _require(condition: bool) -> None:
+    """A header check that, unlike ``assert``, also holds under ``python -O``."""
+    if not condition:
+        raise ValueError("malformed")
 
 
 def _empty(dtype, shape):
@@ -327,7 +359,9 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
     else:
         model = build_analysis(analysis, device=device)
         wanted = model.state_dict()
-        usable = {k: v for k, v in state.items() if k in wanted and v.shape == wanted[k].shape}
+        usable = {k: v for k, v in state.items() if k in wanted and v.shape == wanted[k].shape
+                  and (v.dtype == wanted[k].dtype or v.is_floating_point() ==
+                       wanted[k].is_floating_point())}
         model.load_state_dict(usable, strict=False)
         warnings.warn(f"loaded {ckpt.path} partially:\n{report}", stacklevel=2)
     object.__setattr__(model, "_netspec_load_report", report)
@@ -341,6 +375,10 @@ def _compare(wanted: dict, stored: dict) -> LoadReport:
             report.missing.append(name)
         elif tuple(stored[name].shape) != tuple(tensor.shape):
             report.mismatched.append((name, tuple(stored[name].shape), tuple(tensor.shape)))
+        elif stored[name].dtype != tensor.dtype and not (
+                stored[name].is_floating_point() and tensor.is_floating_point()):
+            report.retyped.append((name, str(stored[name].dtype).removeprefix("torch."),
+                                   str(tensor.dtype).removeprefix("torch.")))
     report.unexpected = [name for name in stored if name not in wanted]
     return report
 

@@ -644,6 +644,9 @@ class _BodyBuilder:
                                   diagnostics=diagnostics)
                 if diagnostics:
                     raise SpecError(diagnostics, self.elab.program.sources)
+                if fn.name == "default" and steps:
+                    self.fail("init error", "default() must be the first step of a rule",
+                              node.span, hint="it re-runs the layer's own initialisation")
                 steps.append(("init", fn.name, kwargs))
                 continue
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \

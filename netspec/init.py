@@ -69,6 +69,10 @@ class InitRuleIR:
     span: Span
     matched: int = field(default=0, compare=False)
 
+    @property
+    def starts_with_default(self) -> bool:
+        return bool(self.steps) and self.steps[0][:2] == ("init", "default")
+
     def matches(self, relative_path: str, owner_type: str, name: str) -> bool:
         if self.layer_type is not None and owner_type != self.layer_type:
             return False
@@ -180,6 +184,7 @@ def _init_module(module, plan: dict[int, Assignment], device) -> None:
         return
     makers = getattr(module, "_netspec_makers", None)
     needs_default = bool(buffers) or any(plan.get(id(p)) is None or plan[id(p)].rule is None
+                                         or plan[id(p)].rule.starts_with_default
                                          for _, p in own)
     if needs_default:
         if makers is not None:
@@ -197,26 +202,24 @@ def _init_module(module, plan: dict[int, Assignment], device) -> None:
     for _, p in own:
         assignment = plan.get(id(p))
         if assignment is not None and assignment.rule is not None:
-            apply_rule(assignment.rule, p, module)
+            apply_rule(assignment.rule, p, assignment.path)
 
 
-def apply_rule(rule: InitRuleIR, tensor, module) -> None:
-    """Run a rule's steps on ``tensor`` in place."""
+def apply_rule(rule: InitRuleIR, tensor, path: str) -> None:
+    """Run a rule's steps on ``tensor`` in place (a leading ``default()`` already ran)."""
     import torch
 
-    for step in rule.steps:
-        if step[0] == "init":
-            _, name, kwargs = step
-            if name == "default":
-                reset = getattr(module, "reset_parameters", None)
-                if reset is None:
-                    raise SpecError([Diagnostic("init error", f"{type(module).__name__} has no "
-                                                "default initialisation", rule.span)])
-                reset()
-                continue
-            getattr(torch.nn.init, name + "_")(tensor, **kwargs)
-        else:
-            tensor.copy_(_compiled(step[1])(tensor))
+    steps = rule.steps[1:] if rule.starts_with_default else rule.steps
+    try:
+        for step in steps:
+            if step[0] == "init":
+                _, name, kwargs = step
+                getattr(torch.nn.init, name + "_")(tensor, **kwargs)
+            else:
+                tensor.copy_(_compiled(step[1])(tensor))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise SpecError([Diagnostic("init error", f"cannot initialise {path} "
+                                    f"{list(tensor.shape)} this way: {exc}", rule.span)]) from None
 
 
 _functions: dict[int, Any] = {}

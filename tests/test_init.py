@@ -319,9 +319,6 @@ def test_default_restores_the_layer_initialisation():
     assert w.abs().max() <= bound and close(w.std().item(), bound / math.sqrt(3), 0.03)
 
 
-@pytest.mark.xfail(strict=True, reason="default() on one parameter re-runs the layer's "
-                   "reset_parameters(), which re-initialises the layer's other parameters "
-                   "that earlier rules already set")
 def test_default_on_one_parameter_leaves_the_others_alone():
     src = with_init(WIDE, "Linear.weight: constant(val=7)\nLinear.bias: default()")
     model = build(src, seed=0)
@@ -547,9 +544,6 @@ def test_rule_matching_nothing_shows_the_source_line():
     assert any(line.strip().endswith("^" * len("Conv2d.weight: zeros()")) for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason="an initialiser or expression that cannot apply to "
-                   "the tensor a rule selects escapes as torch's ValueError/RuntimeError instead "
-                   "of a located SpecError (and `netspec compile` prints a traceback)")
 @pytest.mark.parametrize("rule", [
     '"*.bias": xavier_uniform()',            # needs 2 dimensions
     "Linear.bias: eye()",                    # needs 2 dimensions
