@@ -70,8 +70,13 @@ def parse_value(text: str) -> Any:
 
 
 def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None, *,
-            limits: Limits | None = None, **block_args: Any) -> Analysis:
-    """Parse, elaborate and shape-check ``spec`` (a path or source text); raises ``SpecError``."""
+            limits: Limits | None = None, args: dict[str, Any] | None = None,
+            **block_args: Any) -> Analysis:
+    """Parse, elaborate and shape-check ``spec`` (a path or source text); raises ``SpecError``.
+
+    Block arguments come as keywords, or in ``args`` (for names such as ``input``).
+    """
+    block_args = {**(args or {}), **block_args}
     with using(limits):
         program = spec if isinstance(spec, Program) else load(spec)
         try:

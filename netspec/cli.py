@@ -55,7 +55,7 @@ def check(spec: Path = SpecArg, block: Optional[str] = BlockOpt, input: Optional
         from netspec.api import analyze, check_init_rules
         from netspec.dims import fmt_shape
 
-        analysis = analyze(spec, block, input, **_block_args(set))
+        analysis = analyze(spec, block, input, args=_block_args(set))
         check_init_rules(analysis)
         ir = analysis.ir
         typer.echo(f"ok: {analysis.program.root}: {ir.cls_name} "
@@ -76,7 +76,7 @@ def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
         from netspec.api import analyze
         from netspec.summary import init_table, summary_table
 
-        analysis = analyze(spec, block, input, **_block_args(set))
+        analysis = analyze(spec, block, input, args=_block_args(set))
         console = Console()
         console.print(summary_table(analysis, depth=depth))
         if init:
@@ -96,7 +96,7 @@ def compile_(spec: Path = SpecArg, output: Path = typer.Option(..., "--output", 
         from netspec.api import analyze, build_analysis
         from netspec.checkpoint import save
 
-        analysis = analyze(spec, block, input, **_block_args(set))
+        analysis = analyze(spec, block, input, args=_block_args(set))
         model = build_analysis(analysis, seed=seed)
         save(model, output)
         count = sum(p.numel() for p in model.parameters())
@@ -128,7 +128,7 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
         console.print(f"  tensors: {len(ckpt.tensors)} stored, {len(ckpt.aliases)} tied aliases")
         program = load_program(record["root"], sources=record["files"])
         analysis = analyze(program, record.get("block"), record.get("input"),
-                           **(record.get("args") or {}))
+                           args=record.get("args") or {})
         console.print(summary_table(analysis))
     _run(action)
 

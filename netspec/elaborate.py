@@ -126,7 +126,12 @@ class _Elaborator:
         mod = ModuleIR("block", block.name, block.span)
         statics: dict[str, Any] = {}
         diagnostics: list[Diagnostic] = []
+        seen: set[str] = set()
         for p in block.params:
+            if p.name in seen:
+                diagnostics.append(Diagnostic("name error", f"argument '{p.name}' is declared "
+                                              "twice", p.span))
+            seen.add(p.name)
             if p.name in bound:
                 value = bound[p.name].value
                 span = bound[p.name].span

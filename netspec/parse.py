@@ -127,7 +127,7 @@ class _ToAst(Transformer):
         return ast.SpecFile(self.file, imports, blocks, inits, span)
 
     def import_stmt(self, meta, path):
-        return ast.Import(_string(path), self.s(meta))
+        return ast.Import(_string(path, self.file), self.s(meta))
 
     def block_def(self, meta, name, params, body):
         return ast.BlockDef(str(name), params or (), body, self.s(meta), self.t(name))
@@ -190,7 +190,7 @@ class _ToAst(Transformer):
     def repeat(self, meta, count, tok, body):
         index, pattern = "i", None
         if tok is not None and tok.type == "STRING":
-            pattern = _string(tok)
+            pattern = _string(tok, self.file)
         elif tok is not None:
             index = str(tok)
         return ast.Repeat(count, index, pattern, body, self.s(meta))
@@ -209,9 +209,9 @@ class _ToAst(Transformer):
 
     def init_rule(self, meta, selector, within, init):
         if isinstance(selector, Token):
-            selector = ast.Str(_string(selector), self.t(selector))
+            selector = ast.Str(_string(selector, self.file), self.t(selector))
         if within is not None:
-            within = ast.Str(_string(within), self.t(within))
+            within = ast.Str(_string(within, self.file), self.t(within))
         return ast.InitRule(selector, within, init, self.s(meta))
 
     # expressions
@@ -264,7 +264,7 @@ class _ToAst(Transformer):
         return ast.Num(float(tok), self.t(tok))
 
     def string_lit(self, meta, tok):
-        return ast.Str(_string(tok), self.t(tok))
+        return ast.Str(_string(tok, self.file), self.t(tok))
 
     def true_lit(self, meta):
         return ast.Lit(True, self.s(meta))
@@ -279,8 +279,14 @@ class _ToAst(Transformer):
         return ast.ListLit(tuple(i for i in items if i is not None), self.s(meta))
 
 
-def _string(tok: Token) -> str:
-    return pyast.literal_eval(str(tok))
+def _string(tok: Token, file: str = "<string>") -> str:
+    try:
+        return pyast.literal_eval(str(tok))
+    except (ValueError, SyntaxError) as exc:
+        reason = str(exc.args[0] if exc.args else exc).rsplit(": ", 1)[-1]
+        raise SpecError([Diagnostic("syntax error", f"bad escape in a string: {reason}",
+                                    _span(file, tok), hint="write a backslash as \\\\")]) \
+            from None
 
 
 # ---- errors -----------------------------------------------------------------------------------
@@ -375,6 +381,8 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
         raise LimitError([Diagnostic("limit error", "brackets nest too deeply",
                                      _span(file, exc.tok))], sources) from None
     except (RecursionError, lark.exceptions.VisitError) as exc:
+        if isinstance(exc, lark.exceptions.VisitError) and isinstance(exc.orig_exc, SpecError):
+            raise SpecError(exc.orig_exc.diagnostics, sources) from None
         if isinstance(exc, lark.exceptions.VisitError) and \
                 not isinstance(exc.orig_exc, RecursionError):
             raise
