@@ -330,9 +330,10 @@ class BlockDef:
 
 @dataclass(frozen=True)
 class Import:
-    """``import "other.net"``."""
+    """``import "other.net"``, or ``import python "pkg.layers"`` for a user's own layers."""
     path: str
     span: Span
+    python: bool = False
 
 
 @dataclass(frozen=True)

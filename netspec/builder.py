@@ -111,7 +111,7 @@ class _Builder:
 
     def layer(self, mod: ModuleIR) -> nn.Module:
         assert mod.layer is not None and mod.resolved_args is not None
-        cls = getattr(nn, mod.cls_name)
+        cls = mod.layer.cls or getattr(nn, mod.cls_name)
         kwargs = dict(mod.resolved_args)
         if mod.layer.factory_kwargs and self.dtype is not None:
             kwargs["dtype"] = self.dtype

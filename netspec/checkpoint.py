@@ -326,12 +326,13 @@ def _empty(dtype, shape):
 
 
 def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = True,
-         device: Any = None, block: str | None = None):
+         device: Any = None, block: str | None = None, trust: bool = False):
     """Rebuild the model saved in ``path`` and load its weights.
 
     With ``spec``, the weights go into that (edited) spec instead of the embedded one; ``strict``
     then demands every name and shape to match (``CheckpointError`` lists what does not), and
     ``strict=False`` loads what matches, initialises the rest, and warns with a ``LoadReport``.
+    A spec from a checkpoint may import Python layers only when ``trust=True``.
     """
     from netspec.api import analyze, build_analysis
     from netspec.init import _reapply_ties
@@ -341,7 +342,7 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
     record = ckpt.spec
     args = record.get("args") or {}
     if spec is None:
-        program = load_program(record["root"], sources=record["files"])
+        program = load_program(record["root"], sources=record["files"], trusted=trust)
         block = block or record.get("block")
     else:
         program = load_program(spec)

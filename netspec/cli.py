@@ -106,6 +106,8 @@ def compile_(spec: Path = SpecArg, output: Path = typer.Option(..., "--output", 
 
 @app.command()
 def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file written by netspec"),
+            trust: bool = typer.Option(False, "--trust",
+                                       help="allow the embedded spec to import Python layers"),
             ) -> None:
     """Print a checkpoint's metadata and the summary of the model it holds."""
     def action() -> None:
@@ -126,7 +128,7 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
                       f"input {record.get('input')}")
         console.print(f"  spec sha256: {ckpt.metadata.get('netspec.spec_sha256')}")
         console.print(f"  tensors: {len(ckpt.tensors)} stored, {len(ckpt.aliases)} tied aliases")
-        program = load_program(record["root"], sources=record["files"])
+        program = load_program(record["root"], sources=record["files"], trusted=trust)
         analysis = analyze(program, record.get("block"), record.get("input"),
                            args=record.get("args") or {})
         console.print(summary_table(analysis))

@@ -108,6 +108,26 @@ class _Elaborator:
         self.instances = 0
         self.nodes = 0
         self.limits = current_limits()
+        self.user_layers: dict[str, LayerDef] = {}
+        if program.python:
+            from netspec.user_layers import python_layers
+
+            self.user_layers = python_layers(program)
+
+    def layer(self, name: str) -> LayerDef | None:
+        """A layer by name: the user's imported ones first, then torch's, then plugins'."""
+        if name in self.user_layers:
+            return self.user_layers[name]
+        found = lookup_layer(name)
+        if found is None and self.program.trusted and name[:1].isupper():
+            from netspec.user_layers import entry_point_layer, entry_points
+
+            if name in entry_points():
+                found = self.user_layers[name] = entry_point_layer(name)
+        return found
+
+    def layer_names(self) -> list[str]:
+        return list(self.user_layers) + list(LAYER_NAMES)
 
     def instantiate(self, block: ast.BlockDef, bound: dict[str, Arg], call_span: Span,
                     inherited: dict[str, Any] | None = None) -> ModuleIR:
@@ -423,13 +443,14 @@ class _BodyBuilder:
             return self.module_ref(node.id, (), (), node.span, node.span)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             name = node.func.id
-            if self.is_module_name(name):
+            unknown_capitalised = name[:1].isupper() and lookup_function(name) is None
+            if self.is_module_name(name) or unknown_capitalised:   # the latter: a located error
                 return self.module_ref(name, node.args, node.keywords, node.span, node.func.span)
         return None
 
     def is_module_name(self, name: str) -> bool:
         return name in self.lets or name in self.elab.program.blocks or (
-            lookup_function(name) is None and lookup_layer(name) is not None)
+            lookup_function(name) is None and self.elab.layer(name) is not None)
 
     def module_ref(self, name: str, args: tuple, keywords: tuple, span: Span,
                    name_span: Span) -> _ModuleValue:
@@ -444,9 +465,9 @@ class _BodyBuilder:
                                                      _REQUIRED) for p in block.params),
                                    None, args, keywords, span)
             return _ModuleValue(self.elab.instantiate(block, bound, span))
-        layer = lookup_layer(name)
+        layer = self.elab.layer(name)
         if layer is None:
-            hint = did_you_mean(name, list(LAYER_NAMES) + list(self.elab.program.blocks) +
+            hint = did_you_mean(name, self.elab.layer_names() + list(self.elab.program.blocks) +
                                 list(self.lets) + list(FUNCTION_NAMES) + list(self.values) +
                                 list(self.mod.tensors))
             self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
@@ -626,9 +647,9 @@ class _BodyBuilder:
         else:
             parts = selector.parts
             if parts[0][:1].isupper() and len(parts) <= 2:
-                if lookup_layer(parts[0]) is None and parts[0] not in self.elab.program.blocks:
+                if self.elab.layer(parts[0]) is None and parts[0] not in self.elab.program.blocks:
                     self.fail("name error", f"unknown layer '{parts[0]}' in init rule",
-                              selector.span, hint=did_you_mean(parts[0], list(LAYER_NAMES) +
+                              selector.span, hint=did_you_mean(parts[0], self.elab.layer_names() +
                                                                list(self.elab.program.blocks)))
                 layer_type = parts[0]
                 param = parts[1] if len(parts) == 2 else None
@@ -795,7 +816,7 @@ class _BodyBuilder:
         if name == RUNNING and running is None:
             self.fail("name error", "'x' (the running value) is not available here", expr.span,
                       hint="const and param values are computed once, before any input exists")
-        if self.is_module_name(name) or lookup_layer(name) is not None:
+        if self.is_module_name(name) or self.elab.layer(name) is not None:
             self.fail("type error", f"'{name}' is a module; it can only be used as a step",
                       expr.span, hint=f"write it on a line of its own, or `x -> {name}`")
         candidates = (list(self.values) + list(self.statics) + list(self.mod.tensors) +
@@ -843,7 +864,7 @@ class _BodyBuilder:
             if self.is_module_name(name):
                 self.fail("type error", f"'{name}' is a module; it can only be used as a step",
                           expr.span, hint=f"apply it with `x -> {name}(...)`")
-            hint = did_you_mean(name, list(FUNCTION_NAMES) + list(LAYER_NAMES) +
+            hint = did_you_mean(name, list(FUNCTION_NAMES) + self.elab.layer_names() +
                                 list(self.elab.program.blocks))
             what = "layer or block" if name[:1].isupper() else "function"
             self.fail("name error", f"unknown {what} '{name}'", expr.func.span, hint=hint)

@@ -493,8 +493,10 @@ class _Builder:
     def statement(self, node: Tree) -> Any:
         kind = node.data
         ch = node.children
-        if kind == "import_stmt":
-            return ["import ", self.between(_start(node), _start(ch[0])), str(ch[0])]
+        if kind == "import_stmt":       # import [python] "path"
+            words = _present(ch)
+            return ["import ", self.between(_start(node), _start(words[0])),
+                    " ".join(str(w) for w in words)]
         if kind == "block_def":
             name, params, body = ch
             head: list = ["block ", str(name)]

@@ -845,6 +845,17 @@ def _introspect(name: str) -> LayerDef | None:
     cls = getattr(torch.nn, name, None)
     if not _plausible(name, cls):
         return None
+    return layer_from_class(cls, name)
+
+
+def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:
+    """A LayerDef for any ``nn.Module`` class: a torch layer, or a user's own.
+
+    A class may state what netspec cannot guess: ``netspec_in_sizes = {"in_features": -1}``
+    (arguments read off an input dim) and a ``netspec_shape(args, shape) -> shape`` static
+    method. Otherwise input sizes are guessed from argument names and the output shape is
+    found by running the module on meta tensors.
+    """
     sig = inspect.signature(cls.__init__)
     params, factory = [], False
     for p in list(sig.parameters.values())[1:]:
@@ -853,10 +864,29 @@ def _introspect(name: str) -> LayerDef | None:
         elif p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not p.name.startswith("_"):
             default = REQUIRED if p.default is p.empty else p.default
             params.append(Param(p.name, Any, default))
-    sizes = tuple(_guess_size(p.name) for p in params
-                  if p.name in _LAST_DIM + _CHANNEL_DIM)
+    stated = getattr(cls, "netspec_in_sizes", None)
+    if stated is not None:
+        sizes = tuple(_stated_size(param, dim) for param, dim in stated.items())
+    else:
+        sizes = tuple(_guess_size(p.name) for p in params if p.name in _LAST_DIM + _CHANNEL_DIM)
+    rule = getattr(cls, "netspec_shape", None)
+    shape = (lambda args, x: tuple(rule(args, tuple(x)))) if rule is not None \
+        else _probe_rule(cls)
     doc = (inspect.getdoc(cls) or "").split("\n", 1)[0]
-    return LayerDef(name, tuple(params), sizes, _probe_rule(cls), None, factory, doc)
+    return LayerDef(name or cls.__name__, tuple(params), sizes, shape, None, factory, doc,
+                    cls=cls)
+
+
+def _stated_size(param: str, dim: int) -> InSize:
+    """An InSize a user layer declared: ``param`` is the input's size at ``dim``."""
+    s = _From(param, dim, f"dim {dim}", "features")
+
+    def check(x: Shape) -> None:
+        if not -len(x) <= dim < len(x):
+            raise ShapeRuleError(f"cannot infer {param} from the {len(x)}-D input {fmt_shape(x)}",
+                                 arg=param)
+
+    return InSize(param, _inferrer(s, check), s.noun)
 
 
 def _guess_size(param: str) -> InSize:

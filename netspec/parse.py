@@ -126,8 +126,8 @@ class _ToAst(Transformer):
         span = self.s(meta) if not meta.empty else Span(self.file, 1, 1, 1, 1)
         return ast.SpecFile(self.file, imports, blocks, inits, span)
 
-    def import_stmt(self, meta, path):
-        return ast.Import(_string(path, self.file), self.s(meta))
+    def import_stmt(self, meta, python, path):
+        return ast.Import(_string(path, self.file), self.s(meta), python is not None)
 
     def block_def(self, meta, name, params, body):
         return ast.BlockDef(str(name), params or (), body, self.s(meta), self.t(name))

@@ -19,6 +19,8 @@ class Program:
     files: dict[str, ast.SpecFile] = field(default_factory=dict)
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
     sources: SourceMap = field(default_factory=SourceMap)
+    trusted: bool = True            # may import Python (False for a checkpoint's spec)
+    python: list[tuple[ast.Import, str]] = field(default_factory=list)  # (import, folder)
 
     @property
     def root_blocks(self) -> tuple[ast.BlockDef, ...]:
@@ -33,15 +35,17 @@ def looks_like_source(spec: str) -> bool:
     return "\n" in spec or "{" in spec or not spec.strip().endswith(".net")
 
 
-def load(spec: str | Path, *, sources: dict[str, str] | None = None) -> Program:
+def load(spec: str | Path, *, sources: dict[str, str] | None = None,
+         trusted: bool | None = None) -> Program:
     """Parse ``spec`` (a path, or source text) and its imports into a ``Program``.
 
     ``sources`` maps file names to texts to use instead of the file system (a checkpoint's
-    embedded spec); imports are then resolved inside that map only.
+    embedded spec); imports are then resolved inside that map only, and the program may not
+    import Python unless ``trusted``.
     """
     if sources is not None:
         root = str(spec)
-        program = Program(root)
+        program = Program(root, trusted=bool(trusted))
         _load_file(program, root, None, sources, [])
         return program
     if isinstance(spec, Path) or not looks_like_source(spec):
@@ -89,6 +93,10 @@ def _load_file(program: Program, name: str, path: Path | None, sources: dict[str
     program.files[name] = tree
     errors = Collector(program.sources)
     for imp in tree.imports:
+        if imp.python:
+            folder = str(path.parent) if path is not None else str(Path.cwd())
+            program.python.append((imp, folder))
+            continue
         target_name, target_path = _resolve(name, path, imp.path, sources)
         if target_name in stack + [name]:
             cycle = " -> ".join(stack[stack.index(target_name):] + [name, target_name]) \

@@ -67,6 +67,7 @@ class LayerDef:
     factory_kwargs: bool = False           # constructor accepts device= and dtype=
     doc: str = ""
     _schema: Any = field(default=None, repr=False, compare=False)
+    cls: Any = field(default=None, repr=False, compare=False)   # None: torch.nn.<name>
 
     @property
     def positional(self) -> tuple[Param, ...]:

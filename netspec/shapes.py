@@ -324,7 +324,7 @@ def param_shapes(mod: ModuleIR) -> dict[str, Shape] | None:
     import torch
 
     with torch.device("meta"):
-        layer = getattr(torch.nn, mod.cls_name)(**mod.resolved_args)
+        layer = (mod.layer.cls or getattr(torch.nn, mod.cls_name))(**mod.resolved_args)
     return {n: tuple(p.shape) for n, p in layer.named_parameters(recurse=False)}
 
 

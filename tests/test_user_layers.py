@@ -1,0 +1,77 @@
+"""A user's own nn.Module classes in specs: import python, entry points, trust."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import netspec
+from netspec import user_layers
+
+DATA = Path(__file__).parent / "data" / "user_layers"
+
+
+def test_imported_layers_build_and_compute() -> None:
+    model = netspec.build(DATA / "net.net", seed=0)
+    assert type(model.dense).__name__ == "MyDense"
+    assert model.dense.weight.shape == (6, 4)          # in_features inferred, as stated
+    x = torch.rand(3, 6)
+    expected = model[3](torch.relu(x @ model.dense.weight).mul(3.0).reshape(3, 2, 2).sum(-1))
+    assert torch.allclose(model(x), expected)
+
+
+def test_shapes_come_from_the_stated_rule_and_the_meta_probe() -> None:
+    analysis = netspec.analyze(DATA / "net.net")
+    dims = [str(d) for d in analysis.ir.children["dense"].out_shape]
+    assert dims == ["N", "4"]
+    assert analysis.ir.children["2"].out_shape[1:] == (2,)      # Pairs: 4 -> 2
+    assert str(analysis.ir.children["2"].out_shape[0]) == "N"  # the batch stays symbolic
+
+
+def test_did_you_mean_covers_user_layers(tmp_path: Path) -> None:
+    spec = (DATA / "net.net").read_text().replace("MyDense(4)", "MyDens(4)")
+    (tmp_path / "net.net").write_text(spec)
+    (tmp_path / "mylayers.py").write_text((DATA / "mylayers.py").read_text())
+    with pytest.raises(netspec.SpecError, match="did you mean 'MyDense'"):
+        netspec.build(tmp_path / "net.net")
+
+
+def test_missing_python_module_is_located(tmp_path: Path) -> None:
+    (tmp_path / "bad.net").write_text('import python "no_such_module_here"\n'
+                                      "block A { input x: [N, 2]; Linear(2) }\n")
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.build(tmp_path / "bad.net")
+    assert "bad.net:1:1: import error: cannot import Python module 'no_such_module_here'" in \
+        str(info.value)
+
+
+def test_checkpoint_spec_imports_python_only_when_trusted(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    model = netspec.build(DATA / "net.net", seed=1)
+    path = tmp_path / "m.safetensors"
+    netspec.save(model, path)
+    monkeypatch.chdir(DATA)
+    with pytest.raises(netspec.SpecError, match="run no Python unless trusted"):
+        netspec.load(path)
+    loaded = netspec.load(path, trust=True)
+    x = torch.rand(2, 6)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_entry_point_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Point:
+        name, value = "Doubler", "tests:Doubler"
+
+        def load(self):
+            class Doubler(torch.nn.Module):
+                def forward(self, x):
+                    return torch.cat([x, x], dim=-1)
+            return Doubler
+
+    monkeypatch.setattr(user_layers, "entry_points", lambda: {"Doubler": Point()})
+    model = netspec.build("block A { input x: [N, 3]; Doubler(); Linear(2) }")
+    assert model[1].in_features == 6
+    with pytest.raises(netspec.SpecError, match="did you mean 'Doubler'|unknown layer"):
+        netspec.build("block A { input x: [N, 3]; Dubler() }")
