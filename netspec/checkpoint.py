@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from netspec.errors import CheckpointError, NetspecError
+from netspec.progress import progress
 
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -152,10 +153,11 @@ def save(model, path: str | Path) -> None:
         "netspec.spec_sha256": hashlib.sha256(spec.encode()).hexdigest(),
         "netspec.aliases": json.dumps(aliases, sort_keys=True), "netspec.crc32": f"{crc:08x}",
     }
-    with atomic_file(path) as f:
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_file(path) as f, progress(f"writing {Path(path).name}", total) as advance:
         f.write(_header(tensors, metadata))
         for tensor in tensors.values():
-            f.write(_bytes(tensor))
+            advance(f.write(_bytes(tensor)))
 
 
 @contextlib.contextmanager
@@ -226,13 +228,16 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 raise CheckpointError(f"{name}: the tensor layout does not match its sha256; "
                                       "the header was modified or damaged")
             tensors, crc = {}, 0
-            for key, dtype, shape, begin, end in _layout(header, size - data_start, name):
-                tensor = _empty(dtype, shape)
-                view = _bytes(tensor)
-                if f.readinto(view) != end - begin:
-                    raise CheckpointError(f"{name} is truncated")
-                crc = zlib.crc32(view, crc)
-                tensors[key] = tensor
+            layout = _layout(header, size - data_start, name)
+            with progress(f"reading {Path(name).name}", size - data_start) as advance:
+                for key, dtype, shape, begin, end in layout:
+                    tensor = _empty(dtype, shape)
+                    view = _bytes(tensor)
+                    if f.readinto(view) != end - begin:
+                        raise CheckpointError(f"{name} is truncated")
+                    crc = zlib.crc32(view, crc)
+                    tensors[key] = tensor
+                    advance(end - begin)
     except OSError as exc:
         raise CheckpointError(f"cannot read {name}: {exc.strerror or exc}") from None
     if f"{crc:08x}" != metadata.get("netspec.crc32"):

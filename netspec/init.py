@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from netspec.errors import Diagnostic, SpecError, Span
+from netspec.progress import progress
 from netspec.registry import Param
 
 _NONLINEARITY = Literal["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
@@ -147,9 +148,12 @@ def materialize(model, device: Any = None, seed: int | None = None):
         model.to_empty(device=device)
         _reapply_ties(model)
         plan = init_plan(model)    # after to_empty: parameters are new objects
-        with torch.no_grad():
-            for module in _unique_modules(model):
+        modules = list(_unique_modules(model))
+        total = sum(_own_bytes(m) for m in modules)
+        with torch.no_grad(), progress("initialising", total) as advance:
+            for module in modules:
                 _init_module(module, plan, device)
+                advance(_own_bytes(module))
     return model
 
 
@@ -167,6 +171,11 @@ def _check_size(model) -> None:
                                      f"buffer values ({size / 1e9:,.1f} GB); the limit is "
                                      f"{limit:,}", hint="raise Limits.max_elements, or build "
                                      "with device=\"meta\" to inspect it without memory")])
+
+
+def _own_bytes(module) -> int:
+    tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _unique_modules(model):

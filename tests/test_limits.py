@@ -30,9 +30,10 @@ block Small {
     Linear(8); ReLU()
     Linear(8); ReLU()
     Linear(8); ReLU()
+    Linear(8); ReLU()
     Linear(2)
 }
-"""
+"""   # 9 module steps: 12 graph nodes and instances
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -235,7 +236,7 @@ def test_a_dimension_over_max_dim_is_refused() -> None:
 
 
 def test_an_input_dimension_over_max_dim_is_refused() -> None:
-    refused("block Net {\n    input x: [N, 4]\n    ReLU()\n}\n", expect=SpecError,
+    refused("block Net {\n    input x: [N, D]\n    ReLU()\n}\n", expect=SpecError,
             input=[2, 2 ** 41])
 
 
