@@ -17,7 +17,7 @@ from torch import nn
 
 from netspec.codegen import forward_source, tensor_source
 from netspec.errors import Diagnostic, SpecError
-from netspec.ir import ModuleIR, Ref
+from netspec.ir import ModuleIR, child_modules, is_sequential
 
 _GENERATED = "netspec.generated"
 _classes: dict[tuple[str, str], type] = {}
@@ -51,24 +51,6 @@ class BufferDict(nn.Module):
 
     def __len__(self) -> int:
         return len(self._buffers)
-
-
-def is_sequential(mod: ModuleIR) -> bool:
-    """A block is a Sequential when its graph is a chain of module calls and nothing else."""
-    if mod.kind != "block" or mod.tensors or mod.graph is None:
-        return False
-    previous = None
-    for nid, data in mod.graph.nodes(data=True):
-        op = data["op"]
-        if op == "placeholder":
-            previous = nid
-        elif op in ("call_module", "output"):
-            if data["args"][0] != Ref(previous):
-                return False
-            previous = nid
-        else:
-            return False
-    return True
 
 
 def _sequential_class(name: str) -> type:
@@ -128,14 +110,8 @@ class _Builder:
     def block(self, mod: ModuleIR) -> nn.Module:
         assert mod.graph is not None
         if is_sequential(mod):
-            children = OrderedDict()
-            for nid, data in mod.graph.nodes(data=True):
-                if data["op"] != "call_module":
-                    continue
-                target = data["target"]
-                name = target if target not in mod.shared else (
-                    data.get("label") or str(data["position"]))
-                children[name] = self.module(mod.children[target])
+            children = OrderedDict((name, self.module(child))
+                                   for name, child in child_modules(mod))
             return _sequential_class(mod.cls_name)(children)
         module = _generated_class(mod.cls_name, forward_source(mod))()
         for name, child in mod.children.items():

@@ -145,6 +145,42 @@ def output(graph: nx.DiGraph) -> str:
     return next(n for n, d in graph.nodes(data=True) if d["op"] == "output")
 
 
+def is_sequential(mod: ModuleIR) -> bool:
+    """A block is a Sequential when its graph is a chain of module calls and nothing else."""
+    if mod.kind != "block" or mod.tensors or mod.graph is None:
+        return False
+    previous = None
+    for nid, data in mod.graph.nodes(data=True):
+        op = data["op"]
+        if op == "placeholder":
+            previous = nid
+        elif op in ("call_module", "output"):
+            if data["args"][0] != Ref(previous):
+                return False
+            previous = nid
+        else:
+            return False
+    return True
+
+
+def child_modules(mod: ModuleIR) -> list[tuple[str, ModuleIR]]:
+    """The children of a block's built module, by name, in order.
+
+    In a Sequential a ``let`` module sits at each position it is used, as in PyTorch's own
+    tied example; elsewhere every child appears once, under its name.
+    """
+    if not is_sequential(mod):
+        return list(mod.children.items())
+    children = []
+    for _, data in mod.graph.nodes(data=True):
+        if data["op"] == "call_module":
+            target = data["target"]
+            name = target if target not in mod.shared else (
+                data.get("label") or str(data["position"]))
+            children.append((name, mod.children[target]))
+    return children
+
+
 class LintError(AssertionError):
     """An IR invariant does not hold: a bug in netspec, never in the user's spec."""
 

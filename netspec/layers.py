@@ -818,6 +818,84 @@ _PRIMES = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53, 47, 43, 41, 37, 31, 29)
 _FALLBACK: dict[str, LayerDef | None] = {}
 
 
+# -- the tensors each layer owns (for summaries and checks without torch) -------------------------
+
+def _tup(value: Any, n: int) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def _no_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    return {}
+
+
+def _linear_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    out = {"weight": ((args["out_features"], args["in_features"]), "param")}
+    if args["bias"]:
+        out["bias"] = ((args["out_features"],), "param")
+    return out
+
+
+def _conv_tensors(nd: int, transposed: bool):
+    def tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+        cin, cout, groups = args["in_channels"], args["out_channels"], args["groups"]
+        kernel = _tup(args["kernel_size"], nd)
+        weight = (cin, cout // groups, *kernel) if transposed else (cout, cin // groups, *kernel)
+        out = {"weight": (weight, "param")}
+        if args["bias"]:
+            out["bias"] = ((cout,), "param")
+        return out
+    return tensors
+
+
+def _norm_tensors(affine_key: str, stats_key: str | None):
+    def tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+        c = (args["num_features"],)
+        out = {}
+        if args[affine_key]:
+            out["weight"] = (c, "param")
+            if args.get("bias", True):
+                out["bias"] = (c, "param")
+        if stats_key is not None and args[stats_key]:
+            out.update(running_mean=(c, "buffer"), running_var=(c, "buffer"),
+                       num_batches_tracked=((), "buffer"))
+        return out
+    return tensors
+
+
+def _layer_norm_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    shape = _tup(args["normalized_shape"], 1)
+    out = {}
+    if args["elementwise_affine"]:
+        out["weight"] = (shape, "param")
+        if args.get("bias", False):
+            out["bias"] = (shape, "param")
+    return out
+
+
+def _group_norm_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    c = (args["num_channels"],)
+    if not args["affine"]:
+        return {}
+    return {"weight": (c, "param"), **({"bias": (c, "param")} if args.get("bias", True) else {})}
+
+
+_TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = {
+    "Linear": _linear_tensors,
+    **{f"Conv{n}d": _conv_tensors(n, False) for n in (1, 2, 3)},
+    **{f"ConvTranspose{n}d": _conv_tensors(n, True) for n in (1, 2, 3)},
+    **{f"BatchNorm{n}d": _norm_tensors("affine", "track_running_stats") for n in (1, 2, 3)},
+    **{f"InstanceNorm{n}d": _norm_tensors("affine", "track_running_stats") for n in (1, 2, 3)},
+    "LayerNorm": _layer_norm_tensors,
+    "RMSNorm": lambda a: {"weight": (_tup(a["normalized_shape"], 1), "param")}
+    if a["elementwise_affine"] else {},
+    "GroupNorm": _group_norm_tensors,
+    "PReLU": lambda a: {"weight": ((a["num_parameters"],), "param")},
+    "Embedding": lambda a: {"weight": ((a["num_embeddings"], a["embedding_dim"]), "param")},
+}
+for _name, _layer_def in LAYERS.items():
+    _layer_def.tensors = _TENSORS.get(_name, _no_tensors)
+
+
 def lookup_layer(name: str) -> LayerDef | None:
     """The table's LayerDef for ``name``, else one built from ``torch.nn.<name>``, else None."""
     if name in LAYERS:

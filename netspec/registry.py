@@ -68,6 +68,10 @@ class LayerDef:
     doc: str = ""
     _schema: Any = field(default=None, repr=False, compare=False)
     cls: Any = field(default=None, repr=False, compare=False)   # None: torch.nn.<name>
+    # (args) -> {name: (shape, "param" | "buffer")}: the layer's own tensors, without torch;
+    # None when unknown (netspec then builds the layer on the meta device to find out)
+    tensors: Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]] | None = \
+        field(default=None, repr=False, compare=False)
 
     @property
     def positional(self) -> tuple[Param, ...]:

@@ -289,6 +289,18 @@ def test_shape_rule_matches_torch(name, stated, shape):
     assert LAYERS[name].shape(args, shape) == run_torch(name, args, shape)
 
 
+@pytest.mark.parametrize("name,stated,shape", SHAPE_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SHAPE_CASES)])
+def test_tensor_rule_matches_torch(name, stated, shape):
+    """The parameters and buffers a layer owns, known without torch, equal the real ones."""
+    args = validated(name, stated_and_inferred(name, stated, shape))
+    module = getattr(torch.nn, name)(**args)
+    real = {n: (tuple(t.shape), "param") for n, t in module.named_parameters(recurse=False)}
+    real.update({n: (tuple(t.shape), "buffer") for n, t in module.named_buffers(recurse=False)
+                 if t is not None})
+    assert LAYERS[name].tensors(args) == real
+
+
 # -- errors: the rule refuses what torch refuses ---------------------------------------------------
 
 # (layer, stated arguments, input shape, the argument blamed or None)
