@@ -39,7 +39,6 @@ class _Emitter:
         self.exprs: dict[str, str] = {}          # node id -> source of its value
         self.holder: dict[str, str] = {}         # variable name -> node id holding it now
         self.uses_modules = False
-        self.dims_used: set[str] = set()
 
     def var_for(self, nid: str, base: str, last_use: dict[str, int], now: int) -> str:
         base = base if base.isidentifier() and not keyword.iskeyword(base) and base not in (
@@ -161,10 +160,6 @@ class _Emitter:
         except ValueError as exc:
             raise SpecError([Diagnostic("shape error", str(exc), data.get("span"),
                                         hint="give the input a concrete shape with --input")])
-
-        for v in static.values():
-            if isinstance(v, Sym) or (isinstance(v, tuple) and any(isinstance(x, Sym) for x in v)):
-                self.dims_used.add("yes")
         if fn.factory:
             kwargs.update(device="device", dtype="dtype", generator="generator")
         return fn.emit(*args, **kwargs)
