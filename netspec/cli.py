@@ -84,20 +84,44 @@ def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
     _run(action)
 
 
+EMITTERS = ("checkpoint", "onnx", "python")
+
+
 @app.command(name="compile")
 def compile_(spec: Path = SpecArg, output: Path = typer.Option(..., "--output", "-o",
-             help="the checkpoint to write (.safetensors)"),
+             help="the file to write: .safetensors, or .onnx / .py with --emit"),
              block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
              set: Optional[List[str]] = SetOpt,
              seed: Optional[int] = typer.Option(None, "--seed", help="seed for bit-identical weights"),
+             emit: str = typer.Option("checkpoint", "--emit",
+                                      help="checkpoint (weights + spec), onnx, or python (source)"),
+             opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (--emit onnx)"),
              ) -> None:
-    """Build SPEC, initialise it, and write weights + spec to one safetensors file."""
+    """Build SPEC and write it: a checkpoint with its spec, an ONNX model, or PyTorch source."""
     def action() -> None:
         from netspec.api import analyze, build_analysis
+        from netspec.errors import Diagnostic
+
+        if emit not in EMITTERS:
+            raise SpecError([Diagnostic("argument error", f"--emit {emit!r} is not an output kind",
+                                        hint="use " + ", ".join(EMITTERS))])
+        analysis = analyze(spec, block, input, args=_block_args(set))
+        if emit == "python":
+            from netspec.checkpoint import atomic_write
+            from netspec.emit_python import python_source
+
+            atomic_write(output, python_source(analysis).encode())
+            typer.echo(f"wrote {output}: {analysis.ir.cls_name} as PyTorch source")
+            return
+        model = build_analysis(analysis, seed=seed)
+        if emit == "onnx":
+            from netspec.onnx_export import export_onnx
+
+            export_onnx(model, output, opset=opset)
+            typer.echo(f"wrote {output}: {analysis.ir.cls_name} as ONNX")
+            return
         from netspec.checkpoint import save
 
-        analysis = analyze(spec, block, input, args=_block_args(set))
-        model = build_analysis(analysis, seed=seed)
         save(model, output)
         count = sum(p.numel() for p in model.parameters())
         typer.echo(f"wrote {output}: {analysis.ir.cls_name}, {count:,} parameters")
