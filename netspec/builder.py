@@ -112,7 +112,16 @@ class _Builder:
         if is_sequential(mod):
             children = OrderedDict((name, self.module(child))
                                    for name, child in child_modules(mod))
-            return _sequential_class(mod.cls_name)(children)
+            module = _sequential_class(mod.cls_name)(children)
+        else:
+            module = self.dataflow(mod)
+        for tie in mod.ties:
+            owner = module.get_submodule(".".join(tie.target[:-1]))
+            setattr(owner, tie.target[-1], module.get_parameter(".".join(tie.source)))
+        return module
+
+    def dataflow(self, mod: ModuleIR) -> nn.Module:
+        """A block with a generated ``forward``, its children, and its own tensors."""
         module = _generated_class(mod.cls_name, forward_source(mod))()
         for name, child in mod.children.items():
             module.add_module(name, self.module(child))
@@ -139,9 +148,6 @@ class _Builder:
             object.__setattr__(holder, "_netspec_makers", make)
             module.add_module(name, holder)
         object.__setattr__(module, "_netspec_makers", makers)
-        for tie in mod.ties:
-            owner = module.get_submodule(".".join(tie.target[:-1]))
-            setattr(owner, tie.target[-1], module.get_parameter(".".join(tie.source)))
         return module
 
     def maker(self, frag, mod: ModuleIR):

@@ -28,7 +28,7 @@ def static_source(value: Any, dims: dict[str, str]) -> str:
     return repr(value)
 
 
-class _Emitter:
+class Emitter:
     """Turns one graph (and its loop fragments) into statements."""
 
     def __init__(self, mod: ModuleIR, dims: dict[str, str], indent: str = "    "):
@@ -111,7 +111,7 @@ class _Emitter:
         var = self.var_for(nid, data.get("name") or "x", last_use, now)
         shape = data.get("shape")
         comment = f"  # {fmt_shape(shape)}" if shape is not None else ""
-        self.lines.append(f"{self.indent}{var} = {_strip(expr)}{comment}")
+        self.lines.append(f"{self.indent}{var} = {strip_parens(expr)}{comment}")
         self.exprs[nid] = var
 
     def loop(self, nid: str, data: dict, last_use: dict, now: int) -> None:
@@ -120,18 +120,18 @@ class _Emitter:
         if var != value:
             self.lines.append(f"{self.indent}{var} = {value}")
         self.exprs[nid] = var
-        cond = _Emitter(self.mod, self.dims, self.indent)
+        cond = Emitter(self.mod, self.dims, self.indent)
         cond.exprs, cond.holder = dict(self.exprs), dict(self.holder)
         cond_src = cond.graph(data["cond"].graph, var, last_use)
-        body = _Emitter(self.mod, self.dims, self.indent + "    ")
+        body = Emitter(self.mod, self.dims, self.indent + "    ")
         body.exprs, body.holder = dict(self.exprs), dict(self.holder)
         body.holder[var] = nid
         body_src = body.graph(data["body"].graph, var, {**last_use, nid: 10**9})
         self.lines.extend(cond.lines)
-        self.lines.append(f"{self.indent}while {_strip(cond_src)}:")
+        self.lines.append(f"{self.indent}while {strip_parens(cond_src)}:")
         self.lines.extend(body.lines)
         if body_src != var:
-            self.lines.append(f"{self.indent}    {var} = {_strip(body_src)}")
+            self.lines.append(f"{self.indent}    {var} = {strip_parens(body_src)}")
         elif not body.lines:
             self.lines.append(f"{self.indent}    pass")
         self.uses_modules |= cond.uses_modules or body.uses_modules
@@ -165,7 +165,7 @@ class _Emitter:
         return fn.emit(*args, **kwargs)
 
 
-def _strip(expr: str) -> str:
+def strip_parens(expr: str) -> str:
     """Drop one pair of redundant outer parentheses."""
     if expr.startswith("(") and expr.endswith(")"):
         depth = 0
@@ -204,7 +204,7 @@ def forward_source(mod: ModuleIR) -> str:
             if coeff == 1 and len(mono) == 1:
                 dims[mono[0]] = f"_{str(d)}"
                 prelude.append(f"    _{str(d)} = {input_name}.shape[{i}]")
-    emitter = _Emitter(mod, dims)
+    emitter = Emitter(mod, dims)
     emitter.holder[input_name] = entry
     emitter.exprs[entry] = input_name
     out = emitter.graph(mod.graph, None, {})
@@ -213,22 +213,22 @@ def forward_source(mod: ModuleIR) -> str:
         head.append("    mods = self._modules")
     used_dims = [line for line in prelude if line.split(" = ")[0].strip() in
                  "\n".join(emitter.lines) + out]
-    return "\n".join(head + used_dims + emitter.lines + [f"    return {_strip(out)}"]) + "\n"
+    return "\n".join(head + used_dims + emitter.lines + [f"    return {strip_parens(out)}"]) + "\n"
 
 
 def tensor_source(frag: Fragment, mod: ModuleIR) -> str:
     """A function ``make(device, dtype, generator)`` creating a ``const``/``param`` tensor."""
-    emitter = _Emitter(mod, {})
+    emitter = Emitter(mod, {})
     out = emitter.graph(frag.graph, "None", {})
     return "\n".join(["def make(device, dtype, generator):", *emitter.lines,
-                      f"    return {_strip(out)}"]) + "\n"
+                      f"    return {strip_parens(out)}"]) + "\n"
 
 
 def expression_function(frag: Fragment, mod: ModuleIR, name: str = "apply") -> str:
     """A function ``apply(x)`` evaluating a fragment over its placeholder (init expressions)."""
-    emitter = _Emitter(mod, {})
+    emitter = Emitter(mod, {})
     entry = next(n for n, d in frag.graph.nodes(data=True) if d["op"] == "placeholder")
     emitter.exprs[entry] = "x"
     emitter.holder["x"] = entry
     out = emitter.graph(frag.graph, None, {})
-    return "\n".join([f"def {name}(x):", *emitter.lines, f"    return {_strip(out)}"]) + "\n"
+    return "\n".join([f"def {name}(x):", *emitter.lines, f"    return {strip_parens(out)}"]) + "\n"

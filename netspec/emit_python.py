@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from netspec.builder import is_sequential
-from netspec.codegen import _Emitter, _strip, forward_source, static_source, tensor_source
+from netspec.codegen import Emitter, strip_parens, forward_source, static_source, tensor_source
 from netspec.dims import Sym, fmt_shape
 from netspec.functions import lookup_function
 from netspec.ir import Fragment, ModuleIR
@@ -498,7 +498,7 @@ class _Program:
 
     def tensor_node(self, frag: Fragment, mod: ModuleIR) -> _Code:
         emitter = _TensorEmitter(mod)
-        out = _strip(emitter.graph(frag.graph, "None", {}))
+        out = strip_parens(emitter.graph(frag.graph, "None", {}))
         if emitter.lines:
             raise NotImplementedError("a const/param expression that needs statements")
         if not _is_floating(frag, mod):
@@ -662,7 +662,7 @@ class _Program:
         define(self.group_of[self.root.uid])
         for group in self.order:
             define(group)
-        needs_f = any("F." in text for text in classes)
+        needs_f = any(re.search(r"(?<![\w.'\"])F\.", text) for text in classes)
         head = self.header()
         imports = []
         if self.uses_ordered_dict:
@@ -698,9 +698,9 @@ class _Program:
                  f"# Block: {ir.cls_name}({args})" if args else f"# Block: {ir.cls_name}",
                  f"# Input: {fmt_shape(ir.in_shape)}" if ir.in_shape is not None else None,
                  "#",
-                 "# Standalone PyTorch: needs only torch. build() returns the model with PyTorch's",
-                 "# default initialisation; load a state_dict saved from netspec's model for its"
-                 " weights."]
+                 "# Standalone PyTorch: needs only torch. build() returns the model with",
+                 "# PyTorch's default initialisation; load a state_dict saved from netspec's",
+                 "# model for its weights."]
         if any(m.init_rules for _, m in ir.walk()):
             lines.append("# The spec's init rules are not reproduced here.")
         return "\n".join(line for line in lines if line is not None)
@@ -874,7 +874,7 @@ def _general_shape(comments: list[str], names: dict, symbols: dict) -> str:
 
 # ---- const/param expressions -------------------------------------------------------------------
 
-class _TensorEmitter(_Emitter):
+class _TensorEmitter(Emitter):
     """``codegen``'s emitter, with factories written as in hand-written code, their sizes
     and values as slots: ``torch.randn(in_units, units)``."""
 
