@@ -71,9 +71,17 @@ class LoadReport:
 # ---- writing ----------------------------------------------------------------------------------
 
 def spec_record(analysis) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild a model: every source file and how it was built."""
-    return {"root": analysis.program.root, "files": analysis.program.texts(),
-            "block": analysis.block, "args": analysis.args,
+    """What a checkpoint needs to rebuild a model: every source file and how it was built.
+
+    File names are relative to the root file's folder, so no path of the machine that wrote
+    the checkpoint is recorded, and imports resolve among the embedded files alone.
+    """
+    program = analysis.program
+    base = os.path.dirname(program.root)
+    files = {os.path.relpath(name, base) if name != "<string>" else name: text
+             for name, text in program.texts().items()}
+    root = os.path.relpath(program.root, base) if program.root != "<string>" else program.root
+    return {"root": root, "files": files, "block": analysis.block, "args": analysis.args,
             "input": list(analysis.input_shape) if analysis.input_shape is not None else None}
 
 
@@ -174,6 +182,9 @@ def atomic_file(path: str | Path) -> Iterator[Any]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)    # mkstemp's 0600 would differ from an ordinary file
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

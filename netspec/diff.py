@@ -237,10 +237,10 @@ class SpecDiff:
         rows = []
         for m in self.added:
             rows.append(("added", m.name, m.type, f"output `{_shape_text(m.output)}`"
-                         if m.output is not None else "", f"+{m.params:,}"))
+                         if m.output is not None else "", _signed(m.params, "+")))
         for m in self.removed:
             rows.append(("removed", m.name, m.type, f"output `{_shape_text(m.output)}`"
-                         if m.output is not None else "", f"-{m.params:,}"))
+                         if m.output is not None else "", _signed(m.params, "-")))
         for c in self.changed:
             kind = c.new.type if not c.type_changed else f"{c.old.type} -> {c.new.type}"
             details = [d for d in c.details() if not d.startswith(("type:", "parameters:"))]
@@ -381,6 +381,10 @@ def _count_change(old: int, new: int) -> str:
     if old == new:
         return f"{new:,} (unchanged)"
     return f"{old:,} -> {new:,} ({new - old:+,})"
+
+
+def _signed(count: int, sign: str) -> str:
+    return f"{sign}{count:,}" if count else "0"
 
 
 def _md(text: str) -> str:

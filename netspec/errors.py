@@ -104,7 +104,9 @@ class Collector:
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidate, case-insensitively, if any is close."""
     candidates = list(dict.fromkeys(candidates))
-    lowered = {c.lower(): c for c in candidates}
+    lowered: dict[str, str] = {}
+    for c in candidates:          # earlier candidates win: callers list the likeliest first
+        lowered.setdefault(c.lower(), c)
     if name.lower() in lowered and lowered[name.lower()] != name:
         return f"did you mean '{lowered[name.lower()]}'?"
     match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)

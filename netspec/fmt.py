@@ -39,13 +39,18 @@ Comments
   puts that call or list one argument per line; a comment between the links of a chain
   breaks the chain before every ``->``.
 
-``format_file(path)`` formats a file in place (atomically) and says whether it changed.
+``format_file(path)`` formats a file in place (atomically) and says whether it changed;
+``spec_files(paths)`` expands folders to the ``.net`` files under them.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
 import os
+import re
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -59,7 +64,7 @@ from netspec.errors import Diagnostic, LimitError, SourceMap, Span
 WIDTH = 100
 INDENT = 4
 
-__all__ = ["WIDTH", "format_source", "format_file", "is_formatted"]
+__all__ = ["WIDTH", "format_source", "format_file", "is_formatted", "spec_files"]
 
 
 # ---- the document algebra (after Wadler's "prettier printer") ---------------------------------
@@ -132,36 +137,47 @@ class Choice:
         self.states = states
 
 
-def _propagate(doc: Any, memo: dict[int, bool]) -> bool:
-    """Mark groups that contain a BREAK_PARENT as broken; True if ``doc`` holds one."""
-    key = id(doc)
-    if key in memo:
-        return memo[key]
-    if doc is BREAK_PARENT:
-        result = True
-    elif isinstance(doc, list):
-        result = False
-        for part in doc:
-            result = _propagate(part, memo) or result
-    elif isinstance(doc, Nest):
-        result = _propagate(doc.doc, memo)
-    elif isinstance(doc, Group):
-        inner = _propagate(doc.doc, memo)
-        if inner:
-            doc.broken = True
-        result = inner and not doc.barrier
-    elif isinstance(doc, IfBreak):
-        result = _propagate(doc.broken, memo)
-        result = _propagate(doc.flat, memo) or result
-    elif isinstance(doc, Choice):
-        result = False
-        for state in doc.states:
-            state.has_break = _propagate(state.doc, memo)
-            result = result or state.has_break
-    else:
-        result = False
-    memo[key] = result
-    return result
+def _children(doc: Any) -> list:
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, (Nest, Group)):
+        return [doc.doc]
+    if isinstance(doc, IfBreak):
+        return [doc.broken, doc.flat]
+    if isinstance(doc, Choice):
+        return [state.doc for state in doc.states]
+    return []
+
+
+def _propagate(root: Any) -> None:
+    """Mark every group that holds a BREAK_PARENT (not behind a barrier) as broken, and note
+    which layouts of each Choice hold one. Iterative: documents nest as deep as specs do."""
+    memo: dict[int, bool] = {}       # id(doc) -> holds a BREAK_PARENT that reaches its parent
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        doc, done = stack.pop()
+        key = id(doc)
+        if key in memo and not done:
+            continue
+        children = _children(doc)
+        if not done:
+            stack.append((doc, True))
+            stack.extend((c, False) for c in children if id(c) not in memo)
+            continue
+        if doc is BREAK_PARENT:
+            result = True
+        elif isinstance(doc, Group):
+            inner = memo[id(doc.doc)]
+            if inner:
+                doc.broken = True
+            result = inner and not doc.barrier
+        elif isinstance(doc, Choice):
+            for state in doc.states:
+                state.has_break = memo[id(state.doc)]
+            result = any(state.has_break for state in doc.states)
+        else:
+            result = any(memo[id(c)] for c in children)
+        memo[key] = result
 
 
 _BREAK, _FLAT = 0, 1
@@ -250,7 +266,7 @@ class _Printer:
                 return True
 
     def print(self, doc: Any) -> list[_OutLine]:
-        _propagate(doc, {})
+        _propagate(doc)
         cmds: list = [(0, _BREAK, doc)]
         while cmds:
             indent, mode, doc = cmds.pop()
@@ -391,17 +407,24 @@ class _Builder:
 
     def __init__(self, text: str, comments: list[_Comment]):
         self.text = text
-        self.comments = comments
+        self.comments = comments               # in source order
+        self.positions = [c.pos for c in comments]
         self.bodies: dict[int, Group] = {}     # id(body tree) -> its group (one-line bodies)
 
     # comments
+    def _range(self, lo: int, hi: int) -> list[_Comment]:
+        return self.comments[bisect.bisect_left(self.positions, lo):
+                             bisect.bisect_left(self.positions, hi)]
+
     def take(self, lo: int, hi: int) -> list[_Comment]:
-        found = []
-        for c in self.comments:
-            if lo <= c.pos < hi and not c.used:
-                c.used = True
-                found.append(c)
+        """The comments in ``[lo, hi)`` not placed yet; they are placed by the caller."""
+        found = [c for c in self._range(lo, hi) if not c.used]
+        for c in found:
+            c.used = True
         return found
+
+    def has_comments(self, node: Tree) -> bool:
+        return bool(self._range(_start(node), _end(node)))
 
     @staticmethod
     def gap(comments: list[_Comment]) -> list:
@@ -502,8 +525,7 @@ class _Builder:
             head: list = ["block ", str(name)]
             if params is not None:
                 plist = _present(params.children)
-                comments = any(_start(params) <= c.pos < _end(params) for c in self.comments)
-                if plist or comments:
+                if plist or self.has_comments(params):
                     head.append(self.delimited(params, plist, self.block_param))
             return [head, " ", self.body(body)]
         if kind == "input_decl":
@@ -596,7 +618,7 @@ class _Builder:
             doc: list = ["concat"]
             if args is not None:
                 items = _present(args.children)
-                if items or any(_start(args) <= c.pos < _end(args) for c in self.comments):
+                if items or self.has_comments(args):
                     doc.append(self.delimited(args, items, self.argument))
             return doc + [" ", self.between(_end(args) if args is not None else _start(node),
                                             _start(body)), self.body(body)]
@@ -739,12 +761,13 @@ def _shape(node: Any) -> Any:
     return node
 
 
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+
+
 def _comment_texts(text: str) -> list[str]:
-    parser, postlex, sink = _cst_parser()
-    sink.tokens = []
-    postlex.text = text
-    parser.parse(text)
-    return [str(t).rstrip() for t in sink.tokens]
+    """The comments of a spec that parses, in order (strings skipped: they may hold ``#``)."""
+    return [m.group().rstrip() for m in _STRING_OR_COMMENT.finditer(text)
+            if m.group().startswith("#")]
 
 
 def format_source(text: str, file: str = "<string>") -> str:
@@ -753,20 +776,40 @@ def format_source(text: str, file: str = "<string>") -> str:
     from netspec.parse import parse
 
     original = parse(text, file)      # the diagnostic, if the text is not a spec
-    parser, postlex, sink = _cst_parser()
-    sink.tokens = []
-    postlex.text = text
     try:
-        tree = parser.parse(text)
-        comments = _comments(text, sink.tokens)
-        builder = _Builder(text, comments)
-        doc = builder.file(tree)
-        result = _render(_Printer().print(doc))
+        return _format(text, file, original)
+    except RecursionError:
+        pass
+    try:      # what the parser accepts nests deep enough to need more room than the default
+        with _recursion_limit(20_000):
+            return _format(text, file, original)
     except RecursionError:
         raise LimitError([Diagnostic("limit error", "this spec nests too deeply to format",
                                      Span(file, 1, 1, 1, 2),
                                      hint="split long expressions into named values")],
                          SourceMap({file: text})) from None
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int):
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _format(text: str, file: str, original: Any) -> str:
+    from netspec.parse import parse
+
+    parser, postlex, sink = _cst_parser()
+    sink.tokens = []
+    postlex.text = text
+    tree = parser.parse(text)
+    comments = _comments(text, sink.tokens)
+    builder = _Builder(text, comments)
+    result = _render(_Printer().print(builder.file(tree)))
     lost = [c.text for c in comments if not c.used]
     if lost:  # pragma: no cover - a formatter bug; never drop a comment
         raise RuntimeError(f"netspec.fmt: comments not placed: {lost}")
@@ -808,3 +851,11 @@ def format_file(path: str | os.PathLike, *, write: bool = True) -> bool:
                 pass
             raise
     return True
+
+
+def spec_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files named, with each folder replaced by the ``*.net`` files under it (sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found.extend(sorted(path.rglob("*.net")) if path.is_dir() else [path])
+    return list(dict.fromkeys(found))

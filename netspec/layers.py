@@ -157,8 +157,8 @@ def _layer(name: str, params: tuple[Param, ...], rule: Rule | None = None, *,
             _check_stated(args, s, x)
         return tuple(rule(args, x)) if rule else x
 
-    in_sizes = tuple(InSize(s.param, _inferrer(s, check), s.noun, compare=s.check)
-                     for s in sizes)
+    in_sizes = tuple(InSize(s.param, _inferrer(s, check), s.noun, compare=s.check,
+                            dim=None if s.as_tuple else s.dim) for s in sizes)
     return register_layer(LayerDef(name, params, in_sizes, shape, ranks, factory, doc))
 
 

@@ -57,7 +57,7 @@ def load(spec: str | Path, *, sources: dict[str, str] | None = None,
         _load_file(program, root, path, None, [])
         return program
     program = Program("<string>")
-    _load_file(program, "<string>", None, {"<string>": str(spec)}, [])
+    _load_file(program, "<string>", None, None, [], text=str(spec))
     return program
 
 
@@ -69,9 +69,15 @@ def _display(path: Path) -> str:
 
 
 def _load_file(program: Program, name: str, path: Path | None, sources: dict[str, str] | None,
-               stack: list[str], importer: Span | None = None) -> None:
+               stack: list[str], importer: Span | None = None, text: str | None = None) -> None:
+    """Parse one file and, depth first, its imports (source text imports from the cwd)."""
     if name in program.files:
         return
+    if text is not None:
+        sources = {name: text}
+        imports_from = None
+    else:
+        imports_from = sources
     limit = current_limits().max_file_bytes
     size = len(sources[name].encode()) if sources is not None else path.stat().st_size
     if size > limit:
@@ -92,6 +98,7 @@ def _load_file(program: Program, name: str, path: Path | None, sources: dict[str
     tree = parse(text, name)
     program.files[name] = tree
     errors = Collector(program.sources)
+    sources = imports_from
     for imp in tree.imports:
         if imp.python:
             folder = str(path.parent) if path is not None else str(Path.cwd())

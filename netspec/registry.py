@@ -53,6 +53,7 @@ class InSize:
     infer: Callable[[Shape], Any]  # input shape -> value; raise ShapeRuleError if impossible
     noun: str = "features"         # "the input here has 383 channels"
     compare: bool = True           # False: the shape rule checks a stated value itself
+    dim: int | None = None         # the input dim it is read from, if a single one
 
 
 @dataclass

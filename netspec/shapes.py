@@ -102,7 +102,12 @@ class _ShapeInference:
                            mod.arg_spans.get(size.param, span),
                            hint=f"remove {size.param}= to infer it, or fix the step before",
                            notes=(origin.note(shape),))
-                return _UNKNOWN
+                if size.dim is None or not isinstance(stated, int):
+                    return _UNKNOWN
+                # go on as if the stated size had arrived, to find later, independent errors
+                shape = tuple(stated if i == size.dim % len(shape) else d
+                              for i, d in enumerate(shape))
+                inferred = stated
             if mod.resolved_args is not None and not _same(mod.resolved_args[size.param],
                                                            inferred):
                 self.error("shape error", f"this shared {layer.name} was built for "

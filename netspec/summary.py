@@ -159,7 +159,6 @@ class _Summary:
         self.rows: list[Row] = []
         self.first_use: dict[int, int] = {}      # module uid -> row of its first use
         self.reuses: dict[int, list[str]] = {}   # row of a first use -> paths of the others
-        self.loops = False
         ir = analysis.ir
         self.visit(ir, "", "(model)", 0, None, ir.in_shape, ir.out_shape)
         self.count()
@@ -196,8 +195,8 @@ class _Summary:
                                  sequential, {})
         for cname, child in mod.children.items():           # declared but never called
             if child.uid not in self.first_use:
-                m, k = self.visit(child, _join(path, cname), cname, level + 1, index,
-                                  child.in_shape, child.out_shape)
+                self.visit(child, _join(path, cname), cname, level + 1, index,
+                           child.in_shape, child.out_shape)
         row.macs, row.macs_known = macs, known
         return macs, known
 
@@ -221,7 +220,6 @@ class _Summary:
             elif op == "call_function":
                 m, k = function_macs(data["target"], operands, data.get("shape")), True
             elif op == "loop":
-                self.loops = True
                 m, k = 0, True
                 for frag in (data["cond"], data["body"]):
                     fm, fk = self.graph(mod, frag.graph, {**children, **frag.children}, path,
