@@ -159,6 +159,56 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
     _run(action)
 
 
+@app.command(name="fmt")
+def fmt_(files: List[Path] = typer.Argument(..., help=".net files, or folders of them",
+                                            show_default=False),
+         check: bool = typer.Option(False, "--check", help="write nothing; list the files that "
+                                    "would change and exit 1 if any would"),
+         ) -> None:
+    """Rewrite FILES in netspec's canonical layout (atomically, in place)."""
+    def action() -> int:
+        from netspec.fmt import format_file, spec_files
+
+        changed: list[Path] = []
+        failed = False
+        for path in spec_files(files):
+            try:
+                if format_file(path, write=not check):
+                    changed.append(path)
+            except SpecError as exc:
+                typer.echo(exc.render(), err=True)
+                failed = True
+            except (OSError, UnicodeDecodeError) as exc:
+                typer.echo(f"error: {path}: {exc}", err=True)
+                failed = True
+        for path in changed:
+            typer.echo(f"would reformat {path}" if check else f"reformatted {path}")
+        return 1 if failed or (check and changed) else 0
+    _run(action)
+
+
+@app.command()
+def diff(old: Path = typer.Argument(..., help="the old .net spec", show_default=False),
+         new: Path = typer.Argument(..., help="the new .net spec", show_default=False),
+         block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
+         set: Optional[List[str]] = SetOpt,
+         format: str = typer.Option("text", "--format", "-f", help="text, markdown or json"),
+         ) -> None:
+    """Compare two specs module by module: added, removed, changed; shapes; parameter counts."""
+    def action() -> None:
+        from netspec.api import analyze
+        from netspec.diff import FORMATS, diff_specs
+        from netspec.errors import Diagnostic
+
+        if format not in FORMATS:
+            raise SpecError([Diagnostic("argument error", f"--format {format!r} is not one of "
+                                        + ", ".join(FORMATS))])
+        args = _block_args(set)
+        typer.echo(diff_specs(analyze(old, block, input, args=args),
+                              analyze(new, block, input, args=args)).render(format), nl=False)
+    _run(action)
+
+
 @app.command()
 def lsp() -> None:
     """Run the language server over stdio (for editors): live diagnostics, hover, definitions."""

@@ -17,7 +17,7 @@ from pygments.token import Comment
 import netspec
 from netspec.dims import Sym
 from netspec.errors import SpecError
-from netspec.fmt import WIDTH, format_file, format_source, is_formatted
+from netspec.fmt import WIDTH, format_file, format_source, is_formatted, spec_files
 from netspec.highlight import NetspecLexer
 from netspec.parse import parse
 
@@ -131,7 +131,7 @@ block BasicBlock(channels: int, stride: int = 1) {
     ("long-header-and-call", """\
 block Head(width: int = 64, hidden: int = width * 4, dropout_probability: float = 0.1, act: str = "gelu") {
     input x: [N, 32]
-    y = reshape(Linear(hidden, bias=true, in_features=32), N, hidden // 4, 2, 2, 1, 1, 1, 1, 1, 1)
+    y = reshape(Linear(hidden, bias=true, in_features=32), N, hidden // 4, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1)
     Linear(hidden, bias=true) -> Dropout(dropout_probability) -> Linear(width) -> ReLU()
 }
 """, """\
@@ -148,6 +148,8 @@ block Head(
         hidden // 4,
         2,
         2,
+        1,
+        1,
         1,
         1,
         1,
@@ -258,15 +260,15 @@ block Branches(deep: bool = false) {
     if deep { Conv2d(16, 3, padding=1) }
     else if not deep { Identity() } else { ReLU() }
     concat() { Linear(1) }
-    if deep { Conv2d(16, 3, padding=1) } else { Conv2d(32, kernel_size=5, padding=2, bias=false) }
+    if deep { Conv2d(16, 3, padding=1) } else { Conv2d(32, kernel_size=5, padding=2, dilation=1, bias=false) }
 }
 """, """\
 block Branches(deep: bool = false) {
     if deep { Conv2d(16, 3, padding=1) } else if not deep { Identity() } else { ReLU() }
     concat { Linear(1) }
-    if deep {
-        Conv2d(16, 3, padding=1)
-    } else { Conv2d(32, kernel_size=5, padding=2, bias=false) }
+    if deep { Conv2d(16, 3, padding=1) } else {
+        Conv2d(32, kernel_size=5, padding=2, dilation=1, bias=false)
+    }
 }
 """),
     ("crlf-tabs-trailing-commas", "block Numbers {\r\n\tinput x : [ N , 4 , ]\r\n\t"
@@ -277,6 +279,11 @@ block Numbers {
     Dropout(0.5)  # drop
     LayerNorm(4, eps=1e-5)
 }
+"""),
+    ("python-import", 'import  python   "my_layers"\nblock A{MyLayer(3)}', """\
+import python "my_layers"
+
+block A { MyLayer(3) }
 """),
     ("empty-and-comment-only", "\n\n# just a note   \n\n\n", "# just a note\n"),
     ("empty", "  \n\n", ""),
@@ -319,6 +326,16 @@ def test_layout_invariants(source: str) -> None:
     assert out == "" or (out.endswith("\n") and not out.endswith("\n\n"))
 
 
+def test_doc_examples_format() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text()
+    examples = re.findall(r"```netspec(?:-error)?\n(.*?)```", text, flags=re.S)
+    assert examples
+    for example in examples:
+        out = format_source(example)
+        assert format_source(out) == out
+        assert comments(out) == comments(example)
+
+
 def test_every_spec_is_formatted() -> None:
     unformatted = [p.name for p in SPECS if not is_formatted(p.read_text(), str(p))]
     assert not unformatted, f"run the formatter over: {unformatted}"
@@ -351,6 +368,21 @@ def test_format_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError):
         format_file(bad)
     assert bad.read_text() == "block A {\n"
+
+
+def test_spec_files(tmp_path: Path) -> None:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for path in (tmp_path / "a.net", sub / "b.net", sub / "notes.txt"):
+        path.write_text("")
+    assert spec_files([tmp_path, tmp_path / "a.net"]) == [tmp_path / "a.net", sub / "b.net"]
+
+
+def test_deep_nesting() -> None:
+    deep = "block D {\n    input x: [N, 4]\n    y = " + "relu(" * 200 + "x" + ")" * 200 + "\n}\n"
+    parse(deep)                                   # within the parser's limits
+    out = format_source(deep)
+    assert format_source(out) == out
 
 
 # ---- the formatted spec builds the identical model --------------------------------------------
