@@ -68,19 +68,41 @@ def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
             input: Optional[str] = InputOpt, set: Optional[List[str]] = SetOpt,
             depth: int = typer.Option(-1, "--depth", "-d", help="deepest level shown (-1: all)"),
             init: bool = typer.Option(False, "--init", help="show the init rule of every parameter"),
+            format: str = typer.Option("text", "--format", "-f", help="text, markdown or json"),
             ) -> None:
-    """Print a table of SPEC's modules: path, layer, output shape, parameters."""
+    """Print SPEC's modules: output shapes, parameters (trainable, shared, constant), MACs."""
     def action() -> None:
         from rich.console import Console
 
         from netspec.api import analyze
-        from netspec.summary import init_table, summary_table
+        from netspec.summary import init_table, render_summary, summary_table
 
         analysis = analyze(spec, block, input, args=_block_args(set))
+        if format != "text":
+            typer.echo(render_summary(analysis, depth=depth, fmt=format), nl=False)
+            return
         console = Console()
         console.print(summary_table(analysis, depth=depth))
         if init:
             console.print(init_table(analysis))
+    _run(action)
+
+
+@app.command()
+def graph(spec: Path = SpecArg,
+          output: Path = typer.Option(..., "--output", "-o",
+                                      help="the picture: .svg, .png, .pdf or .dot"),
+          block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
+          set: Optional[List[str]] = SetOpt,
+          expand: bool = typer.Option(False, "--expand", help="draw repeated blocks one by one"),
+          ) -> None:
+    """Draw SPEC: blocks as nested boxes, layers with their arguments, shapes on the edges."""
+    def action() -> None:
+        from netspec.api import analyze
+        from netspec.graph import render
+
+        analysis = analyze(spec, block, input, args=_block_args(set))
+        typer.echo(f"wrote {render(analysis, output, expand=expand)}")
     _run(action)
 
 
