@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast as pyast
+import gc
 import hashlib
 import os
 import re
@@ -372,6 +373,8 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
     parser, postlex = _parser()
     sources = SourceMap({file: text})
     postlex.text = text
+    collecting = gc.isenabled()
+    gc.disable()      # parsing allocates many small objects that live until the AST is built
     try:
         tree = parser.parse(text)
         return _ToAst(file).transform(tree)
@@ -390,3 +393,6 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
                                      Span(file, 1, 1, 1, 2),
                                      hint="split long expressions into named values")],
                          sources) from None
+    finally:
+        if collecting:
+            gc.enable()
