@@ -14,7 +14,9 @@ on its device and initialised exactly once, by its rule or by its layer's own de
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from netspec.errors import Diagnostic, SpecError, Span
@@ -195,15 +197,22 @@ def _init_module(module, plan: dict[int, Assignment], device) -> None:
     needs_default = bool(buffers) or any(plan.get(id(p)) is None or plan[id(p)].rule is None
                                          or plan[id(p)].rule.starts_with_default
                                          for _, p in own)
+    defaults = _defaults().get(type(module).__name__)
     if needs_default:
         if makers is not None:
             for name, make in makers.items():
                 target = module._parameters.get(name)
                 if target is None:
                     target = module._buffers[name]
-                elif plan.get(id(target)) and plan[id(target)].rule is not None:
+                elif _ruled(plan, target):
                     continue
                 target.copy_(make(device))
+        elif defaults is not None and all(name in defaults for name, _ in own):
+            for name, p in own:          # per parameter: a ruled one is initialised once
+                if not _ruled(plan, p):
+                    defaults[name](module, p)
+            if buffers:
+                module.reset_running_stats()
         elif hasattr(module, "reset_parameters"):
             module.reset_parameters()
         elif hasattr(module, "_reset_parameters"):
@@ -212,6 +221,54 @@ def _init_module(module, plan: dict[int, Assignment], device) -> None:
         assignment = plan.get(id(p))
         if assignment is not None and assignment.rule is not None:
             apply_rule(assignment.rule, p, assignment.path)
+
+
+def _ruled(plan: dict[int, Assignment], tensor) -> bool:
+    """Whether a rule (other than one starting with ``default()``) initialises ``tensor``."""
+    assignment = plan.get(id(tensor))
+    return assignment is not None and assignment.rule is not None and \
+        not assignment.rule.starts_with_default
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, dict[str, Any]]:
+    """PyTorch's own initialisation, per parameter, for the common layers.
+
+    ``reset_parameters`` initialises all of a layer's parameters at once; doing it per
+    parameter lets a layer whose weight has a rule keep its bias default without the weight
+    being initialised twice.
+    """
+    import torch
+
+    init = torch.nn.init
+
+    def kaiming(module, t):
+        init.kaiming_uniform_(t, a=math.sqrt(5))
+
+    def fan_in_bias(module, t):
+        fan_in, _ = init._calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(t, -bound, bound)
+
+    def ones(module, t):
+        init.ones_(t)
+
+    def zeros(module, t):
+        init.zeros_(t)
+
+    def embedding(module, t):
+        init.normal_(t)
+        if module.padding_idx is not None:
+            t[module.padding_idx].fill_(0)
+
+    affine = {"weight": kaiming, "bias": fan_in_bias}
+    norm = {"weight": ones, "bias": zeros}
+    table: dict[str, dict[str, Any]] = {"Linear": affine, "Embedding": {"weight": embedding},
+                                        "LayerNorm": norm, "GroupNorm": norm, "RMSNorm": norm}
+    for n in (1, 2, 3):
+        table[f"Conv{n}d"] = table[f"ConvTranspose{n}d"] = affine
+        table[f"BatchNorm{n}d"] = table[f"InstanceNorm{n}d"] = norm
+    return table
 
 
 def apply_rule(rule: InitRuleIR, tensor, path: str) -> None:

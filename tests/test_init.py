@@ -773,3 +773,23 @@ def test_summary_init_reports_an_unmatched_rule(tmp_path, capsys, monkeypatch):
     assert code == 1
     assert "init error: this init rule matches no parameter" in err
     assert "Traceback" not in err + out
+
+
+def test_no_weight_is_initialised_twice(monkeypatch):
+    """A ruled weight is never default-initialised first; the layer's bias still is, once."""
+    calls: list[tuple] = []
+    original = {name: getattr(torch.nn.init, name) for name in
+                ("kaiming_uniform_", "uniform_", "constant_")}
+    for name, fn in original.items():
+        def spy(tensor, *args, _name=name, _fn=fn, **kwargs):
+            if tensor.device.type != "meta":    # building on meta touches no memory
+                calls.append((_name, tuple(tensor.shape)))
+            return _fn(tensor, *args, **kwargs)
+        monkeypatch.setattr(torch.nn.init, name, spy)
+    model = netspec.build("block A { input x: [N, 4]; Linear(8); init { Linear.weight: "
+                          "constant(val=1) } }", seed=0)
+    assert calls == [("uniform_", (8,)), ("constant_", (8, 4))]
+    assert torch.equal(model[0].weight, torch.ones(8, 4))
+    calls.clear()
+    netspec.build("block A { input x: [N, 4]; Linear(8) }", seed=0)
+    assert calls == [("kaiming_uniform_", (8, 4)), ("uniform_", (8,))]
