@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast as pyast
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,8 +78,12 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
     Block arguments come as keywords, or in ``args`` (for names such as ``input``).
     """
     block_args = {**(args or {}), **block_args}
+    if block is not None and not isinstance(block, str):
+        raise SpecError([Diagnostic("argument error", f"block={block!r} must be a block name")])
     with using(limits):
         program = spec if isinstance(spec, Program) else load(spec)
+        depth = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(depth, 20_000))    # deep expression trees recurse
         try:
             ir = elaborate(program, block, block_args)
             lint(ir)
@@ -90,6 +95,8 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
                              program.sources) from None
         except SpecError as exc:
             raise type(exc)(exc.diagnostics, program.sources) from None
+        finally:
+            sys.setrecursionlimit(depth)
     return Analysis(program, ir, ir.cls_name, dict(block_args), shape)
 
 
@@ -123,8 +130,21 @@ def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
 
     from netspec.builder import build_module
 
+    problems = []
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = getattr(torch, dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            problems.append("dtype must be a torch dtype such as torch.float32 or \"float64\"")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            problems.append(f"device={device!r} is not a torch device")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)
+                             or not 0 <= seed < 2 ** 63):
+        problems.append(f"seed={seed!r} must be an integer in [0, 2**63)")
+    if problems:
+        raise SpecError([Diagnostic("argument error", p) for p in problems])
     try:
         model = build_module(analysis.ir, device=device, dtype=dtype, seed=seed)
     except SpecError as exc:       # init rules and torch's own checks point into the spec

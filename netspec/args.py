@@ -44,6 +44,9 @@ def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Ar
             break
         slots.pop(0)
         bound[slot.name] = arg
+    for slot in slots:
+        if slot.name.startswith("*") and slot.name[1:] not in bound:
+            bound[slot.name[1:]] = Arg((), call_span)      # a variadic given nothing
     unknown = False
     for name, arg, name_span in keywords:
         if name not in names or name.startswith("*"):

@@ -69,7 +69,12 @@ def _generated_class(name: str, source: str) -> type:
         filename = f"<netspec {name} #{len(_classes)}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional}
-        exec(compile(source, filename, "exec"), namespace)
+        try:
+            code = compile(source, filename, "exec")
+        except (SyntaxError, RecursionError, MemoryError) as exc:   # a netspec bug, reported
+            raise SpecError([Diagnostic("internal error", f"the generated forward of {name} "
+                                        f"does not compile: {exc}")]) from None
+        exec(code, namespace)
         cls_name = name if name != "Sequential" else "Block"
         _classes[key] = type(cls_name, (nn.Module,), {
             "__module__": _GENERATED, "forward": namespace["forward"],

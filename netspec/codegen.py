@@ -28,6 +28,9 @@ def static_source(value: Any, dims: dict[str, str]) -> str:
     return repr(value)
 
 
+_MAX_INLINE = 32   # deeper inlined expressions get a variable (Python nests at most 200 parens)
+
+
 class Emitter:
     """Turns one graph (and its loop fragments) into statements."""
 
@@ -37,6 +40,7 @@ class Emitter:
         self.lines: list[str] = []
         self.indent = indent
         self.exprs: dict[str, str] = {}          # node id -> source of its value
+        self.depth: dict[str, int] = {}          # node id -> nesting of its inlined source
         self.holder: dict[str, str] = {}         # variable name -> node id holding it now
         self.uses_modules = False
 
@@ -90,9 +94,11 @@ class Emitter:
             if op == "call_function":
                 expr = self.function_source(data)
                 consumers = uses.get(n, [])
+                depth = 1 + max((self.depth.get(r.node, 0) for r in _refs(data)), default=0)
                 if len(consumers) == 1 and graph.nodes[consumers[0]]["op"] in (
-                        "call_function", "output"):
+                        "call_function", "output") and depth < _MAX_INLINE:
                     self.exprs[n] = expr
+                    self.depth[n] = depth
                     continue
                 self.assign(n, data, expr, last_use, now)
                 continue

@@ -9,6 +9,7 @@ Python values; dim symbols are ``Sym``s unique to their block instance ("C@12", 
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -81,12 +82,29 @@ def static_binop(op: str, left: Any, right: Any) -> Any:
         return (left == right) if op == "==" else (left != right)
     if symbolic and op in ("<", "<=", ">", ">="):
         return Pred(op, left, right)
+    if op not in _STATIC_OPS and op != "/":
+        raise TypeError(op)
+    _check_size(op, left, right)
     if op == "/" and isinstance(left, (int, Sym)) and isinstance(right, (int, Sym)) and \
             not isinstance(left, bool) and not isinstance(right, bool) and right != 0:
         quotient = left // right         # sizes divide exactly, or the spec is wrong
         if quotient * right == left or isinstance(left, Sym) or isinstance(right, Sym):
             return quotient              # a symbolic size: checked once the input binds it
     return _STATIC_OPS[op](left, right)
+
+
+_BIG = 2 ** 63
+
+
+def _check_size(op: str, left: Any, right: Any) -> None:
+    """Refuse compile-time arithmetic whose result would be absurdly large (``10 ** 10 ** 10``)."""
+    if op == "**" and isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        if abs(left) > 1 and right > 0 and right * math.log2(abs(left)) > 63:
+            raise TypeError("too large")
+    if op == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (tuple, str)) and isinstance(n, int) and len(seq) * n > 10_000:
+                raise TypeError("too large")
 
 
 class _Elaborator:
@@ -555,6 +573,7 @@ class _BodyBuilder:
                 if i == 1:   # one copy's cost predicts the rest: refuse before expanding them
                     self.elab.count((count - 1) * (self.elab.nodes - before), node.count.span)
                     self.elab.nodes -= (count - 1) * (self.elab.nodes - before)
+                self.elab.count(1, node.count.span)   # even a copy that adds no node costs
                 self.statics[node.index] = i
                 if node.pattern is None:
                     value = self.statements(list(node.body.stmts), value)
@@ -796,12 +815,19 @@ class _BodyBuilder:
 
     def static_op(self, op: str, left: Any, right: Any, expr: ast.Expr) -> Any:
         try:
-            return static_binop(op, left, right)
+            result = static_binop(op, left, right)
         except ZeroDivisionError:
             self.fail("value error", "division by zero", expr.span)
-        except TypeError:
+        except (TypeError, ValueError, OverflowError) as exc:
+            if str(exc) == "too large":
+                self.fail("limit error", f"the value of this expression would be too large",
+                          expr.span)
             self.fail("type error", f"cannot apply '{op}' to {_show_value(left)} and "
                       f"{_show_value(right)}", expr.span)
+        if isinstance(result, int) and not isinstance(result, bool) and abs(result) >= _BIG:
+            self.fail("limit error", "the value of this expression would be too large",
+                      expr.span)
+        return result
 
     def name(self, expr: ast.Name, running: str | None) -> Any:
         name = expr.id
@@ -812,6 +838,12 @@ class _BodyBuilder:
         if name in self.statics:
             return self.statics[name]
         if name in self.mod.tensors:
+            decl = self.mod.tensors[name]
+            if decl.container != "tensor":
+                first = next(iter(decl.items), "0")
+                key = first if decl.container == "list" else f'"{first}"'
+                self.fail("type error", f"'{name}' is a {decl.container} of tensors", expr.span,
+                          hint=f"pick one: {name}[{key}]")
             return Ref(self.get_attr(name, None, expr.span))
         if name == RUNNING and running is None:
             self.fail("name error", "'x' (the running value) is not available here", expr.span,

@@ -98,7 +98,8 @@ class Collector:
 
     def check(self) -> None:
         if self.diagnostics:
-            raise SpecError(self.diagnostics, self.sources)
+            limited = any(d.kind == "limit error" for d in self.diagnostics)
+            raise (LimitError if limited else SpecError)(self.diagnostics, self.sources)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

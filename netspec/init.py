@@ -147,7 +147,15 @@ def materialize(model, device: Any = None, seed: int | None = None):
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        model.to_empty(device=device)
+        try:
+            model.to_empty(device=device)
+        except RuntimeError as exc:    # the allocator's refusal: not enough memory
+            from netspec.errors import LimitError
+
+            raise LimitError([Diagnostic("limit error", f"cannot allocate the model on "
+                                         f"{device}: {str(exc).splitlines()[0]}",
+                                         hint="build with device=\"meta\" to inspect it "
+                                         "without memory")]) from None
         _reapply_ties(model)
         plan = init_plan(model)    # after to_empty: parameters are new objects
         modules = list(_unique_modules(model))

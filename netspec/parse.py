@@ -7,6 +7,7 @@ import gc
 import hashlib
 import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Iterator
@@ -23,6 +24,7 @@ _GRAMMAR_CANDIDATES = (
     FsPath(__file__).parent.parent / "grammars" / "netspec.lark",  # source checkout
 )
 
+_RECURSION = 20_000
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
 
@@ -375,6 +377,8 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
     postlex.text = text
     collecting = gc.isenabled()
     gc.disable()      # parsing allocates many small objects that live until the AST is built
+    depth = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(depth, _RECURSION))   # a flat `a + b + ...` is a deep tree
     try:
         tree = parser.parse(text)
         return _ToAst(file).transform(tree)
@@ -394,5 +398,6 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
                                      hint="split long expressions into named values")],
                          sources) from None
     finally:
+        sys.setrecursionlimit(depth)
         if collecting:
             gc.enable()

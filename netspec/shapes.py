@@ -168,6 +168,11 @@ class _ShapeInference:
         out = self.graph(mod, mod.graph, shape, origin, env, origins)
         for decl in mod.tensors.values():     # tensors no step reads are still built
             self.tensor_shapes(mod, decl)
+        for name in mod.shared:               # a let no step uses has no input to size it
+            child = mod.children[name]
+            if child.in_shape is None:
+                self.error("shape error", f"let '{name}' is never used, so its input size is "
+                           "unknown", child.span, hint=f"use it as a step, or remove it")
         for node, dims, espan in mod.expects:
             actual = env.get(node)
             expected = self.subst(dims)
