@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -87,7 +88,8 @@ def _keywords_hint(names: Sequence[str]) -> str:
     return "its arguments are: " + ", ".join(names) if names else "it takes no arguments"
 
 
-def _show(value: Any) -> str:
+def spec_literal(value: Any) -> str:
+    """A compile-time value as it would be written in a spec: true, none, "text", [3, 3]."""
     if value is True:
         return "true"
     if value is False:
@@ -95,8 +97,15 @@ def _show(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, str):
-        return f'"{value}"'
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(spec_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {spec_literal(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+_show = spec_literal
 
 
 @lru_cache(maxsize=None)

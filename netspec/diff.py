@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netspec.api import Analysis, build_analysis
+from netspec.args import spec_literal
 from netspec.dims import fmt_shape
 
 __all__ = ["ModuleInfo", "ModuleChange", "SpecDiff", "diff_specs", "module_table"]
@@ -348,21 +349,7 @@ def _shape_text(shape: Any) -> str | None:
 
 def _show(value: Any) -> str:
     """A value as it would be written in a spec."""
-    if value is MISSING:
-        return "(absent)"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    return "(absent)" if value is MISSING else spec_literal(value)
 
 
 def _jsonable(value: Any) -> Any:
