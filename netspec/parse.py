@@ -338,6 +338,9 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
             return Diagnostic("syntax error", f"non-ASCII character '{char}' (U+{ord(char):04X})",
                               span, hint="names, numbers and operators are ASCII; "
                                          "non-ASCII text may appear only in comments and strings")
+        if char == "'":
+            return Diagnostic("syntax error", "unexpected character \"'\"", span,
+                              hint='strings are written in double quotes: "nearest"')
         return Diagnostic("syntax error", f"unexpected character '{char}'", span)
     assert isinstance(exc, lark.exceptions.UnexpectedToken)
     tok = exc.token
@@ -367,7 +370,16 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
         return Diagnostic("syntax error", f"unmatched '{tok.value}'", span, hint=hint)
     if tok.type in ("INT", "FLOAT") and exc.state is not None and "NAME" in exc.expected:
         return Diagnostic("syntax error", f"unexpected number {_token_text(tok)}", span, hint=hint)
-    return Diagnostic("syntax error", f"unexpected {_token_text(tok)}", span, hint=hint)
+    notes: tuple[str, ...] = ()
+    opener = postlex.open[-1] if postlex.open else None
+    if opener is not None and opener.type in ("LPAR", "LSQB") and tok.line > opener.line:
+        closer = ")" if opener.type == "LPAR" else "]"
+        notes = (f"the '{opener.value}' at {file}:{opener.line}:{opener.column} is still open",)
+        hint = f"the '{opener.value}' on line {opener.line} is never closed: add '{closer}'"
+    if tok.type == "DOT" and text[tok.end_pos:tok.end_pos + 1].isdigit():
+        hint = "write numbers with a leading digit: 0.5"
+    return Diagnostic("syntax error", f"unexpected {_token_text(tok)}", span, hint=hint,
+                      notes=notes)
 
 
 def parse(text: str, file: str = "<string>") -> ast.SpecFile:
