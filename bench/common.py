@@ -78,8 +78,13 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, budget_s: float, target_s:
     one call, by the wall clock and by ``cpu_clock`` (``time.thread_time`` when torch runs on
     one thread: it does not count time the process spends preempted by other processes).
     ``inner`` is chosen so that one measurement takes about ``target_s``; the number of rounds
-    fits ``budget_s`` (between ``min_rounds`` and ``max_rounds``). The garbage collector is off
-    while a round runs. Returns (wall samples, CPU samples, inner), samples per function.
+    fits ``budget_s`` (between ``min_rounds`` and ``max_rounds``, but no more rounds start
+    after three times the budget once three are done). The garbage collector runs once before
+    the rounds and is off during them (a collection in between would evict the caches of the
+    function that happens to run next), and a live block of random size is allocated before
+    each measurement so that allocation addresses differ from round to round.
+
+    Returns (wall samples, CPU samples, inner), samples per function.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -101,21 +106,30 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, budget_s: float, target_s:
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     perf = time.perf_counter
-    for _ in range(rounds):
-        rng.shuffle(names)
-        gc.collect()
-        gc.disable()
-        try:
+    started = time.perf_counter()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            # a busy machine can make calls far slower than the warm-up said: stop at 3x the
+            # budget once three rounds are in
+            if r >= 3 and time.perf_counter() - started > 3 * budget_s:
+                break
+            rng.shuffle(names)
             for name in names:
                 fn = fns[name]
+                # a live block of random size moves where this measurement's tensors are
+                # allocated, so that no function keeps one lucky or unlucky memory layout
+                pad = bytearray(rng.randrange(1, 1 << 17))
                 c0, t0 = cpu_clock(), perf()
                 for _ in range(inner):
                     fn()
                 t1, c1 = perf(), cpu_clock()
+                del pad
                 wall[name].append((t1 - t0) / inner)
                 cpu[name].append((c1 - c0) / inner)
-        finally:
-            gc.enable()
+    finally:
+        gc.enable()
     return wall, cpu, inner
 
 

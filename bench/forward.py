@@ -49,8 +49,12 @@ def models() -> list[Model]:
     ]
 
 
-def prepare(m: Model) -> tuple[nn.Module, nn.Module, Any]:
-    """(twin, netspec model with the twin's weights, interpreter or None), all in eval mode."""
+def prepare(m: Model) -> tuple[nn.Module, nn.Module, Any, nn.Module]:
+    """(twin, netspec model with the twin's weights, interpreter or None, a second twin).
+
+    All in eval mode and with the same weights. The second twin is the A/A control: the
+    hand-written model timed against itself shows how much two identical models differ here.
+    """
     import netspec
     from interp import GraphInterpreter, has_dataflow
 
@@ -68,6 +72,9 @@ def prepare(m: Model) -> tuple[nn.Module, nn.Module, Any]:
     twin.eval()
     ours.eval()
     interp = GraphInterpreter(ours) if has_dataflow(ours) else None
+    control = m.twin()
+    control.load_state_dict(twin.state_dict())
+    control.eval()
     x = torch.randn(m.shape(2), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = twin(x.clone())
@@ -75,26 +82,25 @@ def prepare(m: Model) -> tuple[nn.Module, nn.Module, Any]:
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), m.name
         if interp is not None:
             assert torch.allclose(interp(x.clone()), want, rtol=1e-5, atol=1e-6), m.name
-    return twin, ours, interp
+    return twin, ours, interp, control
 
 
 def run(quick: bool, log=print) -> dict:
     default_threads = torch.get_num_threads()
-    budget = 0.8 if quick else 2.5
+    budget = 0.8 if quick else 1.5
     target = 0.002 if quick else 0.003
-    rounds = (5, 15) if quick else (9, 61)
+    rounds = (5, 15) if quick else (7, 41)
     prepared = []
     for m in models():
-        twin, ours, interp = prepare(m)
-        prepared.append((m, twin, ours, interp))
+        prepared.append((m, *prepare(m)))
     results = []
     for threads in sorted({1, default_threads}):
         torch.set_num_threads(threads)
-        for m, twin, ours, interp in prepared:
+        for m, twin, ours, interp, control in prepared:
             for batch in (1, m.big_batch):
                 x = torch.randn(m.shape(batch), generator=torch.Generator().manual_seed(2))
                 for mode in ("no_grad", "grad"):
-                    fns = _functions(mode, x, twin, ours, interp)
+                    fns = _functions(mode, x, twin, ours, interp, control)
                     clock = time.thread_time if threads == 1 else time.process_time
                     with torch.no_grad() if mode == "no_grad" else torch.enable_grad():
                         wall, cpu, inner = interleaved(fns, budget_s=budget, target_s=target,
@@ -110,7 +116,7 @@ def run(quick: bool, log=print) -> dict:
             "load_after": load_average()}
 
 
-def _functions(mode: str, x, twin, ours, interp) -> dict[str, Callable[[], Any]]:
+def _functions(mode: str, x, twin, ours, interp, control) -> dict[str, Callable[[], Any]]:
     def forward(model):
         return lambda: model(x)
 
@@ -118,7 +124,7 @@ def _functions(mode: str, x, twin, ours, interp) -> dict[str, Callable[[], Any]]
         return lambda: model(x).sum().backward()
 
     make = forward if mode == "no_grad" else backward
-    fns = {"hand": make(twin), "netspec": make(ours)}
+    fns = {"hand": make(twin), "netspec": make(ours), "control": make(control)}
     if interp is not None:
         fns["interp"] = make(interp)
     return fns
@@ -130,6 +136,7 @@ def _summarise(name, threads, batch, mode, wall, cpu, inner) -> dict:
     row = {"model": name, "threads": threads, "batch": batch, "mode": mode,
            "hand": hand, "netspec": ours, "ratio": ours / hand, "paired_iqr": quartiles(paired),
            "cpu_ratio": median(cpu["netspec"]) / median(cpu["hand"]),
+           "control": median(wall["control"]) / hand,
            "rounds": len(wall["hand"]), "inner": inner, "interp": None, "interp_cpu": None}
     if "interp" in wall:
         row["interp"] = median(wall["interp"]) / hand
@@ -153,13 +160,15 @@ def report(data: dict) -> str:
             body.append([
                 r["model"], r["batch"], "forward, no_grad" if r["mode"] == "no_grad"
                 else "forward+backward", fmt_time(r["hand"]), fmt_time(r["netspec"]),
-                _ratio(r["ratio"]), f"{q1:.2f}–{q3:.2f}", _ratio(r["cpu_ratio"]), interp,
+                _ratio(r["ratio"]), f"{q1:.2f}–{q3:.2f}", _ratio(r["cpu_ratio"]),
+                f"{r['control']:.3f}", interp,
                 f"{r['rounds']}x{r['inner']}"])
         clock = "thread" if threads == 1 else "process"
         out.append(f"#### torch.set_num_threads({threads})\n\n" + table(
             ["model", "batch", "what", "hand-written", "netspec", "netspec / hand (wall)",
              "per-round wall ratio IQR", f"netspec / hand ({clock} CPU)",
-             "interpreter / hand (wall / CPU)", "rounds x calls"], body, "lrlrrrrrrr"))
+             "A/A: hand / hand (wall)", "interpreter / hand (wall / CPU)", "rounds x calls"],
+            body, "lrlrrrrrrrr"))
     rows = data["rows"]
     over = [r for r in rows if r["ratio"] > TARGET]
     over_cpu = [r for r in rows if r["cpu_ratio"] > TARGET]
@@ -171,6 +180,9 @@ def report(data: dict) -> str:
         f"batch {worst['batch']}, {worst['mode']}, {worst['threads']} thread(s)); by CPU time "
         f"{verdict(not over_cpu)} ({len(over_cpu)} of {len(rows)} over; worst "
         f"{worst_cpu['cpu_ratio']:.3f}: {worst_cpu['model']}, batch {worst_cpu['batch']}, "
-        f"{worst_cpu['mode']}, {worst_cpu['threads']} thread(s)). "
+        f"{worst_cpu['mode']}, {worst_cpu['threads']} thread(s)). The A/A control (the "
+        f"hand-written model against a second copy of itself) ranges from "
+        f"{min(r['control'] for r in rows):.3f} to {max(r['control'] for r in rows):.3f}: "
+        f"differences of that size are noise. "
         f"Load average after this section: {data['load_after']}.")
     return "\n\n".join(out)

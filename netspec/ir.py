@@ -18,6 +18,7 @@ Passes add one attribute each: ``infer_shapes`` sets ``shape`` on every node and
 
 from __future__ import annotations
 
+import collections
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -98,9 +99,9 @@ class ModuleIR:
     def walk(self, prefix: str = "") -> Iterator[tuple[str, "ModuleIR"]]:
         """Every module of the tree with its dotted path, parents first, shared ones once."""
         seen: set[int] = set()
-        stack = [(prefix, self)]
+        stack = collections.deque([(prefix, self)])
         while stack:
-            path, mod = stack.pop(0)
+            path, mod = stack.popleft()
             if mod.uid in seen:
                 continue
             seen.add(mod.uid)

@@ -56,8 +56,8 @@ def _param(path: Path):
     return pytest.param(path, id=path.name, marks=marks)
 
 
-STATIC = [_param(p) for p in SPEC_FILES if p.name not in DATA_DEPENDENT]
-DYNAMIC = [_param(p) for p in SPEC_FILES if p.name in DATA_DEPENDENT]
+TRACEABLE = [_param(p) for p in SPEC_FILES if p.name not in DATA_DEPENDENT]
+DATA_DEP = [_param(p) for p in SPEC_FILES if p.name in DATA_DEPENDENT]
 
 
 def build(path: Path, batch: int = 2) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -84,7 +84,7 @@ def fresh_dynamo():
 
 # -- torch.compile ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", STATIC)
+@pytest.mark.parametrize("path", TRACEABLE)
 def test_compile_fullgraph_matches_eager(path: Path):
     model, x = build(path)
     want = eager(model, x)
@@ -94,8 +94,9 @@ def test_compile_fullgraph_matches_eager(path: Path):
     torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("path", [p for p in STATIC if p.id in ("mlp.net", "tied.net",
-                                                                  "my_linear.net", "lenet5.net")])
+@pytest.mark.parametrize("path", [p for p in TRACEABLE if p.id in ("mlp.net", "tied.net",
+                                                                     "my_linear.net",
+                                                                     "lenet5.net")])
 def test_compile_fullgraph_gradients_match_eager(path: Path):
     """The compiled backward gives the eager gradients (tied weights included)."""
     model, x = build(path)
@@ -109,7 +110,7 @@ def test_compile_fullgraph_gradients_match_eager(path: Path):
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("path", DYNAMIC)
+@pytest.mark.parametrize("path", DATA_DEP)
 def test_compile_fullgraph_rejects_data_dependent_control_flow(path: Path):
     model, x = build(path)
     with torch.no_grad():
@@ -121,7 +122,7 @@ def test_compile_fullgraph_rejects_data_dependent_control_flow(path: Path):
             compiled(x.clone())
 
 
-@pytest.mark.parametrize("path", DYNAMIC)
+@pytest.mark.parametrize("path", DATA_DEP)
 def test_compile_with_graph_breaks_matches_eager(path: Path):
     """Without fullgraph, torch.compile breaks the graph at the loop and still matches eager."""
     model, x = build(path)
@@ -145,7 +146,7 @@ def test_compile_default_backend_matches_eager():
 
 # -- torch.export -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", STATIC)
+@pytest.mark.parametrize("path", TRACEABLE)
 def test_export_matches_eager(path: Path):
     model, x = build(path)
     want = eager(model, x)
@@ -161,7 +162,7 @@ def _batch_is_symbolic(path: Path) -> bool:
     return bool(declared) and isinstance(declared[0], Sym)
 
 
-@pytest.mark.parametrize("path", [p for p in STATIC if _batch_is_symbolic(p.values[0])])
+@pytest.mark.parametrize("path", [p for p in TRACEABLE if _batch_is_symbolic(p.values[0])])
 def test_export_with_dynamic_batch_matches_eager(path: Path):
     """The batch dim N stays symbolic in the exported program: other batch sizes run too."""
     model, x = build(path)
@@ -175,7 +176,7 @@ def test_export_with_dynamic_batch_matches_eager(path: Path):
         torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("path", DYNAMIC)
+@pytest.mark.parametrize("path", DATA_DEP)
 def test_export_rejects_data_dependent_control_flow(path: Path):
     """Export traces one path through the program; a loop on a tensor value has none."""
     model, x = build(path)

@@ -1,0 +1,156 @@
+"""Checkpoint save and load of a ~400 MB model against what the disk allows.
+
+The limit for saving is one ``write`` of the same bytes plus ``fsync``; for loading, one
+``readinto`` of the file into a preallocated ``bytearray``. Loads run in fresh processes
+(``_child.py``) so that the peak RSS beyond the process's baseline after its imports can be
+read; each load is measured with the file evicted from the page cache (``posix_fadvise``
+``DONTNEED`` after an ``fsync``: read from the disk) and with the file cached.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import fmt_bytes, fmt_time, load_average, median, run_child, table, verdict
+
+SPEC = """# six Linear(4096): 6 x (4096 x 4096 + 4096) float32 values, about 403 MB
+block Big {
+    input x: [N, 4096]
+    repeat 6 { Linear(4096) }
+}
+"""
+TARGET_SPEED = 0.8
+TARGET_RSS = 1.1
+
+
+def _evict(path: Path) -> bool:
+    """Drop ``path`` from the page cache; False where the platform cannot."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _limit_write(path: Path, data: bytes) -> float:
+    t0 = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        f.write(data)
+        os.fsync(f.fileno())
+    return time.perf_counter() - t0
+
+
+def _child(args: list[str]) -> dict:
+    proc = run_child(args)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip()[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool, log=print, directory: str | None = None) -> dict:
+    import netspec
+
+    rounds = 1 if quick else 3
+    tmp = Path(tempfile.mkdtemp(prefix="netspec-bench-", dir=directory))
+    try:
+        model = netspec.build(SPEC, seed=0)
+        weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        ours_path, limit_path = tmp / "model.safetensors", tmp / "limit.bin"
+        netspec.save(model, ours_path)
+        data = ours_path.read_bytes()
+        rng = random.Random(0)
+        save_ours, save_limit = [], []
+        for _ in range(rounds):
+            order = ["ours", "limit"]
+            rng.shuffle(order)
+            for what in order:
+                for p in (ours_path, limit_path):
+                    if p.exists():
+                        p.unlink()
+                gc.collect()
+                if what == "ours":
+                    t0 = time.perf_counter()
+                    netspec.save(model, ours_path)
+                    save_ours.append(time.perf_counter() - t0)
+                else:
+                    save_limit.append(_limit_write(limit_path, data))
+        if not ours_path.exists():
+            netspec.save(model, ours_path)
+        del model, data
+        gc.collect()
+        log(f"  checkpoints: save {median(save_ours):.2f}s, limit {median(save_limit):.2f}s")
+        loads: dict[tuple[str, str], list[dict]] = {}
+        evicted = True
+        for _ in range(rounds):
+            for cache in ("cold", "warm"):
+                order = ["load", "readinto"]
+                rng.shuffle(order)
+                for what in order:
+                    if cache == "cold":
+                        evicted = _evict(ours_path) and evicted
+                    else:
+                        ours_path.read_bytes()      # make sure it is cached
+                    loads.setdefault((what, cache), []).append(
+                        _child([what, str(ours_path)]))
+        save_rss = _child(["save", str(tmp / "rss.safetensors")])
+        log("  checkpoints: load " + ", ".join(
+            f"{k[0]} {k[1]} {median([r['seconds'] for r in v]):.2f}s" for k, v in loads.items()))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"weights": weights, "save_ours": save_ours, "save_limit": save_limit, "loads": loads,
+            "save_rss": save_rss, "evicted": evicted, "rounds": rounds,
+            "load_after": load_average()}
+
+
+def report(data: dict) -> str:
+    weights = data["weights"]
+    size = data["loads"][("load", "cold")][0]["size"]
+    so, sl = median(data["save_ours"]), median(data["save_limit"])
+    rows = [["save: `netspec.save`", fmt_time(so), f"{size / so / 1e6:,.0f} MB/s",
+             "write + fsync of the same bytes", fmt_time(sl), f"{size / sl / 1e6:,.0f} MB/s",
+             f"{sl / so:.2f}", ""]]
+    verdicts = {"save": sl / so >= TARGET_SPEED}
+    extra_rss = {}
+    for cache in ("cold", "warm"):
+        lo = data["loads"][("load", cache)]
+        li = data["loads"][("readinto", cache)]
+        to, tl = median([r["seconds"] for r in lo]), median([r["seconds"] for r in li])
+        ro = max(r["peak"] - r["baseline"] for r in lo)
+        rl = max(r["peak"] - r["baseline"] for r in li)
+        extra_rss[cache] = ro
+        verdicts[f"load {cache}"] = tl / to >= TARGET_SPEED
+        what = "from disk (evicted from the page cache)" if cache == "cold" else "cached"
+        rows.append([f"load {what}: `netspec.load`", fmt_time(to), f"{size / to / 1e6:,.0f} MB/s",
+                     "readinto a preallocated bytearray", fmt_time(tl),
+                     f"{size / tl / 1e6:,.0f} MB/s", f"{tl / to:.2f}",
+                     f"{fmt_bytes(ro)} = {ro / weights:.2f}x the weights (limit: "
+                     f"{rl / weights:.2f}x)"])
+    s = data["save_rss"]
+    save_extra = s["peak"] - s["baseline"]
+    out = [f"Model: 6 x Linear(4096), {weights / 1e6:,.1f} MB of float32 weights, a "
+           f"{size / 1e6:,.1f} MB file, in a temporary directory. Medians of "
+           f"{data['rounds']} interleaved rounds; every load in a fresh process."
+           + ("" if data["evicted"] else " (The page cache could not be dropped here: "
+              "'cold' loads may have been cached.)"),
+           table(["operation", "netspec", "netspec speed", "limit", "limit time", "limit speed",
+                  "netspec speed / limit", "peak RSS beyond the baseline"], rows, "lrrlrrrl"),
+           f"Peak RSS of `netspec.save` beyond the model itself: {fmt_bytes(save_extra)} = "
+           f"{save_extra / weights:.2f}x the weights.",
+           f"Targets: load >= {TARGET_SPEED}x the limit: cold {verdict(verdicts['load cold'])}, "
+           f"warm {verdict(verdicts['load warm'])}; save >= {TARGET_SPEED}x: "
+           f"{verdict(verdicts['save'])}; peak RSS during load <= {TARGET_RSS}x the weights: "
+           f"{verdict(max(extra_rss.values()) <= TARGET_RSS * weights)} "
+           f"(worst {max(extra_rss.values()) / weights:.2f}x). Load average after this section: "
+           f"{data['load_after']}."]
+    return "\n\n".join(out)

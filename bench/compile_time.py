@@ -1,0 +1,249 @@
+"""Compile time by stage, its growth with the size of a spec, parsing speed, and ResNet-50.
+
+Stages, as netspec.build runs them:
+
+* parse     ``netspec.program.load(text)`` (Lark LALR parser, AST with positions)
+* elaborate ``netspec.elaborate.elaborate(program)``
+* shapes    ``netspec.shapes.infer_shapes(ir, None, sources)``
+* build     ``netspec.builder.build_module(ir, device="meta")``: code generation, module
+            construction on the meta device, the init plan
+* init      ``netspec.init.materialize(model, "cpu")``: allocation and initialisation
+
+The builder caches generated classes by their source; the cache is emptied before every
+measurement so that code generation and ``compile`` are always counted.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+from common import (BENCH_SPECS, chain_spec, dense_spec, fmt_time, load_average, median,
+                    table, verdict)
+
+STAGES = ("parse", "elaborate", "shapes", "build", "init")
+TARGET_LINES_PER_S = 10_000
+TARGET_MS_PER_1000 = 20.0
+TARGET_GROWTH = 11.0
+TARGET_RESNET = 1.10
+
+
+def _fresh_caches() -> None:
+    import netspec.builder
+
+    cache = getattr(netspec.builder, "_classes", None)   # generated classes by source
+    if cache is not None:
+        cache.clear()
+    gc.collect()
+
+
+def stages(text_or_path: Any) -> tuple[dict[str, float], Any]:
+    """Run the five stages once; seconds per stage, and the model."""
+    from netspec.builder import build_module
+    from netspec.elaborate import elaborate
+    from netspec.init import materialize
+    from netspec.ir import lint
+    from netspec.limits import Limits, using
+    from netspec.program import load
+    from netspec.shapes import infer_shapes
+
+    _fresh_caches()
+    times: dict[str, float] = {}
+    with using(Limits(max_nodes=5_000_000, max_file_bytes=64 * 1024 * 1024)):
+        t0 = time.perf_counter()
+        program = load(text_or_path)
+        t1 = time.perf_counter()
+        ir = elaborate(program)
+        t2 = time.perf_counter()
+        lint(ir)                       # netspec.analyze runs it between the two stages
+        t3 = time.perf_counter()
+        infer_shapes(ir, None, program.sources)
+        t4 = time.perf_counter()
+        model = build_module(ir, device="meta")
+        t5 = time.perf_counter()
+        materialize(model, "cpu")
+        t6 = time.perf_counter()
+    times.update(parse=t1 - t0, elaborate=t2 - t1, lint=t3 - t2, shapes=t4 - t3,
+                 build=t5 - t4, init=t6 - t5)
+    times["nodes"] = graph_nodes(ir)
+    return times, model
+
+
+def graph_nodes(ir) -> int:
+    """Graph nodes in the IR tree (one per step, plus each graph's placeholder and output)."""
+    total = 0
+    for _, mod in ir.walk():
+        if mod.graph is not None:
+            total += mod.graph.number_of_nodes()
+    return total
+
+
+def _median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: median([r[k] for r in runs]) for k in runs[0]}
+
+
+def run(quick: bool, log=print) -> dict:
+    sizes = [10, 100, 1_000, 10_000] + ([] if quick else [100_000])
+    rounds = {10: 7, 100: 7, 1_000: 5, 10_000: 1 if quick else 3, 100_000: 1}
+    families = {"sequential": sizes,
+                "dataflow": [s for s in sizes if s <= 10_000]}
+    stages(chain_spec(10))      # warm: grammar construction, imports
+    growth: dict[str, list[dict]] = {}
+    for family, fam_sizes in families.items():
+        growth[family] = []
+        for n in fam_sizes:
+            text = chain_spec(n, family)
+            runs = []
+            for _ in range(rounds[n]):
+                times, model = stages(text)
+                del model
+                runs.append(times)
+            row = _median_stages(runs)
+            row.update(layers=n, lines=text.count("\n"), rounds=rounds[n])
+            growth[family].append(row)
+            log(f"  compile: {family} {n:,} layers: " + ", ".join(
+                f"{k} {row[k]:.3f}s" for k in STAGES))
+    # parsing speed on a dense spec
+    import netspec.parse
+    from netspec.program import load
+
+    text = dense_spec(10_000)
+    parser, _ = netspec.parse._parser()
+    tokens = sum(1 for _ in parser.lex(text))
+    lines = 10_000
+    parse_runs = []
+    for _ in range(1 if quick else 3):
+        gc.collect()
+        t0 = time.perf_counter()
+        load(text)
+        parse_runs.append(time.perf_counter() - t0)
+    parse_s = median(parse_runs)
+    log(f"  compile: dense parse {lines / parse_s:,.0f} lines/s")
+    resnet = resnet50(quick, log)
+    return {"growth": growth, "dense": {"lines": lines, "tokens": tokens, "seconds": parse_s,
+                                         "rounds": len(parse_runs)},
+            "resnet": resnet, "load_after": load_average()}
+
+
+def resnet50(quick: bool, log=print) -> dict:
+    """netspec's ResNet-50 (parse..init) against the hand-written constructor, interleaved."""
+    import random
+
+    import torch
+
+    import handwritten
+
+    path = BENCH_SPECS / "resnet50.net"
+    rounds = 3 if quick else 15
+    ours_runs, hand_runs, build_runs = [], [], []
+    rng = random.Random(0)
+    stages(path)                # warm
+    handwritten.resnet50()
+    for _ in range(rounds):
+        order = ["ours", "hand", "build"]
+        rng.shuffle(order)
+        for what in order:
+            gc.collect()
+            if what == "ours":
+                times, model = stages(path)
+                ours_runs.append(times)
+            elif what == "hand":
+                t0 = time.perf_counter()
+                model = handwritten.resnet50()
+                hand_runs.append(time.perf_counter() - t0)
+            else:
+                import netspec
+
+                _fresh_caches()
+                t0 = time.perf_counter()
+                model = netspec.build(path)
+                build_runs.append(time.perf_counter() - t0)
+            del model
+    ours = _median_stages(ours_runs)
+    total = sum(ours[k] for k in STAGES)
+    hand = median(hand_runs)
+    log(f"  compile: ResNet-50 netspec {total:.3f}s, hand-written {hand:.3f}s")
+    # the two models are the same: parameter count and state_dict layout
+    import netspec
+
+    ours_model = netspec.build(path, device="meta")
+    hand_model = handwritten.resnet50()
+    same = [(k, tuple(v.shape)) for k, v in ours_model.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in hand_model.state_dict().items()]
+    params = sum(p.numel() for p in hand_model.parameters())
+    return {"stages": ours, "total": total, "hand": hand, "api": median(build_runs),
+            "rounds": rounds, "same_layout": same, "params": params,
+            "threads": torch.get_num_threads()}
+
+
+def report(data: dict) -> str:
+    out = []
+    per_1000_all = []
+    growth_all = []
+    for family, rows in data["growth"].items():
+        body = []
+        prev = None
+        for r in rows:
+            core = r["elaborate"] + r["shapes"] + r["build"]
+            per_1000 = core / r["nodes"] * 1000 * 1000     # ms per 1,000 nodes
+            per_1000_all.append((family, r["layers"], per_1000))
+            total = sum(r[k] for k in STAGES)
+            grow = ""
+            if prev is not None:
+                g = total / (sum(prev[k] for k in STAGES))
+                growth_all.append((family, prev["layers"], r["layers"], g))
+                grow = f"**{g:.1f}x**" if g > TARGET_GROWTH else f"{g:.1f}x"
+            body.append([f"{r['layers']:,}", f"{r['nodes']:,}"] +
+                        [fmt_time(r[k]) for k in STAGES] +
+                        [fmt_time(total), f"{per_1000:.1f} ms", grow,
+                         f"{r['layers'] / r['parse']:,.0f}", r["rounds"]])
+            prev = r
+        what = ("Linear(16) and ReLU() alternating: an nn.Sequential, no generated code"
+                if family == "sequential" else
+                "Linear(16) and relu(x) alternating: a generated forward of one line per step")
+        out.append(f"#### Chains, {family}: {what}\n\n" + table(
+            ["layers", "graph nodes"] + list(STAGES) +
+            ["total", "elaborate+shapes+build per 1,000 nodes", "growth of total vs 10x fewer",
+             "parse lines/s", "rounds"], body))
+        stage_growth = []
+        for a, b in zip(rows, rows[1:]):
+            stage_growth.append([f"{a['layers']:,} -> {b['layers']:,}"] + [
+                f"{b[k] / a[k]:.1f}x" for k in STAGES + ("lint",)])
+        out.append(f"Growth by stage ({family}; time ratio for 10x the layers):\n\n" + table(
+            ["layers"] + list(STAGES) + ["(lint)"], stage_growth))
+    d = data["dense"]
+    lines_per_s = d["lines"] / d["seconds"]
+    out.append(f"#### Parsing a dense spec\n\n{d['lines']:,} statement lines, {d['tokens']:,} "
+               f"tokens ({d['tokens'] / d['lines']:.1f} a line), parsed with positions by "
+               f"`netspec.program.load` in {fmt_time(d['seconds'])} (median of {d['rounds']}): "
+               f"**{lines_per_s:,.0f} lines/s**, {d['tokens'] / d['seconds']:,.0f} tokens/s. "
+               f"Target >= {TARGET_LINES_PER_S:,} lines/s: "
+               f"{verdict(lines_per_s >= TARGET_LINES_PER_S)}.")
+    r = data["resnet"]
+    s = r["stages"]
+    ratio = r["total"] / r["hand"]
+    out.append("#### ResNet-50 (bench/specs/resnet50.net, input [N, 3, 224, 224])\n\n" + table(
+        ["", "parse", "elaborate", "shapes", "build", "init", "total"],
+        [["netspec, by stage"] + [fmt_time(s[k]) for k in STAGES] + [fmt_time(r["total"])],
+         ["netspec.build(path), end to end", "", "", "", "", "", fmt_time(r["api"])],
+         ["hand-written constructor (bench/handwritten.py)", "", "", "", "", "",
+          fmt_time(r["hand"])]]) +
+        f"\n\n{r['params']:,} parameters; same state_dict names and shapes as the hand-written "
+        f"model: {'yes' if r['same_layout'] else '**no**'}. Medians of {r['rounds']} "
+        f"interleaved rounds, {r['threads']} torch thread(s). netspec (parse..init) / "
+        f"hand-written = **{ratio:.2f}x**; target <= {TARGET_RESNET}: "
+        f"{verdict(ratio <= TARGET_RESNET)}.")
+    worst_1000 = max(per_1000_all, key=lambda t: t[2])
+    big = [t for t in per_1000_all if t[1] >= 1000]
+    worst_big = max(big, key=lambda t: t[2]) if big else worst_1000
+    worst_growth = max(growth_all, key=lambda t: t[3])
+    out.append(
+        f"Targets: elaborate+shapes+build <= {TARGET_MS_PER_1000:.0f} ms per 1,000 nodes: "
+        f"{verdict(worst_1000[2] <= TARGET_MS_PER_1000)} (worst {worst_1000[2]:.1f} ms, "
+        f"{worst_1000[0]} at {worst_1000[1]:,} layers; worst from 1,000 layers up "
+        f"{worst_big[2]:.1f} ms); growth <= {TARGET_GROWTH:.0f}x for 10x the layers: "
+        f"{verdict(worst_growth[3] <= TARGET_GROWTH)} (worst {worst_growth[3]:.1f}x, "
+        f"{worst_growth[0]} {worst_growth[1]:,} -> {worst_growth[2]:,}). "
+        f"Load average after this section: {data['load_after']}.")
+    return "\n\n".join(out)
