@@ -289,6 +289,7 @@ class _BodyBuilder:
         self.graph = new_graph()
         self.children = mod.children              # where new child modules go
         self.attr_nodes: dict[tuple, str] = {}
+        self.failed: set[str] = set()             # names whose definition failed
         mod.graph = self.graph
 
     # ---- helpers --------------------------------------------------------------------------
@@ -361,6 +362,8 @@ class _BodyBuilder:
                 raise
             except SpecError as exc:
                 self.elab.errors.absorb(exc)
+                if isinstance(stmt, (ast.Assign, ast.Let, ast.ConstDecl, ast.ParamDecl)):
+                    self.failed.add(stmt.name)   # its uses would only repeat the error
         return returned if returned is not None else running
 
     def statement(self, stmt: ast.Stmt, running: str) -> str:
@@ -484,6 +487,11 @@ class _BodyBuilder:
                                    None, args, keywords, span)
             return _ModuleValue(self.elab.instantiate(block, bound, span))
         layer = self.elab.layer(name)
+        if layer is None and name in self.failed:
+            raise SpecError([], self.elab.program.sources)   # already reported where defined
+        if layer is None and lookup_function(name) is not None:
+            self.fail("type error", f"'{name}' is a function, not a layer", name_span,
+                      hint=f"call it on the running value: {name}(x)")
         if layer is None:
             hint = did_you_mean(name, self.elab.layer_names() + list(self.elab.program.blocks) +
                                 list(self.lets) + list(FUNCTION_NAMES) + list(self.values) +
@@ -851,6 +859,8 @@ class _BodyBuilder:
         if self.is_module_name(name) or self.elab.layer(name) is not None:
             self.fail("type error", f"'{name}' is a module; it can only be used as a step",
                       expr.span, hint=f"write it on a line of its own, or `x -> {name}`")
+        if name in self.failed:
+            raise SpecError([], self.elab.program.sources)   # already reported where defined
         candidates = (list(self.values) + list(self.statics) + list(self.mod.tensors) +
                       list(self.lets) + [RUNNING] + list(FUNCTION_NAMES))
         self.fail("name error", f"unknown name '{name}'", expr.span,

@@ -1028,8 +1028,6 @@ def test_bug_recurrent_layers_take_arguments(layer: str) -> None:
         assert "has no argument" not in str(exc) and "positional" not in str(exc), str(exc)
 
 
-@pytest.mark.xfail(strict=True, reason="a failed named value causes a follow-on error at its "
-                   "use ('unknown layer or block y')")
 def test_bug_no_follow_on_error_after_failed_value() -> None:
     text = "block Net {\n    input x: [N, 20]\n    y = relux(x)\n    return y\n}\n"
     with pytest.raises(SpecError) as info:
