@@ -225,10 +225,30 @@ def _init_module(module, plan: dict[int, Assignment], device) -> None:
             module.reset_parameters()
         elif hasattr(module, "_reset_parameters"):
             module._reset_parameters()
+        else:
+            _init_from_constructor(module, device)
     for _, p in own:
         assignment = plan.get(id(p))
         if assignment is not None and assignment.rule is not None:
             apply_rule(assignment.rule, p, assignment.path)
+
+
+def _init_from_constructor(module, device) -> None:
+    """A layer with no reset method (a user's own): its constructor is its initialisation."""
+    import torch
+
+    ir = getattr(module, "_netspec_ir", None)
+    if ir is None or ir.kind != "layer" or ir.resolved_args is None:
+        return
+    cls = ir.layer.cls or getattr(torch.nn, ir.cls_name)
+    with torch.device(device):
+        fresh = cls(**ir.resolved_args)
+    own = dict(fresh.named_parameters(recurse=False))
+    own.update(fresh.named_buffers(recurse=False))
+    for name, tensor in list(module.named_parameters(recurse=False)) + \
+            list(module.named_buffers(recurse=False)):
+        if name in own:
+            tensor.copy_(own[name])
 
 
 def _ruled(plan: dict[int, Assignment], tensor) -> bool:

@@ -75,3 +75,12 @@ def test_entry_point_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert model[1].in_features == 6
     with pytest.raises(netspec.SpecError, match="did you mean 'Doubler'|unknown layer"):
         netspec.build("block A { input x: [N, 3]; Dubler() }")
+
+
+def test_user_layer_weights_come_from_its_constructor() -> None:
+    """A layer without reset_parameters is initialised by its own __init__, once, with the seed."""
+    a = netspec.build(DATA / "net.net", seed=3)
+    b = netspec.build(DATA / "net.net", seed=3)
+    weight = a.dense.weight
+    assert torch.isfinite(weight).all() and weight.std() > 0.5      # randn, as __init__ says
+    assert torch.equal(weight, b.dense.weight)
