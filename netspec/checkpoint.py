@@ -35,6 +35,7 @@ from netspec.errors import CheckpointError, NetspecError
 from netspec.progress import progress
 
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
+_CRC_SLOT = "00000000"   # the CRC's place in the header, filled in after the data is written
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
            "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
            "BOOL": "bool"}
@@ -152,20 +153,26 @@ def save(model, path: str | Path) -> None:
         raise CheckpointError("this model was not built by netspec, so there is no spec to save "
                               "with it; build it with netspec.build(...)")
     tensors, aliases = _collect(model, analysis)
-    crc = 0
-    for tensor in tensors.values():
-        crc = zlib.crc32(_bytes(tensor), crc)
     spec = json.dumps(spec_record(analysis), sort_keys=True)
     metadata = {
         "format": "netspec", "netspec.version": netspec.__version__, "netspec.spec": spec,
         "netspec.spec_sha256": hashlib.sha256(spec.encode()).hexdigest(),
-        "netspec.aliases": json.dumps(aliases, sort_keys=True), "netspec.crc32": f"{crc:08x}",
+        "netspec.aliases": json.dumps(aliases, sort_keys=True), "netspec.crc32": _CRC_SLOT,
     }
+    header = _header(tensors, metadata)
+    # quotes inside JSON strings are escaped, so this key-value text occurs exactly once
+    key = f'"netspec.crc32":"{_CRC_SLOT}"'.encode()
+    slot = header.index(key) + len(key) - len(_CRC_SLOT) - 1
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     with atomic_file(path) as f, progress(f"writing {Path(path).name}", total) as advance:
-        f.write(_header(tensors, metadata))
+        f.write(header)
+        crc = 0
         for tensor in tensors.values():
-            advance(f.write(_bytes(tensor)))
+            view = _bytes(tensor)
+            crc = zlib.crc32(view, crc)            # one pass over the bytes: checksum and write
+            advance(f.write(view))
+        f.seek(slot)
+        f.write(f"{crc:08x}".encode())
 
 
 @contextlib.contextmanager
