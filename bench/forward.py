@@ -56,17 +56,11 @@ def prepare(m: Model) -> tuple[nn.Module, nn.Module, Any, nn.Module]:
     hand-written model timed against itself shows how much two identical models differ here.
     """
     import netspec
+    import twins
     from interp import GraphInterpreter, has_dataflow
 
     torch.manual_seed(0)
-    twin = m.twin()
-    with torch.no_grad():      # batch-norm statistics that are not 0/1, as in the tests
-        for mod in twin.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.normal_(0, 0.1)
+    twin = twins.randomize_batchnorm(m.twin())   # statistics that are not 0/1, as in the tests
     ours = netspec.build(m.spec)
     ours.load_state_dict(twin.state_dict())
     twin.eval()

@@ -87,16 +87,8 @@ def build(c: Case, *, concrete: bool | None = None) -> nn.Module:
 
 def make_twin(c: Case) -> nn.Module:
     torch.manual_seed(0)
-    twin = c.twin()
     # Batch-norm statistics and affine weights start as 0/1; make them count in eval mode.
-    with torch.no_grad():
-        for m in twin.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    return twin
+    return twins.randomize_batchnorm(c.twin())
 
 
 def sample(c: Case) -> torch.Tensor:

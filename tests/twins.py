@@ -431,3 +431,15 @@ class ResNet(nn.Module):
 
 def resnet18(num_classes: int = 1000) -> nn.Module:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+
+
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Give batch-norm statistics and affine weights values other than 0/1, so they count."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return model
