@@ -29,26 +29,26 @@ def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Ar
     parameter named ``*name`` takes every remaining positional argument as a tuple.
     """
     bound: dict[str, Arg] = {}
-    names = [p.name.lstrip("*") for p in params]
-    slots = list(positional)
+    taken = 0                                   # positional parameters filled so far
     for i, arg in enumerate(args):
-        if not slots:
+        if taken == len(positional):
             diagnostics.append(Diagnostic(
                 "argument error", f"{callee} takes {len(positional)} positional argument"
                 f"{'' if len(positional) == 1 else 's'}, but {len(args)} were given", arg.span,
                 hint=_positional_hint(positional)))
             break
-        slot = slots[0]
+        slot = positional[taken]
         if slot.name.startswith("*"):
             rest = args[i:]
             bound[slot.name[1:]] = Arg(tuple(a.value for a in rest), _join(rest))
             break
-        slots.pop(0)
+        taken += 1
         bound[slot.name] = arg
-    for slot in slots:
+    for slot in positional[taken:]:
         if slot.name.startswith("*") and slot.name[1:] not in bound:
             bound[slot.name[1:]] = Arg((), call_span)      # a variadic given nothing
     unknown = False
+    names = [p.name.lstrip("*") for p in params] if keywords else []
     for name, arg, name_span in keywords:
         if name not in names or name.startswith("*"):
             unknown = True
@@ -115,6 +115,22 @@ def _adapter(annotation: Any):
     return TypeAdapter(annotation)
 
 
+def _valid(annotation: Any, value: Any) -> Any:
+    """``value`` validated strictly against ``annotation``; raises ValidationError."""
+    if type(value) in _SCALARS:         # memoised: a spec repeats the same few sizes
+        return _valid_scalar(annotation, type(value), value)
+    return _adapter(annotation).validate_python(value, strict=True)
+
+
+_SCALARS = frozenset({int, float, bool, str, type(None)})
+
+
+@lru_cache(maxsize=4096)
+def _valid_scalar(annotation: Any, kind: type, value: Any) -> Any:
+    # ``kind`` keeps 1, 1.0 and True apart, which compare (and hash) equal
+    return _adapter(annotation).validate_python(value, strict=True)
+
+
 def has_symbols(value: Any) -> bool:
     if isinstance(value, Sym):
         return True
@@ -129,8 +145,6 @@ def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
 
     Values that still hold unbound dim symbols are passed through unchecked.
     """
-    from pydantic import ValidationError
-
     values: dict[str, Any] = {}
     for p in params:
         key = p.name.lstrip("*")
@@ -143,13 +157,21 @@ def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
             values[key] = arg.value
             continue
         try:
-            values[key] = _adapter(p.type).validate_python(arg.value, strict=True)
-        except ValidationError as exc:
+            values[key] = _valid(p.type, arg.value)
+        except Exception as exc:     # pydantic's ValidationError, imported only when needed
+            if not _is_validation_error(exc):
+                raise
             diagnostics.append(Diagnostic("argument error",
                                           f"{callee}: {key}={_show(arg.value)} is not valid: "
                                           f"{_reason(exc)}", arg.span,
                                           hint=f"{key} takes {_describe_type(p.type)}"))
     return values
+
+
+def _is_validation_error(exc: Exception) -> bool:
+    from pydantic import ValidationError
+
+    return isinstance(exc, ValidationError)
 
 
 def _reason(exc) -> str:

@@ -17,6 +17,7 @@ from torch import nn
 
 from netspec.codegen import forward_source, tensor_source
 from netspec.errors import Diagnostic, SpecError
+from netspec.gc_pause import gc_paused
 from netspec.ir import ModuleIR, child_modules, is_sequential
 
 _GENERATED = "netspec.generated"
@@ -82,6 +83,39 @@ def _generated_class(name: str, source: str) -> type:
     return _classes[key]
 
 
+def _skipping_reset(cls: type) -> type:
+    """``cls`` with its reset methods disabled, for torch.nn layers (cached).
+
+    A layer's constructor initialises its weights, which on the meta device is wasted work
+    (about 100 µs of a Linear's 130 µs): ``materialize`` initialises every tensor again.
+    """
+    if cls not in _no_reset:
+        noop = {name: _no_reset_method for name in ("reset_parameters", "_reset_parameters")
+                if callable(getattr(cls, name, None))}
+        own = cls.__module__.startswith("torch.nn.") and noop
+        _no_reset[cls] = type(cls.__name__, (cls,), noop) if own else cls
+    return _no_reset[cls]
+
+
+def _no_reset_method(self) -> None:
+    pass
+
+
+_no_reset: dict[type, type] = {}
+
+
+def _construct_on_meta(cls: type, kwargs: dict[str, Any], factory_kwargs: bool) -> nn.Module:
+    """``cls(**kwargs)`` on the meta device, its constructor's initialisation skipped."""
+    fast = _skipping_reset(cls)
+    if factory_kwargs:      # cheaper than the device context, which intercepts every call
+        module = fast(**kwargs, device="meta")
+    else:
+        with torch.device("meta"):
+            module = fast(**kwargs)
+    module.__class__ = cls     # the layer's own class again, as torch.nn.utils.parametrize does
+    return module
+
+
 class _Builder:
     """Builds the module tree on the ``meta`` device: structure only, no weight memory."""
 
@@ -103,8 +137,7 @@ class _Builder:
         if mod.layer.factory_kwargs and self.dtype is not None:
             kwargs["dtype"] = self.dtype
         try:
-            with torch.device("meta"):
-                module = cls(**kwargs)
+            module = _construct_on_meta(cls, kwargs, mod.layer.factory_kwargs)
         except Exception as exc:   # torch's own argument checks, beyond netspec's rules
             raise SpecError([Diagnostic("argument error", f"{mod.cls_name} rejects these "
                                         f"arguments: {exc}", mod.span)]) from None
@@ -167,6 +200,7 @@ class _Builder:
         return run
 
 
+@gc_paused
 def build_module(root: ModuleIR, *, device: Any = None, dtype: Any = None,
                  seed: int | None = None) -> nn.Module:
     """Instantiate the module tree of a shaped ``ModuleIR`` and initialise it on ``device``.

@@ -56,27 +56,27 @@ class Emitter:
 
     def graph(self, graph: nx.DiGraph, entry_src: str | None, outer_uses: dict[str, int]) -> str:
         """Emit every node; returns the source of the output value."""
-        order = list(graph.nodes)
+        attrs = dict(graph.nodes(data=True))
+        order = list(attrs)
         pos = {n: i for i, n in enumerate(order)}
-        uses: dict[str, list[str]] = {n: [] for n in order}
+        uses: dict[str, list[str]] = {}           # node id -> the nodes that read it
         last_use = dict(outer_uses)
-        for n in order:
-            for ref in _refs(graph.nodes[n]):
-                if ref.node in uses:
-                    uses[ref.node].append(n)
-                last_use[ref.node] = max(last_use.get(ref.node, -1), pos[n])
-            data = graph.nodes[n]
+        for now, n in enumerate(order):
+            data = attrs[n]
+            for ref in _refs(data):
+                uses.setdefault(ref.node, []).append(n)
+                if last_use.get(ref.node, -1) < now:
+                    last_use[ref.node] = now
             if data["op"] == "loop":
                 for frag in (data["cond"], data["body"]):
-                    for fn in frag.graph.nodes:
-                        for ref in _refs(frag.graph.nodes[fn]):
+                    for _, fdata in frag.graph.nodes(data=True):
+                        for ref in _refs(fdata):
                             if ref.node in pos:
-                                last_use[ref.node] = max(last_use.get(ref.node, -1), pos[n])
+                                last_use[ref.node] = max(last_use.get(ref.node, -1), now)
         result = ""
-        for n in order:
-            data = graph.nodes[n]
+        for now, n in enumerate(order):
+            data = attrs[n]
             op = data["op"]
-            now = pos[n]
             if op == "placeholder":
                 if n in self.exprs:
                     continue
@@ -95,7 +95,7 @@ class Emitter:
                 expr = self.function_source(data)
                 consumers = uses.get(n, [])
                 depth = 1 + max((self.depth.get(r.node, 0) for r in _refs(data)), default=0)
-                if len(consumers) == 1 and graph.nodes[consumers[0]]["op"] in (
+                if len(consumers) == 1 and attrs[consumers[0]]["op"] in (
                         "call_function", "output") and depth < _MAX_INLINE:
                     self.exprs[n] = expr
                     self.depth[n] = depth
@@ -186,11 +186,12 @@ def strip_parens(expr: str) -> str:
 
 def _refs(data: dict) -> list[Ref]:
     out = []
-    for a in list(data["args"]) + list(data["kwargs"].values()):
-        if isinstance(a, Ref):
-            out.append(a)
-        elif isinstance(a, tuple):
-            out.extend(x for x in a if isinstance(x, Ref))
+    for values in (data["args"], data["kwargs"].values()):
+        for a in values:
+            if isinstance(a, Ref):
+                out.append(a)
+            elif isinstance(a, tuple):
+                out.extend(x for x in a if isinstance(x, Ref))
     return out
 
 

@@ -23,11 +23,12 @@ _Terms = dict[tuple[str, ...], int]
 class Sym:
     """A symbolic dimension: ``sum(coeff * product(atoms))`` over a canonical set of terms."""
 
-    __slots__ = ("terms", "_hash")
+    __slots__ = ("terms", "_hash", "_text")
 
     def __init__(self, terms: _Terms):
         self.terms = {m: c for m, c in terms.items() if c != 0}
         self._hash = hash(frozenset(self.terms.items()))
+        self._text: str | None = None      # str(self), computed once: shapes print often
 
     @staticmethod
     def symbol(name: str) -> "Sym":
@@ -128,6 +129,11 @@ class Sym:
         return total
 
     def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._display()
+        return self._text
+
+    def _display(self) -> str:
         parts = []
         for m, c in sorted(self.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
             names = [_atom_display(a) for a in m]

@@ -21,6 +21,7 @@ from netspec.args import Arg, bind, validate
 from netspec.dims import Sym
 from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, did_you_mean
 from netspec.functions import FUNCTION_NAMES, lookup_function
+from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, new_graph
 from netspec.layers import LAYER_NAMES, lookup_layer
@@ -205,6 +206,7 @@ class _Elaborator:
         return mod
 
 
+@gc_paused
 def elaborate(program: Program, block: str | None = None, args: dict[str, Any] | None = None,
               ) -> ModuleIR:
     """Instantiate the entry block (the root file's last block, or ``block``) with ``args``."""
@@ -425,22 +427,9 @@ class _BodyBuilder:
 
     def link(self, link: ast.Link, value: str) -> str:
         node = link.node
-        if isinstance(node, ast.Concat):
-            return self.concat(node, value)
-        if isinstance(node, ast.Add):
-            outs = self.branches(node.branches, value)
-            spans = [s.span for s in node.branches.stmts]
-            total = outs[0]
-            for other, span in zip(outs[1:], spans[1:]):
-                total = self.call_function(lookup_function("add"), (Ref(total), Ref(other)), {},
-                                           node.span, operand_spans=(spans[0], span))
-            return total
-        if isinstance(node, ast.Repeat):
-            return self.repeat(node, value, link.label)
-        if isinstance(node, ast.If):
-            return self.if_step(node, value)
-        if isinstance(node, ast.While):
-            return self.while_step(node, value)
+        structured = _STRUCTURED_STEPS.get(type(node))
+        if structured is not None:
+            return structured(self, link, value)
         module = self.link_module(link)
         if module is not None:
             return self.apply(module, value, link)
@@ -453,6 +442,16 @@ class _BodyBuilder:
                       node.span)
         return result.node
 
+    def add_step(self, link: ast.Link, value: str) -> str:
+        node = link.node
+        outs = self.branches(node.branches, value)
+        spans = [s.span for s in node.branches.stmts]
+        total = outs[0]
+        for other, span in zip(outs[1:], spans[1:]):
+            total = self.call_function(lookup_function("add"), (Ref(total), Ref(other)), {},
+                                       node.span, operand_spans=(spans[0], span))
+        return total
+
     def link_module(self, link: ast.Link) -> _ModuleValue | None:
         """The module a link denotes, or None when it is a tensor expression."""
         node = link.node
@@ -464,9 +463,16 @@ class _BodyBuilder:
             return self.module_ref(node.id, (), (), node.span, node.span)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             name = node.func.id
-            unknown_capitalised = name[:1].isupper() and lookup_function(name) is None
-            if self.is_module_name(name) or unknown_capitalised:   # the latter: a located error
+            if name in self.lets or name in self.elab.program.blocks:
                 return self.module_ref(name, node.args, node.keywords, node.span, node.func.span)
+            if lookup_function(name) is None:
+                layer = self.elab.layer(name)
+                if layer is not None:       # the common case, without module_ref's lookups
+                    return _ModuleValue(self.layer_instance(layer, node.args, node.keywords,
+                                                            node.span))
+                if name[:1].isupper():      # an unknown layer: module_ref reports it
+                    return self.module_ref(name, node.args, node.keywords, node.span,
+                                           node.func.span)
         return None
 
     def is_module_name(self, name: str) -> bool:
@@ -502,10 +508,9 @@ class _BodyBuilder:
     def layer_instance(self, layer: LayerDef, args: tuple, keywords: tuple,
                        span: Span) -> ModuleIR:
         bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
-        mod = ModuleIR("layer", layer.name, span, layer=layer)
-        mod.args = {k: a.value for k, a in bound.items()}
-        mod.arg_spans = {k: a.span for k, a in bound.items()}
-        return mod
+        return ModuleIR("layer", layer.name, span, layer=layer,
+                        args={k: a.value for k, a in bound.items()},
+                        arg_spans={k: a.span for k, a in bound.items()})
 
     def bind_call(self, callee: str, params: tuple[Param, ...],
                   positional: tuple[Param, ...] | None, args: tuple, keywords: tuple,
@@ -928,10 +933,8 @@ class _BodyBuilder:
                       f"{'' if n_tensors == 1 else 's'}", expr.span)
         if not any(isinstance(t, Ref) for t in tensor_args) and not fn.factory:
             self.fail("type error", f"{name}() needs at least one tensor argument", expr.span)
-        static_params = tuple(p for p in fn.params[max(fn.tensors, 0):]
-                              if not (fn.tensors < 0 and p.name.startswith("*")))
-        positional = tuple(p for p in static_params)
-        bound = self.bind_call(f"{name}()", static_params, positional,
+        static_params = fn.static_params
+        bound = self.bind_call(f"{name}()", static_params, static_params,
                                expr.args[n_tensors:] if fn.tensors >= 0 else (), expr.keywords,
                                expr.span)
         diagnostics: list[Diagnostic] = []
@@ -968,3 +971,13 @@ def _format_pattern(pattern: str, index: str, i: int, span: Span, builder: _Body
     except (KeyError, IndexError, ValueError) as exc:
         builder.fail("value error", f"bad name pattern \"{pattern}\": use {{{index}}} for the "
                      f"copy's index ({exc})", span)
+
+
+# links that are not a module or an expression: (builder, link, running value) -> value node
+_STRUCTURED_STEPS: dict[type, Callable[[_BodyBuilder, ast.Link, str], str]] = {
+    ast.Concat: lambda b, link, value: b.concat(link.node, value),
+    ast.Add: _BodyBuilder.add_step,
+    ast.Repeat: lambda b, link, value: b.repeat(link.node, value, link.label),
+    ast.If: lambda b, link, value: b.if_step(link.node, value),
+    ast.While: lambda b, link, value: b.while_step(link.node, value),
+}

@@ -8,6 +8,7 @@ never branch on op names themselves.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -73,8 +74,11 @@ class LayerDef:
     # None when unknown (netspec then builds the layer on the meta device to find out)
     tensors: Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]] | None = \
         field(default=None, repr=False, compare=False)
+    # memo of argument validation: ((name, type, value), ...) of plain values -> full arguments
+    validated: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False,
+                                                   compare=False)
 
-    @property
+    @functools.cached_property
     def positional(self) -> tuple[Param, ...]:
         """The arguments a spec may give by position: torch's order minus inferred sizes."""
         inferred = {s.param for s in self.in_sizes}
@@ -93,6 +97,12 @@ class FunctionDef:
     factory: bool = False                  # creates a tensor from static args (rand, zeros)
     doc: str = ""
     _schema: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def static_params(self) -> tuple[Param, ...]:
+        """The parameters after the tensors, minus a variadic tensor parameter."""
+        return tuple(p for p in self.params[max(self.tensors, 0):]
+                     if not (self.tensors < 0 and p.name.startswith("*")))
 
 
 LAYERS: dict[str, LayerDef] = {}

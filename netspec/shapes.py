@@ -17,15 +17,19 @@ from netspec.dims import Shape, Sym, fmt_shape
 from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
 from netspec.functions import lookup_function
+from netspec.gc_pause import gc_paused
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, lint, placeholder
 from netspec.limits import current as current_limits
 from netspec.registry import ShapeRuleError
 
 _UNKNOWN = None  # the shape of a value downstream of an error
+_PLAIN = frozenset({int, float, bool, str, type(None)})   # values that hold no dim symbols
 
 
 class _Origin:
     """Where a value came from, for "the step on line 13 outputs [N, 383, 12, 12]"."""
+
+    __slots__ = ("span", "what")
 
     def __init__(self, span: Span | None, what: str = "step"):
         self.span, self.what = span, what
@@ -85,7 +89,7 @@ class _ShapeInference:
     def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
         layer = mod.layer
         assert layer is not None
-        values = {k: self.subst(v) for k, v in mod.args.items()}
+        values = {k: v if v.__class__ in _PLAIN else self.subst(v) for k, v in mod.args.items()}
         for size in layer.in_sizes:
             if not size.compare and values.get(size.param) is not None:
                 continue          # a stated value the shape rule checks itself
@@ -117,27 +121,8 @@ class _ShapeInference:
                            notes=(origin.note(shape),))
                 return _UNKNOWN
             values[size.param] = inferred
-        if mod.resolved_args is None:
-            diagnostics: list[Diagnostic] = []
-            bound = {k: Arg(v, mod.arg_spans.get(k, span)) for k, v in values.items()}
-            resolved = validate(layer.params, bound, callee=layer.name, diagnostics=diagnostics)
-            for d in diagnostics:
-                self.errors.add(d)
-            if diagnostics:
-                return _UNKNOWN
-            huge = [k for k, v in resolved.items() if isinstance(v, int) and v > self.max_dim]
-            if huge:
-                self.error("limit error", f"{layer.name}: {huge[0]}={resolved[huge[0]]:,} is over "
-                           f"the limit of {self.max_dim:,}", mod.arg_spans.get(huge[0], span))
-                return _UNKNOWN
-            unbound = [k for k, v in resolved.items() if has_symbols(v)]
-            if unbound:
-                self.error("shape error", f"{layer.name}: {unbound[0]}={_show(resolved[unbound[0]])}"
-                           f" is not a concrete size", mod.arg_spans.get(unbound[0], span),
-                           hint="give the input a concrete shape with --input")
-                return _UNKNOWN
-            mod.resolved_args = resolved
-            mod.in_shape = shape
+        if mod.resolved_args is None and not self.resolve(mod, values, shape, span):
+            return _UNKNOWN
         try:
             out = tuple(layer.shape(mod.resolved_args, shape)) if layer.shape else shape
         except ShapeRuleError as exc:
@@ -147,6 +132,39 @@ class _ShapeInference:
             return _UNKNOWN
         mod.out_shape = out
         return out
+
+    def resolve(self, mod: ModuleIR, values: dict[str, Any], shape: Shape, span: Span) -> bool:
+        """Validate a layer's arguments, inferred sizes included, and keep them; False if bad."""
+        layer = mod.layer
+        assert layer is not None
+        spans = mod.arg_spans
+        plain = all(v.__class__ in _PLAIN for v in values.values())
+        key = tuple((k, v.__class__, v) for k, v in values.items()) if plain else None
+        resolved = layer.validated.get(key) if plain else None
+        if resolved is None:
+            diagnostics: list[Diagnostic] = []
+            bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
+            resolved = validate(layer.params, bound, callee=layer.name, diagnostics=diagnostics)
+            for d in diagnostics:
+                self.errors.add(d)
+            if diagnostics:
+                return False
+            if plain:
+                layer.validated[key] = resolved
+        resolved = dict(resolved)
+        for k, v in resolved.items():
+            if v.__class__ is int and v > self.max_dim:
+                self.error("limit error", f"{layer.name}: {k}={v:,} is over the limit of "
+                           f"{self.max_dim:,}", spans.get(k, span))
+                return False
+        for k, v in resolved.items():
+            if v.__class__ not in _PLAIN and has_symbols(v):
+                self.error("shape error", f"{layer.name}: {k}={_show(v)} is not a concrete size",
+                           spans.get(k, span), hint="give the input a concrete shape with --input")
+                return False
+        mod.resolved_args = resolved
+        mod.in_shape = shape
+        return True
 
     def block(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
         if mod.input_dims is not None:
@@ -187,38 +205,49 @@ class _ShapeInference:
     # ---- graphs ---------------------------------------------------------------------------
     def graph(self, mod: ModuleIR, graph: nx.DiGraph, shape: Shape, origin: _Origin,
               env: dict, origins: dict) -> Shape | None:
-        nodes = list(graph.nodes)
+        nodes = list(graph.nodes(data=True))
+        max_dim = self.max_dim
         i = 0
         while i < len(nodes):
-            nid = nodes[i]
-            data = graph.nodes[nid]
+            nid, data = nodes[i]
             op = data["op"]
             if op == "branch":
                 graph = self.splice_branch(mod, graph, nid, data)
-                nodes = list(graph.nodes)
+                nodes = list(graph.nodes(data=True))
                 continue
             if op == "placeholder":
-                env[nid], origins[nid] = shape, origin
+                out = shape
+                origins[nid] = origin
             elif op == "output":
                 ref = data["args"][0]
-                env[nid], origins[nid] = env.get(ref.node), origins.get(ref.node, origin)
+                out = env.get(ref.node)
+                origins[nid] = origins.get(ref.node, origin)
             else:
-                inputs = [env.get(a.node) if isinstance(a, Ref) else () for a in data["args"]]
-                if any(s is _UNKNOWN for s in inputs):
-                    env[nid] = _UNKNOWN
-                else:
-                    first = next((a for a in data["args"] if isinstance(a, Ref)), None)
-                    src = origins.get(first.node, origin) if first is not None else origin
-                    env[nid] = self.node(mod, data, inputs, src, env, origins)
+                inputs = []
+                src = None
+                known = True
+                for a in data["args"]:
+                    if isinstance(a, Ref):
+                        arriving = env.get(a.node)
+                        known = known and arriving is not _UNKNOWN
+                        if src is None:
+                            src = origins.get(a.node, origin)
+                        inputs.append(arriving)
+                    else:
+                        inputs.append(())
+                out = self.node(mod, data, inputs, src or origin, env, origins) if known \
+                    else _UNKNOWN
                 origins[nid] = _Origin(data["span"])
-            data["shape"] = env[nid]
-            if env[nid] is not None and any(isinstance(d, int) and d > self.max_dim
-                                            for d in env[nid]):
-                self.error("limit error", f"the shape {fmt_shape(env[nid])} has a dimension over "
-                           f"the limit of {self.max_dim:,}", data["span"])
-                env[nid] = data["shape"] = _UNKNOWN
+            if out is not None:
+                for d in out:
+                    if d.__class__ is int and d > max_dim:
+                        self.error("limit error", f"the shape {fmt_shape(out)} has a dimension "
+                                   f"over the limit of {max_dim:,}", data["span"])
+                        out = _UNKNOWN
+                        break
+            env[nid] = data["shape"] = out
             i += 1
-        return env[nodes[-1]]
+        return env[nodes[-1][0]]
 
     def node(self, mod: ModuleIR, data: dict, inputs: list, origin: _Origin, env: dict,
              origins: dict) -> Shape | None:
@@ -399,6 +428,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+@gc_paused
 def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap | None = None,
                  ) -> ModuleIR:
     """Infer every shape of ``module`` for ``input_shape`` (or its declared input)."""
