@@ -27,6 +27,7 @@ import struct
 import tempfile
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -164,15 +165,23 @@ def save(model, path: str | Path) -> None:
     key = f'"netspec.crc32":"{_CRC_SLOT}"'.encode()
     slot = header.index(key) + len(key) - len(_CRC_SLOT) - 1
     total = sum(t.numel() * t.element_size() for t in tensors.values())
-    with atomic_file(path) as f, progress(f"writing {Path(path).name}", total) as advance:
+    views = [_bytes(t) for t in tensors.values()]
+    with atomic_file(path) as f, progress(f"writing {Path(path).name}", total) as advance, \
+            ThreadPoolExecutor(max_workers=1) as checksummer:
+        # zlib.crc32 and write both release the GIL: the checksum runs beside the writes
+        crc = checksummer.submit(_crc32, views)
         f.write(header)
-        crc = 0
-        for tensor in tensors.values():
-            view = _bytes(tensor)
-            crc = zlib.crc32(view, crc)            # one pass over the bytes: checksum and write
+        for view in views:
             advance(f.write(view))
         f.seek(slot)
-        f.write(f"{crc:08x}".encode())
+        f.write(f"{crc.result():08x}".encode())
+
+
+def _crc32(views: list[memoryview]) -> int:
+    crc = 0
+    for view in views:
+        crc = zlib.crc32(view, crc)
+    return crc
 
 
 @contextlib.contextmanager

@@ -120,9 +120,10 @@ def new_graph() -> nx.DiGraph:
 def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: tuple = (),
              kwargs: dict | None = None, span: Span | None = None, **attrs: Any) -> str:
     """Add a node and the edges from every ``Ref`` among its arguments."""
-    graph.add_node(nid, op=op, target=target, args=tuple(args), kwargs=dict(kwargs or {}),
-                   span=span, **attrs)
-    for ref in refs(args, kwargs or {}):
+    args = tuple(args)
+    kwargs = dict(kwargs) if kwargs else {}
+    graph.add_node(nid, op=op, target=target, args=args, kwargs=kwargs, span=span, **attrs)
+    for ref in refs(args, kwargs):
         if ref.node in graph:      # a fragment may use values of the enclosing graph
             graph.add_edge(ref.node, nid)
     return nid
