@@ -300,7 +300,10 @@ class _BodyBuilder:
         raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
 
     def node(self, base: str, op: str, **kw: Any) -> str:
-        self.elab.count(1, kw.get("span"))
+        elab = self.elab
+        elab.nodes += 1
+        if elab.nodes > elab.limits.max_nodes:
+            elab.count(0, kw.get("span"))
         nid = f"{base}_{next(self.ids)}"
         add_node(self.graph, nid, op, name=base, **kw)
         return nid

@@ -120,10 +120,11 @@ def new_graph() -> nx.DiGraph:
 def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: tuple = (),
              kwargs: dict | None = None, span: Span | None = None, **attrs: Any) -> str:
     """Add a node and the edges from every ``Ref`` among its arguments."""
-    args = tuple(args)
+    args = args if args.__class__ is tuple else tuple(args)
     kwargs = dict(kwargs) if kwargs else {}
     graph.add_node(nid, op=op, target=target, args=args, kwargs=kwargs, span=span, **attrs)
-    for ref in refs(args, kwargs):
+    for ref in refs(args, kwargs) if kwargs or any(a.__class__ is not Ref for a in args) \
+            else args:
         if ref.node in graph:      # a fragment may use values of the enclosing graph
             graph.add_edge(ref.node, nid)
     return nid
@@ -205,27 +206,21 @@ def lint(module: ModuleIR, *, shaped: bool = False) -> None:
 
 def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
                 outer: set[str]) -> None:
-    kinds = [d["op"] for _, d in graph.nodes(data=True)]
-    if kinds.count("placeholder") != 1 or kinds.count("output") != 1:
-        raise LintError(f"{where}: a graph needs exactly one placeholder and one output")
-    order = list(graph.nodes)
-    position = {n: i for i, n in enumerate(order)}
-    # the passes visit nodes in insertion order, so it must be a topological order (which
-    # also rules out cycles)
-    if any(position[u] >= position[v] for u, v in graph.edges):
-        raise LintError(f"{where}: an edge goes backwards in the node order")
+    position: dict[str, int] = {}            # the nodes seen so far, in insertion order
+    order: list[str] = []
+    ends = {"placeholder": 0, "output": 0}
     for nid, data in graph.nodes(data=True):
         op = data["op"]
         if op not in OPS:
             raise LintError(f"{where}: node {nid} has unknown op {op!r}")
+        if op in ends:
+            ends[op] += 1
         if shaped and op == "branch":
             raise LintError(f"{where}: branch {nid} survived shape inference")
         if shaped and "shape" not in data:
             raise LintError(f"{where}: node {nid} has no shape")
         for ref in refs(data["args"], data["kwargs"]):
-            if ref.node in outer:
-                continue
-            if ref.node not in graph or position[ref.node] >= position[nid]:
+            if ref.node not in position and ref.node not in outer:
                 raise LintError(f"{where}: node {nid} uses {ref.node} before it is defined")
         if op == "call_module" and data["target"] not in mod.children:
             raise LintError(f"{where}: node {nid} calls unknown child {data['target']!r}")
@@ -233,4 +228,12 @@ def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
             raise LintError(f"{where}: node {nid} reads unknown tensor {data['target']!r}")
         if op == "loop":
             for frag in (data["cond"], data["body"]):
-                _lint_graph(frag.graph, mod, where, shaped, outer | set(order[:position[nid]]))
+                _lint_graph(frag.graph, mod, where, shaped, outer | set(order))
+        position[nid] = len(order)
+        order.append(nid)
+    if ends["placeholder"] != 1 or ends["output"] != 1:
+        raise LintError(f"{where}: a graph needs exactly one placeholder and one output")
+    # the passes visit nodes in insertion order, so it must be a topological order (which
+    # also rules out cycles)
+    if any(position[u] >= position[v] for u, v in graph.edges):
+        raise LintError(f"{where}: an edge goes backwards in the node order")
