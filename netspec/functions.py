@@ -30,8 +30,8 @@ Symbolic dims
     and a rule raises only for what is provably wrong. When an unknown pair must be merged
     (broadcasting, the non-cat dims of ``cat``) the concrete dim is kept, since it is the only
     size that can make the pair valid; between two unrelated symbols the first one is kept.
-    ``ceil_mode`` pooling drops a last window that starts inside the padding only when that is
-    decidable.
+    Pooling and padding share the pooling and padding layers' rules (``netspec.layers``); a
+    ``ceil_mode`` pooling whose last window may or may not be dropped has an opaque length.
 
 Emitters: ``emit(*tensor_sources, **static_sources) -> str``
     Every argument is Python source text (``"x"``, ``"1"``, ``"(2, 3)"``, ``"'mean'"``). A
@@ -48,11 +48,13 @@ Emitters: ``emit(*tensor_sources, **static_sources) -> str``
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import re
 from typing import Any, Callable, Literal
 
 from netspec.dims import Dim, Shape, Sym, fmt_shape, numel
+from netspec.layers import padded_length, pool_shape
 from netspec.registry import (
     FUNCTIONS,
     REQUIRED,
@@ -163,8 +165,9 @@ def _sizes(values: tuple, arg: str, allow_hole: bool = False) -> tuple:
 
 # -- emitters -------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)      # generated code repeats the same few sources
 def _literal(src: str) -> Any:
-    """The value of a literal source, or REQUIRED when it is not a literal."""
+    """The value of a literal source, or REQUIRED when it is not a literal (never mutated)."""
     try:
         return ast.literal_eval(src)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -623,7 +626,7 @@ def _where_shape(cond: Shape, a: Shape, b: Shape) -> Shape:
 
 
 def _pad_shape(x: Shape, *, pad: tuple[int, ...], value: float) -> Shape:
-    """Constant padding, (left, right) pairs from the last dim backwards."""
+    """Constant padding, (left, right) pairs from the last dim backwards; negative ones crop."""
     if len(pad) % 2:
         raise ShapeRuleError(f"pad needs (before, after) pairs, got {len(pad)} numbers", arg="pad")
     if len(pad) > 2 * len(x):
@@ -631,10 +634,9 @@ def _pad_shape(x: Shape, *, pad: tuple[int, ...], value: float) -> Shape:
                              f"{fmt_shape(x)}", arg="pad")
     out = list(x)
     for i in range(len(pad) // 2):
-        out[-1 - i] = out[-1 - i] + pad[2 * i] + pad[2 * i + 1]
-        if isinstance(out[-1 - i], int) and out[-1 - i] < 0:
-            raise ShapeRuleError(f"padding {fmt_shape(x)} by {tuple(pad)} gives a negative size",
-                                 arg="pad")
+        d = len(x) - 1 - i
+        out[d] = padded_length("Constant", x[d], pad[2 * i], pad[2 * i + 1], shown=f"pad={pad}",
+                               where=f"dim {d} of the input {fmt_shape(x)}", arg="pad")
     return tuple(out)
 
 
@@ -689,18 +691,10 @@ def _spatial(value: Any, n: int, arg: str) -> tuple:
     return tuple(values)
 
 
-def _pool_size(size: Dim, k: int, s: int, p: int, d: int, ceil_mode: bool) -> Dim:
-    """torch's pooling output size for one spatial dim."""
-    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode:
-        over = (out - 1) * s - (size + p)
-        if isinstance(over, int) and over >= 0:
-            out = out - 1
-    return out
-
-
 def _pool_shape(n: int, name: str) -> Callable[..., Shape]:
-    """The shape rule of an n-D max or avg pooling."""
+    """The shape rule of an n-D max or avg pooling: the pooling layers' rule."""
+    kind = "max" if name.startswith("max") else "avg"
+
     def shape(x: Shape, *, kernel_size: SizeArg, stride: SizeArg | None, padding: SizeArg,
               dilation: SizeArg = 1, ceil_mode: bool = False, **_: Any) -> Shape:
         """Pool the last n dims."""
@@ -711,15 +705,11 @@ def _pool_shape(n: int, name: str) -> Callable[..., Shape]:
         for arg, values in (("kernel_size", ks), ("stride", ss), ("dilation", ds)):
             if any(v <= 0 for v in values):
                 raise ShapeRuleError(f"{arg} must be positive, got {values}", arg=arg)
-        if any(p < 0 or p > k // 2 for p, k in zip(ps, ks)):
-            raise ShapeRuleError(
-                f"padding={padding} must be at most half of kernel_size={kernel_size}",
-                arg="padding")
-        out = tuple(_pool_size(sz, *args, ceil_mode) for sz, *args in zip(x[-n:], ks, ss, ps, ds))
-        if any(isinstance(o, int) and o < 1 for o in out):
-            raise ShapeRuleError(f"{name}: the input {fmt_shape(x)} is too small for "
-                                 f"kernel_size={kernel_size}", operand=0)
-        return tuple(x[:-n]) + out
+        if any(p < 0 for p in ps):
+            raise ShapeRuleError(f"padding={padding} must not be negative", arg="padding")
+        args = {"kernel_size": kernel_size, "stride": ss, "padding": padding,
+                "dilation": dilation, "ceil_mode": ceil_mode}
+        return pool_shape(kind, args, tuple(x), n)
 
     return shape
 

@@ -205,14 +205,15 @@ def _kernel_text(args: dict[str, Any], arg: str, dim: str, k: int, d: int) -> st
     return f"the kernel {dim} {k}"
 
 
-def _window(args: dict[str, Any], dim: str, h: Any, k: int, s: int, p: int, d: int = 1,
-            ceil: bool = False, arg: str = "kernel_size") -> Any:
-    """Output length of a window of size k (stride s, padding p, dilation d) sliding over h."""
+def pool_length(h: Any, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> Any:
+    """torch's ``pooling_output_shape`` along one dim; convolutions use it with ``ceil=False``.
+
+    Windows of effective size ``d * (k - 1) + 1`` slide at stride s over h padded by p on each
+    side. With ``ceil`` a last partial window is kept if it starts inside the input or its left
+    padding, so it may overhang the end by up to ``s - 1``. A static result below 1 means that
+    no window fits.
+    """
     eff = d * (k - 1) + 1
-    if is_static(h) and h + 2 * p < eff:
-        what = "padded input" if p else "input"
-        raise ShapeRuleError(f"{_kernel_text(args, arg, dim, k, d)} is larger than the "
-                             f"{what} {dim} {h + 2 * p}", arg=arg)
     if not ceil:
         return (h + 2 * p - eff) // s + 1
     out = (h + 2 * p - eff + s - 1) // s + 1
@@ -223,6 +224,21 @@ def _window(args: dict[str, Any], dim: str, h: Any, k: int, s: int, p: int, d: i
     return Sym.symbol(f"ceil_pool({h}, k={eff}, s={s}, p={p})")
 
 
+def _window(args: dict[str, Any], dim: str, h: Any, k: int, s: int, p: int, d: int = 1,
+            ceil: bool = False, arg: str = "kernel_size") -> Any:
+    """Output length of a window of size k (stride s, padding p, dilation d) sliding over h."""
+    out = pool_length(h, k, s, p, d, ceil)
+    if not is_static(out) or out >= 1:
+        return out
+    what = "padded input" if p else "input"
+    message = f"{_kernel_text(args, arg, dim, k, d)} is larger than the {what} {dim} {h + 2 * p}"
+    if not ceil:
+        raise ShapeRuleError(message, arg=arg)
+    raise ShapeRuleError(f"{message}, even with ceil_mode=true", arg=arg,
+                         hint=f"with ceil_mode=true the last window may overhang the end of the "
+                              f"input by at most stride - 1 = {s - 1}")
+
+
 def _spatial_windows(args: dict[str, Any], x: Shape, nd: int, *, stride: Any, padding: Any,
                      dilation: Any = 1, ceil: bool = False) -> tuple:
     """Output lengths of a window over each of the last nd dims."""
@@ -231,14 +247,37 @@ def _spatial_windows(args: dict[str, Any], x: Shape, nd: int, *, stride: Any, pa
                  for i, h in enumerate(x[-nd:]))
 
 
-def _half_kernel(args: dict[str, Any], nd: int, dilated: bool) -> None:
-    """Pooling padding may be at most half the (effective) kernel."""
-    k, p = _nt(args["kernel_size"], nd), _nt(args["padding"], nd)
-    d = _nt(args.get("dilation", 1), nd) if dilated else (1,) * nd
-    for ki, pi, di in zip(k, p, d):
-        if pi > (di * (ki - 1) + 1) // 2:
+def uncovered_window(h: int, k: int, s: int, p: int, d: int, out: int) -> int | None:
+    """The first of ``out`` windows whose dilated taps all miss the input (only dilation can
+    make one), or None.
+
+    A window starting inside the input holds its start, and no window starts past the input's
+    end, so only the windows starting in the left padding (``o * s < p``) need a look.
+    """
+    o = 0
+    while o < out and o * s < p:
+        start = o * s - p                  # negative: inside the left padding
+        skip = -(start // d)               # taps before the first one at or after 0
+        if skip >= k or start + skip * d >= h:
+            return o
+        o += 1
+    return None
+
+
+def _half_kernel(args: dict[str, Any], nd: int) -> None:
+    """Pooling padding may be at most half the kernel size.
+
+    torch (2.13) compares it with kernel_size itself, not with the wider dilated window.
+    """
+    k, p = _nt(args["kernel_size"], nd), _nt(args.get("padding", 0), nd)
+    dilated = _nt(args.get("dilation", 1), nd) != (1,) * nd
+    for ki, pi in zip(k, p):
+        if pi > ki // 2:
+            also = "; dilation does not count, only kernel_size itself" if dilated else ""
             raise ShapeRuleError(f"padding={args['padding']} must be at most half of "
-                                 f"kernel_size={args['kernel_size']}", arg="padding")
+                                 f"kernel_size={args['kernel_size']}", arg="padding",
+                                 hint=f"a padding of {pi} needs a kernel size of at least "
+                                      f"{2 * pi}{also}")
 
 
 def _no_indices(args: dict[str, Any]) -> None:
@@ -331,14 +370,24 @@ def _check_groups(args: dict[str, Any]) -> None:
 
 def _mode_padding(args: dict[str, Any], x: Shape, nd: int) -> None:
     """Reflect/circular padding modes need the padding to fit inside the input."""
-    mode, pad = args["padding_mode"], args["padding"]
-    if mode not in ("reflect", "circular") or isinstance(pad, str):
+    mode = args["padding_mode"]
+    if mode not in ("reflect", "circular") or args["padding"] == "valid":
         return
-    for dim, h, p in zip(_SPATIAL[nd], x[-nd:], _nt(pad, nd)):
-        too_big = p >= h if mode == "reflect" else p > h
-        if is_static(h) and too_big:
-            raise ShapeRuleError(f"padding_mode='{mode}' needs padding={p} to be smaller than the "
-                                 f"input {dim} {h}", arg="padding")
+    kind = "Reflection" if mode == "reflect" else "Circular"
+    for dim, h, (lo, hi) in zip(_SPATIAL[nd], x[-nd:], _conv_pads(args, nd)):
+        shown = f"padding={args['padding']}"
+        if args["padding"] == "same":
+            shown = f"padding='same' ({lo} before, {hi} after)"
+        padded_length(kind, h, lo, hi, shown=shown, where=f"the input {dim} {h}")
+
+
+def _conv_pads(args: dict[str, Any], nd: int) -> list[tuple[int, int]]:
+    """(before, after) padding per spatial dim; ``"same"`` puts the odd one after, as torch."""
+    if args["padding"] != "same":
+        return [(p, p) for p in _nt(args["padding"], nd)]
+    k, d = _nt(args["kernel_size"], nd), _nt(args["dilation"], nd)
+    total = [di * (ki - 1) for ki, di in zip(k, d)]
+    return [(t // 2, t - t // 2) for t in total]
 
 
 def _conv_rule(nd: int) -> Rule:
@@ -349,8 +398,9 @@ def _conv_rule(nd: int) -> Rule:
             if any(s != 1 for s in _nt(args["stride"], nd)):
                 raise ShapeRuleError("padding='same' is not supported for strided convolutions",
                                      arg="padding")
-            return x[:-nd - 1] + (args["out_channels"],) + x[-nd:]
         _mode_padding(args, x, nd)
+        if pad == "same":
+            return x[:-nd - 1] + (args["out_channels"],) + x[-nd:]
         spatial = _spatial_windows(args, x, nd, stride=args["stride"],
                                    padding=0 if pad == "valid" else pad, dilation=args["dilation"])
         return x[:-nd - 1] + (args["out_channels"],) + spatial  # [N, C_in, *] -> [N, C_out, *']
@@ -583,16 +633,60 @@ def _stride(args: dict[str, Any]) -> Any:
     return args["stride"] if args["stride"] is not None else args["kernel_size"]
 
 
+def _kernel_within_input(args: dict[str, Any], x: Shape, nd: int) -> None:
+    """3-D average pooling (and LPPool3d, which runs it) wants every input dim to be at least
+    the kernel size; padding and ceil_mode do not count."""
+    for dim, h, k in zip(_SPATIAL[nd], x[-nd:], _nt(args["kernel_size"], nd)):
+        if is_static(h) and h < k:
+            raise ShapeRuleError(f"{_kernel_text(args, 'kernel_size', dim, k, 1)} is larger "
+                                 f"than the input {dim} {h}", arg="kernel_size",
+                                 hint="3-D average pooling needs each input dim to be at least "
+                                      "the kernel size; padding does not count")
+
+
+def _windows_hold_input(args: dict[str, Any], x: Shape, nd: int, out: tuple) -> None:
+    """Every dilated max-pooling window must hold an input element: torch gives -inf for one
+    that holds only padding, and may write outside its buffers."""
+    k, s, p, d = (_nt(v, nd) for v in (args["kernel_size"], _stride(args), args["padding"],
+                                       args["dilation"]))
+    for i, (dim, h, o) in enumerate(zip(_SPATIAL[nd], x[-nd:], out)):
+        if not (is_static(h) and is_static(o)):
+            continue
+        bad = uncovered_window(h, k[i], s[i], p[i], d[i], o)
+        if bad is not None:
+            raise ShapeRuleError(f"with dilation={args['dilation']} and padding="
+                                 f"{args['padding']}, pooling window {bad} along the {dim} holds "
+                                 f"only padding: its taps skip the input {dim} {h}",
+                                 arg="padding", hint="use less padding or dilation: torch fills "
+                                 "such a window with -inf")
+
+
+def pool_shape(kind: Literal["max", "avg", "lp"], args: dict[str, Any], x: Shape,
+               nd: int) -> Shape:
+    """[*, C, *spatial] -> [*, C, *pooled]: the MaxPool/AvgPool/LPPool layers and the
+    max_pool/avg_pool functions, with torch's checks.
+
+    ``args`` has kernel_size, stride (None: the kernel size) and ceil_mode, and may have
+    padding (else 0) and dilation (else 1).
+    """
+    args = {"padding": 0, "dilation": 1, **args}
+    _half_kernel(args, nd)
+    if kind != "max" and nd == 3:
+        _kernel_within_input(args, x, nd)
+    out = _spatial_windows(args, x, nd, stride=_stride(args), padding=args["padding"],
+                           dilation=args["dilation"], ceil=args["ceil_mode"])
+    if kind == "max":
+        _windows_hold_input(args, x, nd, out)
+    return x[:-nd] + out
+
+
 def _max_pool(nd: int) -> LayerDef:
     """MaxPoolNd: [N, C, *spatial] -> [N, C, *pooled]."""
     size = _size(nd)
 
     def rule(args: dict[str, Any], x: Shape) -> Shape:
         _no_indices(args)
-        _half_kernel(args, nd, dilated=True)
-        return x[:-nd] + _spatial_windows(args, x, nd, stride=_stride(args),
-                                          padding=args["padding"], dilation=args["dilation"],
-                                          ceil=args["ceil_mode"])
+        return pool_shape("max", args, x, nd)
 
     params = (P("kernel_size", size), P("stride", size | None, None), P("padding", _nonneg(nd), 0),
               P("dilation", size, 1), P("return_indices", Bool, False), P("ceil_mode", Bool, False))
@@ -605,9 +699,7 @@ def _avg_pool(nd: int) -> LayerDef:
     size = _size(nd)
 
     def rule(args: dict[str, Any], x: Shape) -> Shape:
-        _half_kernel(args, nd, dilated=False)
-        return x[:-nd] + _spatial_windows(args, x, nd, stride=_stride(args),
-                                          padding=args["padding"], ceil=args["ceil_mode"])
+        return pool_shape("avg", args, x, nd)
 
     params = (P("kernel_size", size), P("stride", size | None, None), P("padding", _nonneg(nd), 0),
               P("ceil_mode", Bool, False), P("count_include_pad", Bool, True))
@@ -619,13 +711,13 @@ def _avg_pool(nd: int) -> LayerDef:
 
 def _lp_pool(nd: int) -> LayerDef:
     """LPPoolNd: power-average pooling, no padding."""
-    size = _size(nd)
+    # LPPool1d multiplies its result by kernel_size, which fails for a tuple
+    size = PosInt if nd == 1 else _size(nd)
 
     def rule(args: dict[str, Any], x: Shape) -> Shape:
-        return x[:-nd] + _spatial_windows(args, x, nd, stride=_stride(args), padding=0,
-                                          ceil=args["ceil_mode"])
+        return pool_shape("lp", args, x, nd)
 
-    params = (P("norm_type", Float), P("kernel_size", size), P("stride", size | None, None),
+    params = (P("norm_type", Float), P("kernel_size", size), P("stride", _size(nd) | None, None),
               P("ceil_mode", Bool, False))
     return _layer(f"LPPool{nd}d", params, rule, ranks=(nd + 1, nd + 2), layout=_LAYOUT[nd],
                   doc=f"{nd}-D power-average pooling")
@@ -751,32 +843,80 @@ _layer("ChannelShuffle", (P("groups", PosInt),), _channel_shuffle, min_rank=3,
 def _pad_rule(kind: str, nd: int) -> Rule:
     def rule(args: dict[str, Any], x: Shape) -> Shape:
         pads = _nt(args["padding"], 2 * nd)  # (left, right, top, bottom, front, back)
+        shown = f"padding={args['padding']}"
+        if kind in ("Reflection", "Replication"):
+            _nonempty_input(kind, x, nd)
         out = list(x)
         for j in range(nd):
             i = len(x) - 1 - j                # pads[2j:2j+2] apply to the j-th dim from the end
-            lo, hi = pads[2 * j], pads[2 * j + 1]
-            h, dim = x[i], _SPATIAL[nd][nd - 1 - j]
-            if is_static(h):
-                _pad_fits(kind, args["padding"], dim, h, max(lo, hi))
-                if h + lo + hi < 0:
-                    raise ShapeRuleError(f"padding={args['padding']} crops the input {dim} {h} "
-                                         f"below zero", arg="padding")
-            out[i] = h + lo + hi
+            where = f"the input {_SPATIAL[nd][nd - 1 - j]} {x[i]}"
+            out[i] = padded_length(kind, x[i], pads[2 * j], pads[2 * j + 1], shown=shown,
+                                   where=where)
+        if kind in ("Reflection", "Replication"):
+            _some_output(kind, shown, x, tuple(out[-nd:]))
         return tuple(out)
 
     return rule
 
 
-def _pad_fits(kind: str, padding: Any, dim: str, h: int, p: int) -> None:
-    """Reflection padding must be smaller than the dim, circular at most the dim."""
-    if kind == "Reflection" and p >= h:
-        raise ShapeRuleError(f"reflection padding={padding} must be smaller than the input {dim} "
-                             f"{h}", arg="padding")
-    if kind == "Circular" and p > h:
-        raise ShapeRuleError(f"circular padding={padding} must be at most the input {dim} {h}",
-                             arg="padding")
-    if kind == "Replication" and h == 0:
-        raise ShapeRuleError(f"replication padding needs a non-empty input {dim}", arg="padding")
+def padded_length(kind: str, h: Any, lo: int, hi: int, *, shown: str, where: str,
+                  arg: str = "padding") -> Any:
+    """h padded by lo before and hi after (a negative amount crops), where torch allows it.
+
+    ``kind`` is a padding layer's prefix ("Zero", "Constant", "Reflection", "Replication",
+    "Circular"). ``shown`` is the padding as written (``padding=(1, -2)``) and ``where`` names
+    the dim (``the input width 3``), both for messages. A symbolic h is not checked.
+    """
+    out = h + lo + hi
+    if not is_static(h):
+        return out
+    crop = h + min(lo, 0) + min(hi, 0)     # what the negative sides leave of the input
+    if kind in ("Zero", "Constant") and crop < 0:
+        raise ShapeRuleError(f"{shown} crops {h - crop} from {where}", arg=arg,
+                             hint="negative padding removes elements, at most as many as the "
+                                  "dim has")
+    if kind == "Reflection" and max(lo, hi) >= h:
+        raise ShapeRuleError(f"reflection {shown} must be smaller than {where}", arg=arg,
+                             hint="reflection mirrors the input without repeating its edge, so "
+                                  "each side may add at most the dim's size - 1")
+    if kind == "Circular":
+        _circular_fits(h, lo, hi, crop, shown=shown, where=where, arg=arg)
+    if out < 0:
+        raise ShapeRuleError(f"{kind.lower()} {shown} crops {where} below zero", arg=arg)
+    return out
+
+
+def _circular_fits(h: int, lo: int, hi: int, crop: int, *, shown: str, where: str,
+                   arg: str) -> None:
+    """Circular padding wraps around at most once, copying from what the negative side left.
+
+    torch checks only the first; past what the crop left it refuses, returns uninitialised
+    memory, or wraps more than once, depending on the memory layout, so both are refused here.
+    """
+    if max(lo, hi) > h:
+        raise ShapeRuleError(f"circular {shown} must be at most {where}", arg=arg,
+                             hint="circular padding may wrap around the input at most once")
+    if max(lo, hi) > crop:
+        raise ShapeRuleError(f"circular {shown} adds {max(lo, hi)}, but its negative side leaves "
+                             f"only {crop} of {where} to copy from", arg=arg,
+                             hint="a circular pad may wrap around at most what is left after "
+                                  "cropping")
+
+
+def _nonempty_input(kind: str, x: Shape, nd: int) -> None:
+    """Reflection and replication padding need every dim but the batch to be non-empty."""
+    if any(is_static(d) and d == 0 for d in (x[1:] if len(x) == nd + 2 else x)):
+        raise ShapeRuleError(f"{kind.lower()} padding needs a non-empty input, got "
+                             f"{fmt_shape(x)}", arg="padding")
+
+
+def _some_output(kind: str, shown: str, x: Shape, out: Shape) -> None:
+    """Reflection and replication padding keep at least one padded dim non-empty."""
+    if all(is_static(o) and o < 1 for o in out):
+        raise ShapeRuleError(f"{kind.lower()} {shown} crops the input {fmt_shape(x)} to nothing: "
+                             f"the padded dims would be {fmt_shape(out)}", arg="padding",
+                             hint=f"{kind.lower()} padding needs at least one padded dim of "
+                                  f"size 1 or more")
 
 
 def _pad(kind: str, nd: int) -> LayerDef:

@@ -215,6 +215,12 @@ CASES += [
          lambda x: F.pad(x, (1, 1, 2, 0), value=1.5)),
     case("pad", [(2, 5)], {"pad": (-1, -2)}, lambda x: F.pad(x, (-1, -2))),
     case("pad", [(2, 5)], {"pad": ()}, lambda x: F.pad(x, ())),
+    case("pad", [(2, 3)], {"pad": (2, -3)}, lambda x: F.pad(x, (2, -3))),
+    # ceil_mode keeps a window that starts inside the input though the kernel is larger
+    case("max_pool1d", [(2, 1, 3)], {"kernel_size": 4, "stride": 3, "ceil_mode": True},
+         lambda x: F.max_pool1d(x, 4, stride=3, ceil_mode=True)),
+    case("avg_pool2d", [(1, 3, 2)], {"kernel_size": (4, 2), "ceil_mode": True},
+         lambda x: F.avg_pool2d(x, (4, 2), ceil_mode=True)),
 ]
 
 POOLS = {f"{k}_pool{n}d": getattr(F, f"{k}_pool{n}d") for k in ("max", "avg") for n in (1, 2)}
@@ -315,9 +321,14 @@ ERRORS = [
     case("pad", [(2, 3)], {"pad": (1,)}, ("pad", None)),
     case("pad", [(2, 3)], {"pad": (1, 1, 1, 1, 1, 1)}, ("pad", None)),
     case("pad", [(2, 3)], {"pad": (-2, -2)}, ("pad", None)),
-    case("max_pool2d", [(2, 3, 4)], {"kernel_size": 5}, (None, 0)),
-    case("max_pool1d", [(2, 3, 4)], {"kernel_size": 5}, (None, 0)),
-    case("avg_pool1d", [(2, 3, 4)], {"kernel_size": 5}, (None, 0)),
+    case("pad", [(2, 1)], {"pad": (1, -2)}, ("pad", None)),
+    case("max_pool1d", [(2, 3, 3)], {"kernel_size": 6, "stride": 3, "ceil_mode": True},
+         ("kernel_size", None)),
+    case("max_pool1d", [(2, 3, 8)], {"kernel_size": 3, "padding": 2, "dilation": 2},
+         ("padding", None)),
+    case("max_pool2d", [(2, 3, 4)], {"kernel_size": 5}, ("kernel_size", None)),
+    case("max_pool1d", [(2, 3, 4)], {"kernel_size": 5}, ("kernel_size", None)),
+    case("avg_pool1d", [(2, 3, 4)], {"kernel_size": 5}, ("kernel_size", None)),
     case("max_pool2d", [(2, 3, 9, 9)], {"kernel_size": 3, "padding": 2}, ("padding", None)),
     case("avg_pool2d", [(2, 3, 9, 9)], {"kernel_size": 3, "padding": 2}, ("padding", None)),
     case("max_pool1d", [(2, 3, 9)], {"kernel_size": 2, "padding": 2, "dilation": 3},
@@ -351,6 +362,20 @@ def test_error_messages():
     with pytest.raises(ShapeRuleError, match=r"cat: tensor 1 has 16 at dim 0") as err:
         FUNCTIONS["cat"].shape((20, 3), (16, 4), dim=1)
     assert err.value.operand == 1
+
+
+def test_pool_and_pad_functions_share_the_layer_messages():
+    with pytest.raises(ShapeRuleError, match=r"pad=\(1, -2\) crops 2 from dim 1"):
+        FUNCTIONS["pad"].shape((2, 1), pad=(1, -2), value=0.0)
+    with pytest.raises(ShapeRuleError, match="at most half of kernel_size=3") as err:
+        shape_of("max_pool1d", (2, 3, 8), kernel_size=3, padding=2, dilation=2)
+    assert "dilation does not count" in err.value.hint
+
+
+def test_dilated_max_pool_window_of_padding_only_is_refused():
+    # taps at -1 and 1 miss the length-1 input: torch returns -inf and may corrupt its heap
+    with pytest.raises(ShapeRuleError, match="holds only padding"):
+        shape_of("max_pool1d", (2, 3, 1), kernel_size=2, padding=1, dilation=2)
 
 
 # -- symbolic dims --------------------------------------------------------------------------------

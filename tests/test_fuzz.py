@@ -114,19 +114,7 @@ KNOWN_BUGS: dict[str, callable] = {
     # a comparison's bool tensor fed to a layer passes the checks and fails at run time
     "bool-tensor-step": lambda e: isinstance(e, RuntimeError) and "Bool" in str(e),
     # shape rules more lenient than torch: accepted, then torch fails at run time
-    "maxpool-dilated-padding": lambda e: isinstance(e, RuntimeError) and "half of kernel" in str(e),
-    "lppool1d-list-kernel": lambda e: isinstance(e, TypeError) and "mul(): argument" in str(e),
-    "avgpool3d-small-input": lambda e: isinstance(e, RuntimeError)
-    and "smaller than kernel size" in str(e),
     "norm-one-value": lambda e: isinstance(e, ValueError) and "more than 1 value per" in str(e),
-    "pad-negative": lambda e: isinstance(e, RuntimeError) and "narrow()" in str(e),
-    "circular-pad-negative": lambda e: isinstance(e, RuntimeError)
-    and "single memory location" in str(e),
-    "same-padding-reflect": lambda e: isinstance(e, RuntimeError)
-    and ("Padding size should be less than" in str(e)
-         or "wrapping around more than once" in str(e)),   # the circular-mode twin
-    "reflection-pad-negative": lambda e: isinstance(e, RuntimeError)
-    and "Calculated output" in str(e),
 }
 
 # Compile-time powers with big exponents run in C for minutes or hours where no alarm can stop
@@ -394,6 +382,7 @@ def single_layers(draw) -> tuple[str, tuple]:
     rank = len(shape)
     small = st.integers(1, 4)
     size = st.one_of(small, st.tuples(*[small] * nd))
+    amount = st.one_of(st.integers(0, 3), st.tuples(*[st.integers(0, 3)] * nd))
     family = draw(st.sampled_from(["conv", "convT", "maxpool", "avgpool", "lppool", "adaptive",
                                    "upsample", "pixel", "flatten", "softmax", "norm", "pad",
                                    "glu", "unflatten", "chshuffle"]))
@@ -417,18 +406,18 @@ def single_layers(draw) -> tuple[str, tuple]:
                   groups=draw(st.sampled_from([1, 1, 2])))
     elif family == "maxpool":
         name = f"MaxPool{nd}d"
-        kw.update(kernel_size=draw(size), stride=draw(st.one_of(st.none(), small)),
-                  padding=draw(st.integers(0, 3)), dilation=draw(st.integers(1, 3)),
+        kw.update(kernel_size=draw(size), stride=draw(st.one_of(st.none(), size)),
+                  padding=draw(amount), dilation=draw(st.one_of(st.integers(1, 3), size)),
                   ceil_mode=draw(st.booleans()))
     elif family == "avgpool":
         name = f"AvgPool{nd}d"
-        kw.update(kernel_size=draw(size), stride=draw(st.one_of(st.none(), small)),
-                  padding=draw(st.integers(0, 3)), ceil_mode=draw(st.booleans()),
+        kw.update(kernel_size=draw(size), stride=draw(st.one_of(st.none(), size)),
+                  padding=draw(amount), ceil_mode=draw(st.booleans()),
                   count_include_pad=draw(st.booleans()))
     elif family == "lppool":
         name = f"LPPool{nd}d"
         kw.update(norm_type=draw(st.sampled_from([1.0, 2.0])), kernel_size=draw(size),
-                  stride=draw(st.one_of(st.none(), small)), ceil_mode=draw(st.booleans()))
+                  stride=draw(st.one_of(st.none(), size)), ceil_mode=draw(st.booleans()))
     elif family == "adaptive":
         name = f"Adaptive{draw(st.sampled_from(['Avg', 'Max']))}Pool{nd}d"
         kw["output_size"] = draw(size)
@@ -534,8 +523,17 @@ def single_functions(draw) -> tuple[str, tuple]:
                                  "adaptive_avg_pool1d", "adaptive_max_pool2d"]))
     if pool.startswith("adaptive"):
         return f"{pool}(x, {draw(st.integers(1, 4))})", shape
-    return (f"{pool}(x, {draw(st.integers(1, 4))}, stride={_lit(draw(st.one_of(st.none(), st.integers(1, 3))))}, "
-            f"padding={draw(st.integers(0, 2))}, ceil_mode={_lit(draw(st.booleans()))})", shape)
+    nd = int(pool[-2])
+
+    def size(lo: int, hi: int):
+        return st.one_of(st.integers(lo, hi), st.tuples(*[st.integers(lo, hi)] * nd))
+
+    kw = {"stride": draw(st.one_of(st.none(), size(1, 3))), "padding": draw(size(0, 2)),
+          "ceil_mode": draw(st.booleans())}
+    if pool.startswith("max"):
+        kw["dilation"] = draw(size(1, 3))
+    args = ", ".join(f"{k}={_lit(v)}" for k, v in kw.items())
+    return f"{pool}(x, {_lit(draw(size(1, 4)))}, {args})", shape
 
 
 def _differential(timed, body: str, shape: tuple) -> None:
@@ -905,6 +903,59 @@ def test_duplicate_block_parameter() -> None:
         _build("block Net(w: int = 1, w: int = 2) {\n    input x: [N, 4]\n    Linear(w)\n}\n")
 
 
+# Pooling and padding shape rules that were more lenient than torch: each spec used to build and
+# then fail at run time. (step, input, what the message must say, the same step in torch)
+nn, F = torch.nn, torch.nn.functional
+FIXED_LENIENT_RULES = {
+    "maxpool-dilated-padding": ("MaxPool1d(2, padding=2, dilation=3)", [2, 1, 8],
+                                "dilation does not count", nn.MaxPool1d(2, padding=2, dilation=3)),
+    "lppool1d-list-kernel": ("LPPool1d(2.0, [3])", [2, 2, 8], "kernel_size",
+                             nn.LPPool1d(2.0, [3])),
+    "avgpool3d-small-input": ("AvgPool3d(2, padding=1)", [1, 1, 1, 1, 1], "padding does not count",
+                              nn.AvgPool3d(2, padding=1)),
+    "pad-negative": ("pad(x, [1, -2])", [2, 1], "crops 2 from dim 1", lambda x: F.pad(x, [1, -2])),
+    "circular-pad-negative": ("CircularPad3d([0, 0, 0, 0, -1, 2])", [1, 2, 1, 1],
+                              "leaves only 1 of the input depth 2",
+                              nn.CircularPad3d([0, 0, 0, 0, -1, 2])),
+    "same-padding-reflect": ('Conv1d(1, 2, padding="same", padding_mode="reflect")', [2, 1, 1],
+                             "(0 before, 1 after) must be smaller than the input length 1",
+                             nn.Conv1d(1, 1, 2, padding="same", padding_mode="reflect")),
+    "same-padding-circular": ('Conv1d(1, 6, padding="same", padding_mode="circular")', [2, 1, 2],
+                              "(2 before, 3 after) must be at most the input length 2",
+                              nn.Conv1d(1, 1, 6, padding="same", padding_mode="circular")),
+    "reflection-pad-negative": ("ReflectionPad1d(-1)", [1, 2], "crops the input [1, 2] to nothing",
+                                nn.ReflectionPad1d(-1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIXED_LENIENT_RULES))
+def test_pool_and_pad_rules_refuse_what_torch_refuses(case: str) -> None:
+    body, shape, wanted, in_torch = FIXED_LENIENT_RULES[case]
+    with pytest.raises(SpecError) as info:
+        _build(f"block One {{\n    {body}\n}}\n", input=shape)
+    said = " ".join(f"{d.message} {d.hint or ''}" for d in info.value.diagnostics)
+    assert wanted in said, str(info.value)
+    assert info.value.diagnostics[0].span.line == 2
+    with pytest.raises((RuntimeError, TypeError)):
+        in_torch(torch.randn(*shape))
+
+
+def test_dilated_max_pool_window_of_padding_only_is_refused() -> None:
+    # The window over height 1 taps rows -1 and 1, both outside the input: torch returns -inf
+    # there and corrupts its heap, so torch is not run here.
+    with pytest.raises(SpecError, match="holds only padding"):
+        _build("block One {\n    MaxPool2d(2, padding=[1, 0], dilation=2)\n}\n", input=[2, 2, 1, 6])
+
+
+@pytest.mark.parametrize("body", ["MaxPool1d(4, stride=3, ceil_mode=true)",
+                                  "AvgPool1d(4, ceil_mode=true)",
+                                  "max_pool1d(x, 4, stride=3, ceil_mode=true)"])
+def test_ceil_mode_pools_a_window_that_overhangs_the_input(body: str) -> None:
+    # torch keeps a last window that starts inside the input even when the kernel is larger
+    model = _build(f"block One {{\n    {body}\n}}\n", input=[2, 1, 3])
+    assert tuple(model(torch.randn(2, 1, 3)).shape) == (2, 1, 1)
+
+
 def _checkpoint_with(record_changes: dict | None = None, dtype: str | None = None) -> Path:
     blob = _with_record(dict(RECORD, **(record_changes or {})))
     header = json.loads(blob[8:8 + struct.unpack("<Q", blob[:8])[0]])
@@ -985,14 +1036,7 @@ def test_bug_bool_tensor_into_layer() -> None:
 
 # Shape rules more lenient than torch: the spec builds, then torch fails at run time.
 LENIENT_RULES = {
-    "maxpool-dilated-padding": ("MaxPool1d(2, padding=2, dilation=3)", [2, 1, 8]),
-    "lppool1d-list-kernel": ("LPPool1d(2.0, [3])", [2, 2, 8]),
-    "avgpool3d-small-input": ("AvgPool3d(2, padding=1)", [1, 1, 1, 1, 1]),
     "groupnorm-batch-of-one": ("GroupNorm(4)", [1, 4]),
-    "pad-negative": ("pad(x, [1, -2])", [2, 1]),
-    "circular-pad-negative": ("CircularPad3d([0, 0, 0, 0, -1, 2])", [1, 2, 1, 1]),
-    "same-padding-reflect": ('Conv1d(1, 2, padding="same", padding_mode="reflect")', [2, 1, 1]),
-    "reflection-pad-negative": ("ReflectionPad1d(-1)", [1, 2]),
 }
 
 
@@ -1005,15 +1049,6 @@ def test_bug_lenient_shape_rule(case: str) -> None:
     except SpecError:
         return
     model(torch.randn(*shape))
-
-
-@pytest.mark.xfail(strict=True, reason="with ceil_mode=true torch pools a window that starts "
-                   "inside the input even when the kernel is larger; netspec refuses it")
-@pytest.mark.parametrize("body", ["MaxPool1d(4, stride=3, ceil_mode=true)",
-                                  "AvgPool1d(4, ceil_mode=true)"])
-def test_bug_ceil_mode_false_refusal(body: str) -> None:
-    model = _build(f"block One {{\n    {body}\n}}\n", input=[2, 1, 3])
-    assert tuple(model(torch.randn(2, 1, 3)).shape) == (2, 1, 1)
 
 
 @pytest.mark.xfail(strict=True, reason="GRU, LSTM and RNN (documented fallback layers) take "

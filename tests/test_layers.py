@@ -69,6 +69,8 @@ SHAPE_CASES = [
      (1, 2, 5, 5)),
     ("Conv3d", dict(out_channels=2, kernel_size=2), (1, 3, 4, 5, 6)),
     ("Conv3d", dict(out_channels=4, kernel_size=(1, 3, 3), padding="same", groups=2), (2, 4, 4, 4)),
+    ("Conv1d", dict(out_channels=2, kernel_size=4, padding="same", padding_mode="circular"),
+     (1, 1, 2)),
     ("ConvTranspose1d", dict(out_channels=3, kernel_size=3, stride=2), (2, 4, 5)),
     ("ConvTranspose1d", dict(out_channels=2, kernel_size=4, stride=3, padding=1, output_padding=2),
      (4, 6)),
@@ -177,6 +179,9 @@ SHAPE_CASES = [
     ("MaxPool2d", dict(kernel_size=2, stride=3, padding=1, ceil_mode=True), (1, 1, 6, 7)),
     ("MaxPool3d", dict(kernel_size=2), (1, 2, 4, 4, 4)),
     ("MaxPool3d", dict(kernel_size=(1, 2, 3), stride=1, dilation=(1, 2, 1)), (2, 3, 5, 6)),
+    # ceil_mode keeps a window that starts inside the input though the kernel is larger
+    ("MaxPool1d", dict(kernel_size=4, stride=3, ceil_mode=True), (2, 1, 3)),
+    ("MaxPool2d", dict(kernel_size=3, padding=1, dilation=2), (1, 1, 3, 5)),
     ("AvgPool1d", dict(kernel_size=3), (2, 3, 9)),
     ("AvgPool1d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), (3, 8)),
     ("AvgPool2d", dict(kernel_size=2), (2, 3, 8, 8)),
@@ -185,6 +190,7 @@ SHAPE_CASES = [
     ("AvgPool2d", dict(kernel_size=(2, 3), ceil_mode=True), (1, 1, 5, 7)),
     ("AvgPool3d", dict(kernel_size=2), (1, 2, 4, 4, 4)),
     ("AvgPool3d", dict(kernel_size=3, stride=2, padding=1), (2, 5, 6, 7)),
+    ("AvgPool2d", dict(kernel_size=(4, 2), ceil_mode=True), (1, 3, 2)),
     ("LPPool1d", dict(norm_type=2.0, kernel_size=3), (2, 3, 7)),
     ("LPPool1d", dict(norm_type=1, kernel_size=2, stride=3, ceil_mode=True), (3, 8)),
     ("LPPool2d", dict(norm_type=2.0, kernel_size=2), (2, 3, 6, 6)),
@@ -219,6 +225,7 @@ SHAPE_CASES = [
     ("ChannelShuffle", dict(groups=3), (1, 6, 2)),
     ("ZeroPad1d", dict(padding=2), (2, 3, 5)),
     ("ZeroPad1d", dict(padding=(1, -2)), (4, 6)),
+    ("ZeroPad1d", dict(padding=(2, -3)), (2, 3)),
     ("ZeroPad2d", dict(padding=1), (2, 3, 4, 5)),
     ("ZeroPad2d", dict(padding=(1, 2, 0, 3)), (3, 4)),
     ("ZeroPad3d", dict(padding=1), (1, 2, 3, 4, 5)),
@@ -231,18 +238,22 @@ SHAPE_CASES = [
     ("ConstantPad3d", dict(padding=(0, 1, 0, 1, 2, 2), value=1.0), (1, 1, 2, 3, 4)),
     ("ReflectionPad1d", dict(padding=2), (2, 3, 5)),
     ("ReflectionPad1d", dict(padding=(1, 3)), (3, 4)),
+    ("ReflectionPad1d", dict(padding=(-1, 2)), (2, 3, 4)),
+    ("ReflectionPad2d", dict(padding=(-1, -2, 1, 1)), (1, 3, 3)),  # an empty width is allowed
     ("ReflectionPad2d", dict(padding=1), (2, 3, 4, 5)),
     ("ReflectionPad2d", dict(padding=(2, 0, 1, 3)), (3, 4, 5)),
     ("ReflectionPad3d", dict(padding=1), (1, 2, 3, 4, 5)),
     ("ReflectionPad3d", dict(padding=(1, 0, 2, 1, 0, 1)), (2, 2, 3, 4)),
     ("ReplicationPad1d", dict(padding=3), (2, 3, 2)),
     ("ReplicationPad1d", dict(padding=(0, 2)), (3, 4)),
+    ("ReplicationPad1d", dict(padding=(-2, 1)), (3, 4)),
     ("ReplicationPad2d", dict(padding=2), (2, 3, 2, 2)),
     ("ReplicationPad2d", dict(padding=(1, 2, 3, 4)), (3, 4, 5)),
     ("ReplicationPad3d", dict(padding=1), (1, 2, 3, 4, 5)),
     ("ReplicationPad3d", dict(padding=(2, 0, 0, 1, 1, 1)), (2, 2, 3, 4)),
     ("CircularPad1d", dict(padding=2), (2, 3, 5)),
     ("CircularPad1d", dict(padding=(3, 1)), (3, 3)),
+    ("CircularPad1d", dict(padding=(-1, 3)), (1, 1, 4)),  # wraps the 3 elements the crop leaves
     ("CircularPad2d", dict(padding=1), (2, 3, 4, 5)),
     ("CircularPad2d", dict(padding=(1, 0, 2, 2)), (3, 4, 5)),
     ("CircularPad3d", dict(padding=1), (1, 2, 3, 4, 5)),
@@ -353,6 +364,21 @@ ERROR_CASES = [
     ("CircularPad1d", dict(padding=4), (1, 1, 3), "padding"),
     ("ReplicationPad1d", dict(padding=1), (1, 2, 3, 4), None),
     ("ZeroPad1d", dict(padding=-3), (2, 5), "padding"),
+    ("ZeroPad1d", dict(padding=(1, -2)), (2, 1), "padding"),
+    ("ReflectionPad1d", dict(padding=-1), (1, 2), "padding"),
+    ("ReflectionPad2d", dict(padding=(-2, -1, 0, -3)), (1, 3, 3), "padding"),
+    ("ReplicationPad1d", dict(padding=(-2, -1)), (1, 1, 3), "padding"),
+    ("CircularPad3d", dict(padding=(0, 0, 0, 0, -1, 2)), (1, 2, 1, 1), "padding"),
+    ("Conv1d", dict(out_channels=2, kernel_size=2, padding="same", padding_mode="reflect"),
+     (2, 1, 1), "padding"),
+    ("Conv1d", dict(out_channels=2, kernel_size=6, padding="same", padding_mode="circular"),
+     (2, 1, 2), "padding"),
+    ("MaxPool1d", dict(kernel_size=2, padding=2, dilation=3), (2, 1, 8), "padding"),
+    ("MaxPool2d", dict(kernel_size=3, padding=2, dilation=2), (1, 1, 9, 9), "padding"),
+    ("MaxPool1d", dict(kernel_size=6, stride=3, ceil_mode=True), (1, 1, 3), "kernel_size"),
+    ("AvgPool3d", dict(kernel_size=2, padding=1), (1, 1, 1, 1, 1), "kernel_size"),
+    ("LPPool3d", dict(norm_type=2.0, kernel_size=(1, 2, 2), ceil_mode=True), (1, 2, 1, 3),
+     "kernel_size"),
     ("Embedding", dict(num_embeddings=5, embedding_dim=2, padding_idx=5), (3,), "padding_idx"),
 ]
 
@@ -403,6 +429,54 @@ def test_kernel_message():
     assert info.value.message == "kernel_size=5 is larger than the input height 3"
 
 
+def test_pool_padding_is_compared_with_the_undilated_kernel():
+    args = validated("MaxPool2d", dict(kernel_size=3, padding=2, dilation=2))
+    with pytest.raises(ShapeRuleError) as info:
+        LAYERS["MaxPool2d"].shape(args, (N, 1, 9, 9))
+    assert info.value.message == "padding=2 must be at most half of kernel_size=3"
+    assert info.value.hint == ("a padding of 2 needs a kernel size of at least 4; dilation does "
+                               "not count, only kernel_size itself")
+
+
+def test_ceil_mode_kernel_message_says_how_far_a_window_may_overhang():
+    args = validated("MaxPool1d", dict(kernel_size=6, stride=3, ceil_mode=True))
+    with pytest.raises(ShapeRuleError) as info:
+        LAYERS["MaxPool1d"].shape(args, (N, 1, 3))
+    assert info.value.message == "kernel_size=6 is larger than the input length 3, even with " \
+                                 "ceil_mode=true"
+    assert info.value.hint == "with ceil_mode=true the last window may overhang the end of the " \
+                              "input by at most stride - 1 = 2"
+
+
+@pytest.mark.parametrize("stated,shape", [
+    (dict(kernel_size=2, padding=(1, 0), dilation=2), (2, 2, 1, 6)),   # taps rows -1 and 1
+    (dict(kernel_size=2, stride=1, padding=1, dilation=3), (1, 1, 2, 2)),  # taps -1 and 2
+])
+def test_dilated_max_pool_window_of_padding_only_is_refused(stated, shape):
+    # torch returns -inf for such a window and can corrupt its heap, so it is not run here
+    args = validated("MaxPool2d", stated)
+    with pytest.raises(ShapeRuleError) as info:
+        LAYERS["MaxPool2d"].shape(args, shape)
+    assert "holds only padding" in info.value.message
+    assert info.value.arg == "padding"
+
+
+def test_dilated_max_pool_window_holding_an_input_element_is_kept():
+    args = validated("MaxPool1d", dict(kernel_size=2, stride=1, padding=1, dilation=2))
+    assert LAYERS["MaxPool1d"].shape(args, (1, 1, 2)) == (1, 1, 2)  # taps (-1, 1) and (0, 2)
+
+
+@pytest.mark.parametrize("padding,shape", [
+    ((-3, 1), (1, 1, 3)),   # nothing is left to wrap: torch returns uninitialised memory
+    ((-1, 3), (1, 2, 3)),   # wraps twice: torch refuses when the channels are 1, else computes it
+])
+def test_circular_padding_wraps_at_most_what_the_crop_leaves(padding, shape):
+    args = validated("CircularPad1d", dict(padding=padding))
+    with pytest.raises(ShapeRuleError) as info:
+        LAYERS["CircularPad1d"].shape(args, shape)
+    assert "to copy from" in info.value.message
+
+
 def test_infer_refuses_a_symbolic_channel_dim():
     with pytest.raises(ShapeRuleError) as info:
         LAYERS["Conv2d"].in_sizes[0].infer((N, C, 8, 8))
@@ -422,6 +496,7 @@ INVALID_ARGS = [
     ("MaxPool2d", dict(kernel_size=0), (1, 1, 4, 4)),
     ("MaxPool1d", dict(kernel_size=2, stride=0), (1, 1, 4)),
     ("AvgPool2d", dict(kernel_size=2, divisor_override=0), (1, 1, 4, 4)),
+    ("LPPool1d", dict(norm_type=2.0, kernel_size=[3]), (2, 2, 8)),  # multiplies by kernel_size
     ("Linear", dict(in_features=3, out_features=-2), (2, 3)),
     ("ConvTranspose2d", dict(in_channels=2, out_channels=2, kernel_size=3,
                              padding_mode="reflect"), (1, 2, 4, 4)),
