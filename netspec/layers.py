@@ -521,6 +521,14 @@ def _group_norm(args: dict[str, Any], x: Shape) -> Shape:
     if c % g:
         raise ShapeRuleError(f"num_channels={c} is not divisible by num_groups={g}",
                              arg="num_groups")
+    # torch refuses a group of one value, in training and in eval alike
+    per_group = x[0] * (x[1] // g) if isinstance(x[1], int) else None
+    for d in x[2:]:
+        per_group = per_group * d if per_group is not None else None
+    if isinstance(per_group, int) and per_group == 1:
+        raise ShapeRuleError(f"group norm needs more than 1 value per group, but the input "
+                             f"{fmt_shape(x)} has 1 in each of its {g} groups",
+                             hint="use fewer groups, or a bigger batch or input")
     return x
 
 
