@@ -105,6 +105,9 @@ class Emitter:
             if op == "call_module":
                 self.uses_modules = True
                 expr = f"mods[{data['target']!r}]({self.src(data['args'][0])})"
+                index = output_index(self.mod.children[data["target"]])
+                if index is not None:
+                    expr += f"[{index}]"     # an LSTM's (output, (h_n, c_n)): the output
                 self.assign(n, data, expr, last_use, now)
                 continue
             if op == "loop":
@@ -169,6 +172,11 @@ class Emitter:
         if fn.factory:
             kwargs.update(device="device", dtype="dtype", generator="generator")
         return fn.emit(*args, **kwargs)
+
+
+def output_index(mod: ModuleIR) -> int | None:
+    """The element of a layer's tuple result that a step passes on; None for one tensor."""
+    return mod.layer.output_index if mod.kind == "layer" and mod.layer is not None else None
 
 
 def strip_parens(expr: str) -> str:

@@ -204,9 +204,25 @@ def _signature(cls_name: str) -> list[inspect.Parameter]:
     import torch.nn as nn
 
     try:
-        return list(inspect.signature(getattr(nn, cls_name).__init__).parameters.values())[1:]
+        params = list(inspect.signature(getattr(nn, cls_name).__init__).parameters.values())[1:]
     except (TypeError, ValueError, AttributeError):
         return []
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return _table_signature(cls_name) or params
+    return params
+
+
+def _table_signature(cls_name: str) -> list[inspect.Parameter]:
+    """The documented arguments of a layer whose ``__init__`` takes ``*args, **kwargs`` (RNN,
+    LSTM, GRU), from the layer table, so that the source reads ``nn.LSTM(32, 64)``."""
+    from netspec.registry import LAYERS
+
+    layer = LAYERS.get(cls_name)
+    if layer is None:
+        return []
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return [inspect.Parameter(p.name, kind, default=inspect.Parameter.empty if p.required
+                              else p.default) for p in layer.params]
 
 
 _FIRST_BY_POSITION = {"p", "negative_slope"}   # nn.Dropout(0.1), nn.LeakyReLU(0.2)

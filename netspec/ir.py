@@ -150,7 +150,11 @@ def output(graph: nx.DiGraph) -> str:
 
 
 def is_sequential(mod: ModuleIR) -> bool:
-    """A block is a Sequential when its graph is a chain of module calls and nothing else."""
+    """A block is a Sequential when its graph is a chain of module calls and nothing else.
+
+    A call of a layer that returns a tuple (an LSTM) needs its element picked out, which an
+    ``nn.Sequential`` would not do, so a block with one has a generated forward.
+    """
     if mod.kind != "block" or mod.tensors or mod.graph is None:
         return False
     previous = None
@@ -160,6 +164,10 @@ def is_sequential(mod: ModuleIR) -> bool:
             previous = nid
         elif op in ("call_module", "output"):
             if data["args"][0] != Ref(previous):
+                return False
+            child = mod.children[data["target"]] if op == "call_module" else None
+            if child is not None and child.layer is not None and \
+                    child.layer.output_index is not None:
                 return False
             previous = nid
         else:

@@ -144,7 +144,8 @@ class _From:
 
 def _layer(name: str, params: tuple[Param, ...], rule: Rule | None = None, *,
            ranks: tuple[int, ...] | None = None, min_rank: int = 0, layout: str = "",
-           sizes: tuple[_From, ...] = (), factory: bool = False, doc: str = "") -> LayerDef:
+           sizes: tuple[_From, ...] = (), factory: bool = False, doc: str = "",
+           output_index: int | None = None) -> LayerDef:
     """Build and register a LayerDef whose shape rule checks the rank, then stated sizes."""
 
     def check(x: Shape) -> None:
@@ -159,7 +160,8 @@ def _layer(name: str, params: tuple[Param, ...], rule: Rule | None = None, *,
 
     in_sizes = tuple(InSize(s.param, _inferrer(s, check), s.noun, compare=s.check,
                             dim=None if s.as_tuple else s.dim) for s in sizes)
-    return register_layer(LayerDef(name, params, in_sizes, shape, ranks, factory, doc))
+    return register_layer(LayerDef(name, params, in_sizes, shape, ranks, factory, doc,
+                                   output_index=output_index))
 
 
 def _inferrer(s: _From, check: Callable[[Shape], None]) -> Callable[[Shape], Any]:
@@ -944,6 +946,61 @@ for _kind in ("Zero", "Constant", "Reflection", "Replication", "Circular"):
     for _nd in (1, 2, 3):
         _pad(_kind, _nd)
 
+# -- recurrent -------------------------------------------------------------------------------------
+#
+# torch's RNN, LSTM and GRU return (output, h_n) and LSTMCell returns (h, c): in a spec these pass
+# on element 0 (``output_index``), the output at every step or the new hidden state.
+
+_GATES = {"RNN": 1, "LSTM": 4, "GRU": 3, "RNNCell": 1, "LSTMCell": 4, "GRUCell": 3}
+_SEQUENCE = "[L, N, input_size], [N, L, input_size] with batch_first, or [L, input_size]"
+_Nonlinearity = Literal["tanh", "relu"]
+
+
+def _recurrent_params(name: str) -> tuple[Param, ...]:
+    """torch's documented arguments; the classes themselves take ``*args, **kwargs``."""
+    head = (P("input_size", PosInt), P("hidden_size", PosInt), P("num_layers", PosInt, 1))
+    if name == "RNN":
+        head += (P("nonlinearity", _Nonlinearity, "tanh"),)
+    tail = (P("bias", Bool, True), P("batch_first", Bool, False), P("dropout", Prob, 0.0),
+            P("bidirectional", Bool, False))
+    if name == "LSTM":       # RNN and GRU refuse proj_size
+        tail += (P("proj_size", NonNegInt, 0),)
+    return head + tail
+
+
+def _recurrent_rule(args: dict[str, Any], x: Shape) -> Shape:
+    """Each step's input_size features -> directions * (proj_size or hidden_size)."""
+    proj, hidden = args.get("proj_size", 0), args["hidden_size"]
+    if proj >= hidden:
+        raise ShapeRuleError(f"proj_size={proj} must be smaller than hidden_size={hidden}",
+                             arg="proj_size")
+    steps = x[1] if len(x) == 3 and args["batch_first"] else x[0]
+    if is_static(steps) and steps == 0:
+        raise ShapeRuleError(f"the input {fmt_shape(x)} has no time steps; a recurrent layer "
+                             f"needs a sequence of length 1 or more")
+    directions = 2 if args["bidirectional"] else 1
+    return x[:-1] + (directions * (proj or hidden),)
+
+
+def _cell_rule(args: dict[str, Any], x: Shape) -> Shape:
+    return x[:-1] + (args["hidden_size"],)  # [N, input_size] or [input_size] -> hidden
+
+
+_INPUT_SIZE = _From("input_size", -1, "last", "features")
+
+for _name in ("RNN", "LSTM", "GRU"):
+    _layer(_name, _recurrent_params(_name), _recurrent_rule, ranks=(2, 3), layout=_SEQUENCE,
+           sizes=(_INPUT_SIZE,), factory=True, output_index=0,
+           doc=f"a multi-layer {_name} over a sequence; passes on the output at every step")
+
+for _name in ("RNNCell", "LSTMCell", "GRUCell"):
+    _params = (P("input_size", PosInt), P("hidden_size", PosInt), P("bias", Bool, True))
+    if _name == "RNNCell":
+        _params += (P("nonlinearity", _Nonlinearity, "tanh"),)
+    _layer(_name, _params, _cell_rule, ranks=(1, 2), layout="[N, input_size] or [input_size]",
+           sizes=(_INPUT_SIZE,), factory=True, output_index=0 if _name == "LSTMCell" else None,
+           doc=f"one {_name.removesuffix('Cell')} step; passes on the new hidden state")
+
 # -- schema ----------------------------------------------------------------------------------------
 
 
@@ -1027,6 +1084,42 @@ def _group_norm_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
     return {"weight": (c, "param"), **({"bias": (c, "param")} if args.get("bias", True) else {})}
 
 
+TensorRule = Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]
+
+
+def _recurrent_tensors(gates: int) -> TensorRule:
+    """Per layer and direction, in torch's order: weight_ih, weight_hh, bias_ih, bias_hh and
+    (LSTM with proj_size) weight_hr; suffix ``_l{k}`` and ``_reverse`` for the backward one."""
+    def tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+        hidden, proj = args["hidden_size"], args.get("proj_size", 0)
+        real = proj or hidden                     # the size of h, as the next layer sees it
+        directions = 2 if args["bidirectional"] else 1
+        out: dict[str, tuple[Shape, str]] = {}
+        for k in range(args["num_layers"]):
+            width = args["input_size"] if k == 0 else real * directions
+            for suffix in ("", "_reverse")[:directions]:
+                out[f"weight_ih_l{k}{suffix}"] = ((gates * hidden, width), "param")
+                out[f"weight_hh_l{k}{suffix}"] = ((gates * hidden, real), "param")
+                if args["bias"]:
+                    out[f"bias_ih_l{k}{suffix}"] = ((gates * hidden,), "param")
+                    out[f"bias_hh_l{k}{suffix}"] = ((gates * hidden,), "param")
+                if proj:
+                    out[f"weight_hr_l{k}{suffix}"] = ((proj, hidden), "param")
+        return out
+    return tensors
+
+
+def _cell_tensors(gates: int) -> TensorRule:
+    def tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+        rows, hidden = gates * args["hidden_size"], args["hidden_size"]
+        out = {"weight_ih": ((rows, args["input_size"]), "param"),
+               "weight_hh": ((rows, hidden), "param")}
+        if args["bias"]:
+            out.update(bias_ih=((rows,), "param"), bias_hh=((rows,), "param"))
+        return out
+    return tensors
+
+
 _TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = {
     "Linear": _linear_tensors,
     **{f"Conv{n}d": _conv_tensors(n, False) for n in (1, 2, 3)},
@@ -1039,6 +1132,8 @@ _TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = 
     "GroupNorm": _group_norm_tensors,
     "PReLU": lambda a: {"weight": ((a["num_parameters"],), "param")},
     "Embedding": lambda a: {"weight": ((a["num_embeddings"], a["embedding_dim"]), "param")},
+    **{name: _recurrent_tensors(_GATES[name]) for name in ("RNN", "LSTM", "GRU")},
+    **{name: _cell_tensors(_GATES[name]) for name in ("RNNCell", "LSTMCell", "GRUCell")},
 }
 for _name, _layer_def in LAYERS.items():
     _layer_def.tensors = _TENSORS.get(_name, _no_tensors)
@@ -1189,8 +1284,11 @@ def _run(module: Any, size: list[int]) -> Any:
             y = module(torch.empty(size, device="meta", dtype=torch.long))
         except Exception:
             raise first from None
-    while isinstance(y, (tuple, list)):
-        y = y[0]
+    if isinstance(y, (tuple, list)):
+        # the next step would get the whole tuple at run time (layers that return a tuple
+        # have a table entry that says which element a step passes on)
+        raise ShapeRuleError(f"{type(module).__name__} returns a {type(y).__name__} of "
+                             f"{len(y)}, not one tensor, so it cannot be a step")
     return y
 
 

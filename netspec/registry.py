@@ -68,6 +68,9 @@ class LayerDef:
     rank: tuple[int, ...] | None = None    # accepted input ranks, None = any
     factory_kwargs: bool = False           # constructor accepts device= and dtype=
     doc: str = ""
+    # torch's forward returns a tuple and a spec step passes on this element of it
+    # (``output`` of an LSTM's ``(output, (h_n, c_n))``); None: it returns one tensor
+    output_index: int | None = None
     _schema: Any = field(default=None, repr=False, compare=False)
     cls: Any = field(default=None, repr=False, compare=False)   # None: torch.nn.<name>
     # (args) -> {name: (shape, "param" | "buffer")}: the layer's own tensors, without torch;

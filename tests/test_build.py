@@ -40,3 +40,61 @@ def test_materialised_layer_equals_torch_under_the_same_seed(name, stated, shape
     assert list(ours) == list(theirs)
     for key in ours:
         assert torch.equal(ours[key], theirs[key]), key
+
+
+RECURRENT = [c for c in CASES if c.values[0] in ("RNN", "LSTM", "GRU")]
+
+
+@pytest.mark.parametrize("name,stated,shape", RECURRENT)
+def test_materialised_recurrent_layer_runs_as_torch_under_the_same_seed(name, stated, shape):
+    """After materialising, the flat weights an RNN's kernel reads are its parameters, and a
+    step passes on element 0 of torch's result (``output``)."""
+    model = netspec.build(layer_spec(name, stated, shape), seed=7)
+    layer = model.only
+    assert not isinstance(model, torch.nn.Sequential)   # it would pass the tuple on
+    assert [w is p for w, p in zip(layer._flat_weights, layer.parameters())] == \
+        [True] * len(layer._flat_weights_names)
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        twin = getattr(torch.nn, name)(**layer._netspec_ir.resolved_args)
+    model.eval()
+    twin.eval()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x), twin(x)[0])
+    assert tuple(model(x).shape) == model._netspec.output_shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_recurrent_layer_built_in_another_dtype(dtype):
+    model = netspec.build(layer_spec("GRU", dict(hidden_size=5, batch_first=True), (2, 3, 4)),
+                          seed=0, dtype=dtype)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert model(torch.randn(2, 3, 4, dtype=dtype)).dtype == dtype
+
+
+def test_recurrent_steps_in_nested_chains_repeats_and_lets_pass_on_the_output():
+    text = ("block R {\n    input x: [N, 5, 4]\n"
+            "    enc: { LSTM(8, batch_first=true); Tanh() }\n"
+            "    repeat 2 as \"gru{i}\" { GRU(8, batch_first=true) }\n"
+            "    let shared = RNN(8, batch_first=true)\n    shared\n    shared\n}\n")
+    model = netspec.build(text, seed=0)
+    assert not isinstance(model.enc, torch.nn.Sequential)   # it would pass the tuple on
+    x = torch.randn(2, 5, 4)
+    h = torch.tanh(model.enc.get_submodule("0")(x)[0])
+    for layer in (model.gru0, model.gru1, model.shared, model.shared):
+        h = layer(h)[0]
+    assert torch.equal(model(x), h)
+
+
+def test_one_hot_constant_takes_the_last_step():
+    """The recipe of docs/language.md for the last step of a sequence, without slicing."""
+    text = ("block LastStep(steps: int = 6) {\n    input x: [N, steps, 4]\n"
+            "    lstm: LSTM(16, batch_first=true)\n"
+            "    const last = arange(steps) == steps - 1\n"
+            "    transpose(x, 1, 2) @ last\n}\n")
+    model = netspec.build(text, seed=0)
+    x = torch.randn(3, 6, 4)
+    output, (h_n, _) = model.lstm(x)
+    assert torch.equal(model(x), output[:, -1])
+    assert torch.equal(model(x), h_n[-1])

@@ -4,7 +4,8 @@ Each spec in specs/ is built at its declared input with every dim symbol set to 
 against its own eager output:
 
 * ``torch.compile(model, fullgraph=True)`` traces the whole forward into one graph (no graph
-  breaks). The backend is ``aot_eager``: Dynamo captures the graph and AOTAutograd traces it
+  breaks; a model with an RNN, LSTM or GRU needs Dynamo's experimental ``allow_rnn``). The
+  backend is ``aot_eager``: Dynamo captures the graph and AOTAutograd traces it
   (functionalisation, decompositions, the backward graph), but no C++ is compiled, which keeps
   the file fast on a small machine. One spec also goes through the default backend (Inductor);
   that test is marked ``slow``.
@@ -89,7 +90,9 @@ def test_compile_fullgraph_matches_eager(path: Path):
     model, x = build(path)
     want = eager(model, x)
     compiled = torch.compile(model, fullgraph=True, backend=BACKEND)
-    with torch.no_grad():
+    # Dynamo traces RNN, LSTM and GRU modules only with its experimental allow_rnn
+    recurrent = any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
+    with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=recurrent):
         got = compiled(x.clone())
     torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from netspec.dims import Sym
-from netspec.layers import LAYER_NAMES, layer_schema, lookup_layer
+from netspec.layers import LAYER_NAMES, layer_from_class, layer_schema, lookup_layer
 from netspec.registry import LAYERS, REQUIRED, ShapeRuleError
 
 N, C, H, W = (Sym.symbol(s) for s in "NCHW")
@@ -34,13 +35,58 @@ def typed(default: object) -> tuple[type, object]:
     return type(default), default
 
 
+def documented_params(cls: type) -> tuple[list[tuple[str, object]], bool]:
+    """As ``torch_params`` for RNN, LSTM and GRU, whose ``__init__`` takes ``*args, **kwargs``:
+    the arguments their docstring documents (``__init__(input_size,hidden_size,...)``)."""
+    line = inspect.getdoc(cls).splitlines()[0]
+    assert line.startswith("__init__(") and line.endswith(")"), line
+    (fn,) = ast.parse(f"def f({line[len('__init__('):-1]}): pass").body
+    names = [a.arg for a in fn.args.args]
+    defaults = [REQUIRED] * (len(names) - len(fn.args.defaults)) + \
+        [ast.literal_eval(d) for d in fn.args.defaults]
+    documented = dict(zip(names, defaults))
+    factory = "device" in documented and "dtype" in documented
+    return [(n, d) for n, d in documented.items() if n not in ("device", "dtype")], factory
+
+
+def expected_params(cls: type) -> tuple[list[tuple[str, object]], bool]:
+    if issubclass(cls, torch.nn.RNNBase):
+        return documented_params(cls)
+    return torch_params(cls)
+
+
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_params_match_torch_signature(name):
     layer = LAYERS[name]
-    expected, factory = torch_params(getattr(torch.nn, name))
+    expected, factory = expected_params(getattr(torch.nn, name))
     assert [(p.name, typed(p.default)) for p in layer.params] == \
         [(n, typed(d)) for n, d in expected]
     assert layer.factory_kwargs == factory
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_documented_recurrent_arguments_are_rnn_base_arguments(name):
+    """The documented defaults are RNNBase's (RNN adds nonlinearity, only LSTM has proj_size),
+    and torch reads positional arguments in the documented order."""
+    documented, factory = documented_params(getattr(torch.nn, name))
+    base, base_factory = torch_params(torch.nn.RNNBase)
+    base = dict(base[1:])                                    # without mode
+    assert factory == base_factory
+    for arg, default in documented:
+        if arg != "nonlinearity":
+            assert typed(base.pop(arg)) == typed(default), arg
+    assert list(base) == ([] if name == "LSTM" else ["proj_size"])
+    values = {"input_size": 3, "hidden_size": 7, "num_layers": 2, "nonlinearity": "relu",
+              "bias": False, "batch_first": True, "dropout": 0.5, "bidirectional": True,
+              "proj_size": 2}
+    positional = [values[p.name] for p in LAYERS[name].params]
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = getattr(torch.nn, name)(*positional)
+    for p, value in zip(LAYERS[name].params, positional):
+        assert getattr(module, p.name) == value, p.name
+    if name == "RNN":
+        assert module.mode == "RNN_RELU"
 
 
 # -- output shapes against real modules ------------------------------------------------------------
@@ -258,6 +304,23 @@ SHAPE_CASES = [
     ("CircularPad2d", dict(padding=(1, 0, 2, 2)), (3, 4, 5)),
     ("CircularPad3d", dict(padding=1), (1, 2, 3, 4, 5)),
     ("CircularPad3d", dict(padding=(0, 1, 1, 0, 2, 2)), (2, 2, 3, 4)),
+    ("RNN", dict(hidden_size=6), (5, 2, 4)),
+    ("RNN", dict(hidden_size=3, num_layers=2, nonlinearity="relu", bias=False, batch_first=True,
+                 bidirectional=True), (2, 5, 4)),
+    ("RNN", dict(hidden_size=4, batch_first=True), (5, 3)),   # unbatched: batch_first unused
+    ("LSTM", dict(hidden_size=6), (5, 2, 4)),
+    ("LSTM", dict(hidden_size=6, num_layers=3, batch_first=True, dropout=0.25,
+                  bidirectional=True, proj_size=2), (2, 5, 4)),
+    ("LSTM", dict(hidden_size=5, bias=False, proj_size=3), (7, 4)),
+    ("LSTM", dict(hidden_size=4, num_layers=2, bidirectional=True), (1, 0, 3)),  # no batch
+    ("GRU", dict(hidden_size=6, batch_first=True), (2, 5, 4)),
+    ("GRU", dict(hidden_size=3, num_layers=2, bias=False, bidirectional=True), (5, 4)),
+    ("RNNCell", dict(hidden_size=6), (2, 4)),
+    ("RNNCell", dict(hidden_size=3, bias=False, nonlinearity="relu"), (4,)),
+    ("LSTMCell", dict(hidden_size=6), (2, 4)),
+    ("LSTMCell", dict(hidden_size=3, bias=False), (4,)),
+    ("GRUCell", dict(hidden_size=6), (3, 4)),
+    ("GRUCell", dict(hidden_size=2, bias=False), (5,)),
 ]
 
 
@@ -285,7 +348,11 @@ def run_torch(name: str, args: dict, shape: tuple) -> tuple:
         x = torch.randn(shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tuple(module(x).shape)
+        y = module(x)
+    if LAYERS[name].output_index is not None:   # (output, h_n) and such: a step passes one on
+        assert isinstance(y, tuple)
+        y = y[LAYERS[name].output_index]
+    return tuple(y.shape)
 
 
 def test_every_layer_has_shape_cases():
@@ -380,6 +447,17 @@ ERROR_CASES = [
     ("LPPool3d", dict(norm_type=2.0, kernel_size=(1, 2, 2), ceil_mode=True), (1, 2, 1, 3),
      "kernel_size"),
     ("Embedding", dict(num_embeddings=5, embedding_dim=2, padding_idx=5), (3,), "padding_idx"),
+    ("LSTM", dict(hidden_size=4, proj_size=4), (5, 2, 3), "proj_size"),
+    ("LSTM", dict(hidden_size=4, proj_size=6), (5, 3), "proj_size"),
+    ("GRU", dict(input_size=5, hidden_size=4), (5, 2, 3), "input_size"),
+    ("RNN", dict(hidden_size=4), (2, 3, 5, 3), None),
+    ("RNN", dict(hidden_size=4), (3,), None),
+    ("LSTM", dict(hidden_size=4, batch_first=True), (2, 0, 3), None),
+    ("GRU", dict(hidden_size=4), (0, 2, 3), None),
+    ("LSTM", dict(hidden_size=4, batch_first=True), (0, 3), None),   # unbatched: dim 0 is time
+    ("GRUCell", dict(hidden_size=4), (2, 3, 4), None),
+    ("LSTMCell", dict(input_size=3, hidden_size=4), (2, 5), "input_size"),
+    ("RNNCell", dict(input_size=3, hidden_size=4), (5,), "input_size"),
 ]
 
 
@@ -505,6 +583,17 @@ INVALID_ARGS = [
     ("Softshrink", dict(lambd=-1.0), (2, 3)),
     ("Upsample", dict(scale_factor=2, mode="cubic"), (1, 2, 3, 3)),
     ("Linear", dict(in_features=3, out_features=2, bogus=1), (2, 3)),
+    ("RNN", dict(input_size=3, hidden_size=4, nonlinearity="sigmoid"), (5, 3)),
+    ("RNNCell", dict(input_size=3, hidden_size=4, nonlinearity="sigmoid"), (2, 3)),
+    ("LSTM", dict(input_size=3, hidden_size=4, dropout=1.5), (5, 3)),
+    ("GRU", dict(input_size=3, hidden_size=4, dropout=-0.1), (5, 3)),
+    ("GRU", dict(input_size=3, hidden_size=4, proj_size=2), (5, 3)),
+    ("RNN", dict(input_size=3, hidden_size=4, proj_size=2), (5, 3)),
+    ("LSTM", dict(input_size=3, hidden_size=4, proj_size=-1), (5, 3)),
+    ("LSTM", dict(input_size=3, hidden_size=0), (5, 3)),
+    ("GRU", dict(input_size=3, hidden_size=4, num_layers=0), (5, 3)),
+    ("LSTM", dict(input_size=3, hidden_size=4, bias=1), (5, 3)),
+    ("GRUCell", dict(input_size=3, hidden_size=-4), (2, 3)),
 ]
 
 
@@ -585,28 +674,43 @@ def test_lookup_prefers_the_table():
     assert lookup_layer("Conv2d") is LAYERS["Conv2d"]
 
 
-def test_fallback_rnn_cell_matches_torch():
-    layer = lookup_layer("RNNCell")
-    assert layer is not None and "RNNCell" not in LAYERS
-    expected, factory = torch_params(torch.nn.RNNCell)
+def test_fallback_reads_the_signature_and_infers_the_input_size():
+    layer = lookup_layer("TransformerEncoderLayer")
+    assert layer is not None and "TransformerEncoderLayer" not in LAYERS
+    expected, factory = torch_params(torch.nn.TransformerEncoderLayer)
     assert [(p.name, p.default) for p in layer.params] == expected
     assert layer.factory_kwargs == factory
     (size,) = layer.in_sizes
-    assert size.param == "input_size" and size.infer((N, 10)) == 10
-    args = {p.name: p.default for p in layer.params} | dict(input_size=10, hidden_size=20)
-    assert layer.shape(args, (N, 10)) == (N, 20)
-    assert layer.shape(args, (3, 10)) == tuple(torch.nn.RNNCell(10, 20)(torch.randn(3, 10)).shape)
+    assert size.param == "d_model" and size.infer((N, H, 16)) == 16
+    args = {p.name: p.default for p in layer.params} | dict(d_model=16, nhead=2,
+                                                           dim_feedforward=8, batch_first=True)
+    assert layer.shape(args, (N, H, 16)) == (N, H, 16)
+    real = torch.nn.TransformerEncoderLayer(16, 2, 8, batch_first=True)(torch.randn(3, 5, 16))
+    assert layer.shape(args, (3, 5, 16)) == tuple(real.shape)
     with pytest.raises(ShapeRuleError):
-        layer.shape(args, (N, 11))
+        layer.shape(args, (N, H, 17))
     with pytest.raises(ShapeRuleError):
         size.infer((N, C))
 
 
-def test_fallback_takes_the_first_element_of_a_tuple_output():
-    layer = lookup_layer("LSTM")
-    args = {p.name: p.default for p in layer.params} | dict(input_size=6, hidden_size=5,
-                                                           batch_first=True)
-    assert layer.shape(args, (N, H, 6)) == (N, H, 5)
+class _Pair(torch.nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+def test_fallback_refuses_a_layer_that_returns_a_tuple():
+    """The next step would get the tuple; a layer with a table entry says which element it
+    passes on (output_index), a fallback layer cannot."""
+    layer = layer_from_class(_Pair)
+    with pytest.raises(ShapeRuleError, match="returns a tuple of 2, not one tensor"):
+        layer.shape({}, (N, 3))
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"])
+def test_recurrent_layers_are_table_layers_that_say_what_a_step_passes_on(name):
+    assert lookup_layer(name) is LAYERS[name] and LAYERS[name].cls is None
+    tuple_result = name in ("RNN", "LSTM", "GRU", "LSTMCell")
+    assert LAYERS[name].output_index == (0 if tuple_result else None)
 
 
 def test_fallback_marks_dims_that_depend_on_symbols_as_opaque():
@@ -619,7 +723,7 @@ def test_fallback_marks_dims_that_depend_on_symbols_as_opaque():
 
 
 def test_fallback_is_cached():
-    assert lookup_layer("GRUCell") is lookup_layer("GRUCell")
+    assert lookup_layer("EmbeddingBag") is lookup_layer("EmbeddingBag")
 
 
 @pytest.mark.parametrize("name", ["Nope", "Sequential", "ModuleList", "Module", "MSELoss",

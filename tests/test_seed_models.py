@@ -73,6 +73,7 @@ CASES = [
     case("alexnet.net", None, {}, (2, 1, 224, 224), twins.AlexNet),
     case("deferred.net", None, {}, (2, 20), twins.deferred, same_print=False),
     case("resnet.net", None, {}, (2, 3, 64, 64), twins.resnet18, same_print=False),
+    case("lstm_classifier.net", None, {}, (3, 12, 8), twins.LSTMClassifier),
 ]
 
 
@@ -289,6 +290,35 @@ def test_dict_choice(choice, width):
 
 def test_resnet18_has_torchvision_size():
     assert n_params(netspec.build(SPECS / "resnet.net")) == 11_689_512  # torchvision resnet18
+
+
+# -- the LSTM classifier ----------------------------------------------------------------------
+
+def test_lstm_classifier_seeded_equals_its_twin_built_under_the_same_seed():
+    """netspec initialises the LSTM by its own reset_parameters, then the Linear, drawing from
+    the generator in the order torch's constructors do."""
+    ours = netspec.build(SPECS / "lstm_classifier.net", seed=5)
+    torch.manual_seed(5)
+    twin = twins.LSTMClassifier()
+    for (name, p), (twin_name, q) in zip(ours.state_dict().items(), twin.state_dict().items()):
+        assert name == twin_name and torch.equal(p, q), name
+    ours.train()
+    twin.train()
+    x = torch.randn(3, 12, 8)
+    torch.manual_seed(6)
+    got = ours(x)                      # dropout between the LSTM's layers, same random draws
+    torch.manual_seed(6)
+    assert torch.equal(got, twin(x))
+
+
+def test_lstm_classifier_standalone_source_reads_like_its_twin():
+    """nn.LSTM takes *args in torch; the source still gives the sizes by position, and the
+    forward picks the output out of the LSTM's tuple."""
+    from netspec.emit_python import python_source
+
+    source = python_source(netspec.analyze(SPECS / "lstm_classifier.net"))
+    assert "self.lstm = nn.LSTM(8, 32, num_layers=2, batch_first=True, dropout=0.1)\n" in source
+    assert "x = mods['lstm'](x)[0]  # [N, 12, 32]\n" in source
 
 
 # -- the seed's AlexNet typos are caught ------------------------------------------------------

@@ -10,6 +10,7 @@ Deliberate departures from the seeds, each because the seed code is wrong or can
   gradients flow to the parameters.
 * The deferred-init net is materialised by one forward pass on ``[2, 20]``.
 * ResNet-18 is torchvision's BasicBlock/ResNet layout written out by hand (no seed has it).
+* LSTMClassifier is written after the PyTorch sequence-model tutorials (no seed has one).
 
 Every factory below takes no arguments and returns a fresh module.
 """
@@ -431,6 +432,19 @@ class ResNet(nn.Module):
 
 def resnet18(num_classes: int = 1000) -> nn.Module:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+
+
+# -- recurrent networks -----------------------------------------------------------------------
+
+class LSTMClassifier(nn.Module):
+    def __init__(self, features=8, hidden=32, classes=5):
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, num_layers=2, batch_first=True, dropout=0.1)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        output, _ = self.lstm(x)        # [N, T, hidden]: the last layer's h at every step
+        return self.head(output.mean(dim=1))
 
 
 def randomize_batchnorm(model: nn.Module) -> nn.Module:
