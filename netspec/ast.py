@@ -1,4 +1,8 @@
-"""The syntax tree: frozen dataclasses, each carrying the ``Span`` of the text it came from."""
+"""The syntax tree: frozen dataclasses, each carrying the ``Span`` of the text it came from.
+
+They have slots rather than a dict: a spec has about a node per token, so the tree is smaller and
+quicker to build and to free.
+"""
 
 from __future__ import annotations
 
@@ -10,35 +14,35 @@ from netspec.errors import Span
 
 # ---- expressions ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Name:
     """A reference to a value, block argument, dim symbol, layer, block or function."""
     id: str
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Num:
     """An integer or float literal."""
     value: int | float
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Str:
     """A string literal."""
     value: str
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lit:
     """``true``, ``false`` or ``none``."""
     value: bool | None
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BinOp:
     """``left op right`` for arithmetic, ``@`` and comparisons."""
     op: str
@@ -47,7 +51,7 @@ class BinOp:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnOp:
     """``-operand``."""
     op: str
@@ -55,7 +59,7 @@ class UnOp:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BoolOp:
     """``left and right`` / ``left or right`` (compile time only)."""
     op: str
@@ -64,14 +68,14 @@ class BoolOp:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Not:
     """``not operand`` (compile time only)."""
     operand: "Expr"
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ternary:
     """``a if cond else b`` (compile time only)."""
     cond: "Expr"
@@ -80,7 +84,7 @@ class Ternary:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Keyword:
     """``name=value`` in a call."""
     name: str
@@ -88,7 +92,7 @@ class Keyword:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """``func(args, name=value)``: a layer, block, function or tensor factory."""
     func: "Expr"
@@ -97,7 +101,7 @@ class Call:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Index:
     """``value[index]``."""
     value: "Expr"
@@ -105,7 +109,7 @@ class Index:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attr:
     """``value.name``."""
     value: "Expr"
@@ -113,7 +117,7 @@ class Attr:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListLit:
     """``[a, b, c]``: a shape, a list of tensors, or a list argument."""
     items: tuple["Expr", ...]
@@ -125,21 +129,21 @@ Expr = Union[Name, Num, Str, Lit, BinOp, UnOp, BoolOp, Not, Ternary, Call, Index
 
 # ---- steps ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Body:
     """``{ stmt; stmt }``: a block body, a nested sequence or a list of branches."""
     stmts: tuple["Stmt", ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seq:
     """A nested sequence used as a step: ``net: { Linear(64); ReLU() }``."""
     body: Body
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Concat:
     """``concat(dim=1) { branch; branch }``."""
     args: tuple[Expr, ...]
@@ -148,14 +152,14 @@ class Concat:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Add:
     """``add { branch; branch }``."""
     branches: Body
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Repeat:
     """``repeat count [as i | as "name {i}"] { body }``."""
     count: Expr
@@ -165,7 +169,7 @@ class Repeat:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class If:
     """``if cond { ... } else { ... }``, decided at compile time."""
     cond: Expr
@@ -174,7 +178,7 @@ class If:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class While:
     """``while cond { ... }``, a loop run on every forward call."""
     cond: Expr
@@ -185,7 +189,7 @@ class While:
 StepNode = Union[Expr, Seq, Concat, Add, Repeat, If, While]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """One element of a chain, optionally named: ``conv1: Conv2d(64, kernel_size=3)``."""
     label: str | None
@@ -194,7 +198,7 @@ class Link:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chain:
     """``a -> b -> c``: each link is applied to the output of the one before."""
     links: tuple[Link, ...]
@@ -203,7 +207,7 @@ class Chain:
 
 # ---- statements -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputDecl:
     """``input x: [N, 784]``."""
     name: str
@@ -212,7 +216,7 @@ class InputDecl:
     name_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Let:
     """``let name = Layer(...)``: one module shared by every use."""
     name: str
@@ -221,7 +225,7 @@ class Let:
     name_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConstDecl:
     """``const name = <tensor expression>``: a saved, untrained buffer."""
     name: str
@@ -230,7 +234,7 @@ class ConstDecl:
     name_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParamDecl:
     """``param name = <tensor expression>``: a trainable parameter."""
     name: str
@@ -239,7 +243,7 @@ class ParamDecl:
     name_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Path:
     """A dotted module path: ``head.weight``, ``features.0.bias``."""
     parts: tuple[str, ...]
@@ -249,7 +253,7 @@ class Path:
         return ".".join(self.parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tie:
     """``tie target = source``: the target parameter becomes the source parameter."""
     target: Path
@@ -257,7 +261,7 @@ class Tie:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Assign:
     """``name = chain``: names a value in a dataflow block."""
     name: str
@@ -266,28 +270,28 @@ class Assign:
     name_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Return:
     """``return chain``: the block's output."""
     value: Chain
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expect:
     """``expect [N, 400]``: asserts the running value's shape."""
     dims: tuple[Expr, ...]
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """A chain applied to the running value."""
     chain: Chain
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InitRule:
     """``Linear.weight: normal(std=0.01)``, ``"*.bias": zeros()``, ``T.p in "pat": ...``."""
     selector: Union[Path, Str]
@@ -296,7 +300,7 @@ class InitRule:
     span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InitSection:
     """``init { rules }``."""
     rules: tuple[InitRule, ...]
@@ -308,7 +312,7 @@ Stmt = Union[InputDecl, Let, ConstDecl, ParamDecl, Tie, Assign, Return, Expect, 
 
 # ---- top level --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlockParam:
     """``name: type = default`` in a block header."""
     name: str
@@ -318,7 +322,7 @@ class BlockParam:
     type_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlockDef:
     """``block Name(params) { body }``."""
     name: str
@@ -328,7 +332,7 @@ class BlockDef:
     name_span: Span
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Import:
     """``import "other.net"``, or ``import python "pkg.layers"`` for a user's own layers."""
     path: str
@@ -336,7 +340,7 @@ class Import:
     python: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpecFile:
     """One parsed ``.net`` file."""
     file: str

@@ -364,18 +364,13 @@ class _CommentSink:
 
 @lru_cache(maxsize=1)
 def _cst_parser() -> tuple[lark.Lark, Any, _CommentSink]:
-    """A parser for the same grammar that keeps parentheses (``paren``) and collects comments."""
-    from netspec.parse import _PostLexer, grammar_path
+    """A parser for the same grammar that builds the concrete syntax tree and collects comments."""
+    from netspec.parse import _lark, _PostLexer
 
-    grammar = grammar_path().read_text()
-    patched = grammar.replace('| "(" expr ")"', '| "(" expr ")" -> paren', 1)
-    if patched == grammar:  # pragma: no cover - the grammar changed shape
-        raise RuntimeError("netspec.fmt: cannot find the parenthesised atom in the grammar")
     sink = _CommentSink()
     postlex = _PostLexer()
-    parser = lark.Lark(patched, parser="lalr", lexer="contextual", propagate_positions=True,
-                       maybe_placeholders=True, postlex=postlex, cache=False,
-                       lexer_callbacks={"COMMENT": sink})
+    parser = _lark("contextual", "fmt", propagate_positions=True, postlex=postlex,
+                   lexer_callbacks={"COMMENT": sink})
     return parser, postlex, sink
 
 
@@ -397,6 +392,58 @@ def _end_line(node: Any) -> int:
 
 def _present(children: Iterable[Any]) -> list[Any]:
     return [c for c in children if c is not None]
+
+
+def _is(node: Any, *rules: str) -> bool:
+    return isinstance(node, Tree) and node.data in rules
+
+
+def _unroll(node: Tree) -> list[Any]:
+    """The children of a left-recursive list (``stmts``, ``chain``, ``head``, ``items``, ``args``),
+    in source order."""
+    tails = []
+    while node.children and _is(node.children[0], node.data):
+        tails.append(node.children[1:])
+        node = node.children[0]
+    children = list(node.children)
+    for tail in reversed(tails):
+        children += tail
+    return children
+
+
+def _statements(tree: Tree) -> list[Any]:
+    """The statements of a body, or the rules of an init section."""
+    items: list[Any] = []
+    for child in tree.children:
+        if _is(child, "stmts"):
+            items += [c for c in _unroll(child) if not _is(c, "sep")]
+        elif _is(child, "init_rule"):
+            items.append(child)
+    return items
+
+
+def _links(chain: Tree) -> list[tuple[Token | None, Any]]:
+    """A chain's links: (label or None, step)."""
+    links: list[tuple[Token | None, Any]] = []
+    link: list[Any] = []
+    for child in _unroll(chain) + [None]:
+        if child is None or (isinstance(child, Token) and child.type == "_ARROW"):
+            links.append((link[0], link[-1]) if len(link) > 1 else (None, link[0]))
+            link = []
+        else:
+            link.append(child)
+    return links
+
+
+def _arguments(children: list[Any]) -> list[Any]:
+    """The items between two brackets: ``[items or args] [the last item]``, commas dropped."""
+    items: list[Any] = []
+    for child in children:
+        if _is(child, "items", "args"):
+            items += [c for c in _unroll(child) if not isinstance(c, Token) or c.type != "COMMA"]
+        else:
+            items.append(child)
+    return items
 
 
 _BODY_LINKS = {"seq", "concat", "add", "repeat", "if_step", "while_step"}
@@ -441,7 +488,7 @@ class _Builder:
 
     # top level
     def file(self, tree: Tree) -> Any:
-        items = _present(tree.children)
+        items = [c for c in tree.children if not _is(c, "sep")]
         return self.statements(items, 0, len(self.text), top=True)[0]
 
     def statements(self, items: list[Any], lo: int, hi: int, *, top: bool = False,
@@ -493,7 +540,7 @@ class _Builder:
 
     def body(self, tree: Tree, items: list[Any] | None = None) -> Any:
         """``{ statements }``: one line if written on one line and it fits, else expanded."""
-        items = _present(tree.children) if items is None else items
+        items = _statements(tree) if items is None else items
         lo, hi = _start(tree), _end(tree)
         one_line = tree.meta.line == tree.meta.end_line
         inner, after_open, item_docs = self.statements(items, lo + 1, hi - 1,
@@ -517,31 +564,32 @@ class _Builder:
         kind = node.data
         ch = node.children
         if kind == "import_stmt":       # import [python] "path"
-            words = _present(ch)
-            return ["import ", self.between(_start(node), _start(words[0])),
+            words = _present(ch[1:])
+            return ["import ", self.between(_end(ch[0]), _start(words[0])),
                     " ".join(str(w) for w in words)]
         if kind == "block_def":
-            name, params, body = ch
+            _, name, params, body = ch
             head: list = ["block ", str(name)]
             if params is not None:
                 plist = _present(params.children)
                 if plist or self.has_comments(params):
-                    head.append(self.delimited(params, plist, self.block_param))
+                    head.append(self.delimited(params, params, plist, self.block_param))
             return [head, " ", self.body(body)]
         if kind == "input_decl":
-            return ["input ", str(ch[0]), ": ", self.expr(ch[1])]
+            return ["input ", str(ch[1]), ": ", self.expr(ch[3])]
         if kind in ("let_decl", "const_decl", "param_decl"):
+            _, name, _, value = ch
             word = kind.split("_")[0]
-            value = self.link(ch[1]) if kind == "let_decl" else self.expr(ch[1])
-            return [word, " ", str(ch[0]), " = ", self.between(_end(ch[0]), _start(ch[1])), value]
+            doc = self.link(*_links(value)[0]) if kind == "let_decl" else self.expr(value)
+            return [word, " ", str(name), " = ", self.between(_end(name), _start(value)), doc]
         if kind == "tie_stmt":
-            return ["tie ", self.path(ch[0]), " = ", self.path(ch[1])]
+            return ["tie ", self.path(ch[1]), " = ", self.path(ch[3])]
         if kind == "assign":
-            return [str(ch[0]), " = ", self.between(_end(ch[0]), _start(ch[1])), self.chain(ch[1])]
+            return [str(ch[0]), " = ", self.between(_end(ch[0]), _start(ch[2])), self.chain(ch[2])]
         if kind == "return_stmt":
-            return ["return ", self.chain(ch[0])]
+            return ["return ", self.chain(ch[1])]
         if kind == "expect_stmt":
-            return ["expect ", self.expr(ch[0])]
+            return ["expect ", self.expr(ch[1])]
         if kind == "step":
             return self.chain(ch[0])
         if kind == "init_section":
@@ -567,12 +615,12 @@ class _Builder:
 
     # chains and links
     def chain(self, node: Tree) -> Any:
-        links = node.children
-        docs = [self.link(links[0])]
+        links = _links(node)
+        docs = [self.link(*links[0])]
         gaps: list[list[_Comment]] = []
-        for prev, link in zip(links, links[1:]):
-            gaps.append(self.take(_end(prev), _start(link)))
-            docs.append(self.link(link))
+        for (_, prev), (label, step) in zip(links, links[1:]):
+            gaps.append(self.take(_end(prev), _start(label or step)))
+            docs.append(self.link(label, step))
         if len(links) == 1:
             return docs[0]
         broken: list = [docs[0]]
@@ -588,21 +636,19 @@ class _Builder:
         for doc in docs[1:]:
             flat += [" -> ", doc]
         states = [_State(flat)]
-        last = self.first_body(links[-1])
+        last = self.first_body(links[-1][1])
         if last is not None:
             states.append(_State(flat, (last,)))
         states.append(broken_state)
         return Choice(states)
 
-    def first_body(self, link: Tree) -> Group | None:
-        node = link.children[1]
+    def first_body(self, node: Any) -> Group | None:
         if not isinstance(node, Tree) or node.data not in _BODY_LINKS:
             return None
         body = next(c for c in node.children if isinstance(c, Tree) and c.data == "body")
         return self.bodies.get(id(body))
 
-    def link(self, node: Tree) -> Any:
-        label, step = node.children
+    def link(self, label: Token | None, step: Any) -> Any:
         doc = self.step(step)
         if label is None:
             return doc
@@ -613,25 +659,26 @@ class _Builder:
         ch = node.children
         if kind == "seq":
             return self.body(ch[0])
-        if kind == "concat":
-            args, body = ch
+        if kind == "concat":                # concat [call_args] body
+            _, args, body = ch
             doc: list = ["concat"]
             if args is not None:
-                items = _present(args.children)
+                items = _arguments(args.children[1:-1])
                 if items or self.has_comments(args):
-                    doc.append(self.delimited(args, items, self.argument))
+                    doc.append(self.delimited(args.children[0], args.children[-1], items,
+                                              self.argument))
             return doc + [" ", self.between(_end(args) if args is not None else _start(node),
                                             _start(body)), self.body(body)]
         if kind == "add":
-            return ["add ", self.between(_start(node), _start(ch[0])), self.body(ch[0])]
-        if kind == "repeat":
-            count, name, body = ch
+            return ["add ", self.between(_start(node), _start(ch[1])), self.body(ch[1])]
+        if kind == "repeat":                # repeat count [as name] body
+            _, count, _, name, body = ch
             doc = ["repeat ", self.between(_start(node), _start(count)), self.expr(count)]
             if name is not None:
                 doc += [" as ", self.between(_end(count), _start(name)), str(name)]
             return doc + [" ", self.between(_end(name or count), _start(body)), self.body(body)]
-        if kind == "if_step":
-            cond, then, orelse = ch
+        if kind == "if_step":               # if cond body [else (body | if_step)]
+            _, cond, then, _, orelse = ch
             doc = ["if ", self.between(_start(node), _start(cond)), self.expr(cond), " ",
                    self.between(_end(cond), _start(then)), self.body(then)]
             if orelse is not None:
@@ -645,20 +692,21 @@ class _Builder:
                 doc.append(self.body(orelse) if orelse.data == "body" else self.step(orelse))
             return doc
         if kind == "while_step":
-            cond, body = ch
+            _, cond, body = ch
             return ["while ", self.between(_start(node), _start(cond)), self.expr(cond), " ",
                     self.between(_end(cond), _start(body)), self.body(body)]
         return self.expr(node)
 
     # expressions
-    def delimited(self, node: Tree, items: list[Any], render) -> Any:
-        """``( a, b )`` / ``[ a, b ]``: flat, or one item per line with a trailing comma."""
-        open_, close = self.text[_start(node)], self.text[_end(node) - 1]
-        open_line = node.meta.line
+    def delimited(self, first: Any, last: Any, items: list[Any], render) -> Any:
+        """``( a, b )`` / ``[ a, b ]`` from the bracket ``first`` (or the node that starts with
+        it) to ``last``: flat, or one item per line with a trailing comma."""
+        open_, close = self.text[_start(first)], self.text[_end(last) - 1]
+        open_line = _start_line(first)
         after_open: list[_Comment] = []
         parts: list = []
-        bounds = [_start(node) + 1] + [p for it in items for p in (_start(it), _end(it))] \
-            + [_end(node) - 1]
+        bounds = [_start(first) + 1] + [p for it in items for p in (_start(it), _end(it))] \
+            + [_end(last) - 1]
         pending: list[_Comment] = []       # trailing comments of the previous item
         claimed = False
         for k in range(len(items) + 1):
@@ -689,52 +737,62 @@ class _Builder:
 
     def argument(self, node: Any) -> Any:
         if isinstance(node, Tree) and node.data == "keyword":
-            name, value = node.children
+            name, _, value = node.children
             return [str(name), "=", self.between(_end(name), _start(value)), self.expr(value)]
         return self.expr(node)
 
     def expr(self, node: Any) -> Any:
+        if isinstance(node, Token):         # a name or a literal
+            return str(node)
         kind = node.data
         ch = node.children
-        if kind in ("name", "int_lit", "float_lit", "string_lit"):
-            return str(ch[0])
-        if kind in ("true_lit", "false_lit", "none_lit"):
-            return kind.split("_")[0]
-        if kind == "paren":
-            return ["(", self.between(_start(node) + 1, _start(ch[0])), self.expr(ch[0]),
-                    self.between(_end(ch[0]), _end(node) - 1), ")"]
-        if kind == "list_lit":
-            return self.delimited(node, _present(ch), self.expr)
-        if kind == "binop":
-            left, op, right = ch
-            return [self.expr(left), " ", str(op), " ", self.between(_end(left), _start(right)),
-                    self.expr(right)]
-        if kind in ("or_op", "and_op"):
-            left, right = ch
-            return [self.expr(left), " ", kind[:-3], " ",
-                    self.between(_end(left), _start(right)), self.expr(right)]
-        if kind == "not_op":
-            return ["not ", self.between(_start(node), _start(ch[0])), self.expr(ch[0])]
-        if kind == "unop":
-            op, operand = ch
-            return [str(op), self.between(_end(op), _start(operand)), self.expr(operand)]
+        if kind in ("expr", "flat"):        # operand | head operand | ternary
+            return self.expr(ch[0]) if len(ch) == 1 else self.operation(_unroll(ch[0]) + ch[1:])
         if kind == "ternary":
             then, cond, orelse = ch
             return [self.expr(then), " if ", self.between(_end(then), _start(cond)),
                     self.expr(cond), " else ", self.between(_end(cond), _start(orelse)),
                     self.expr(orelse)]
-        if kind == "call":
-            func, args = ch
-            return [self.expr(func), self.between(_end(func), _start(args)),
-                    self.delimited(args, _present(args.children), self.argument)]
-        if kind == "index":
-            value, index = ch
+        if kind == "paren":
+            inner = ch[1]
+            return ["(", self.between(_start(node) + 1, _start(inner)), self.expr(inner),
+                    self.between(_end(inner), _end(node) - 1), ")"]
+        if kind == "list_lit":
+            return self.delimited(ch[0], ch[-1], _arguments(ch[1:-1]), self.expr)
+        if kind == "call":                  # operand "(" arguments ")"
+            func, lpar = ch[0], ch[1]
+            return [self.expr(func), self.between(_end(func), _start(lpar)),
+                    self.delimited(lpar, ch[-1], _arguments(ch[2:-1]), self.argument)]
+        if kind == "index":                 # operand "[" expr "]"
+            value, _, index, _ = ch
             return [self.expr(value), "[", self.between(_end(value), _start(index)),
                     self.expr(index), self.between(_end(index), _end(node) - 1), "]"]
-        if kind == "attr":
-            value, name = ch
+        if kind == "attr":                  # operand "." NAME
+            value, _, name = ch
             return [self.expr(value), ".", self.between(_end(value), _start(name)), str(name)]
         raise AssertionError(f"netspec.fmt: unknown expression {kind}")  # pragma: no cover
+
+    def operation(self, items: list[Any]) -> Any:
+        """Operands, prefixes and binary operators in source order: one space around a binary
+        operator, one after ``not``, none after a unary ``-``. The comments between an operand
+        and the next go after the operator."""
+        doc: list = []
+        before: int | None = None           # where the text before the next operand ends
+        operand = True                      # whether an operand (or a prefix) comes next
+        for item in items:
+            if not operand:                 # a binary operator
+                doc += [" ", str(item), " "]
+                operand = True
+                continue
+            if before is not None:
+                doc.append(self.between(before, _start(item)))
+            before = _end(item)
+            if isinstance(item, Token) and item.type in ("NOT", "MINUS"):
+                doc.append("not " if item.type == "NOT" else "-")
+            else:
+                doc.append(self.expr(item))
+                operand = False
+        return doc
 
 
 # ---- the API -----------------------------------------------------------------------------------

@@ -1,8 +1,15 @@
-"""Stage 1, ``parse``: text -> ``ast.SpecFile``. Lark does the work; the Transformer is glue."""
+"""Stage 1, ``parse``: text -> ``ast.SpecFile``, in one pass.
+
+Lark parses with the LALR tables of ``grammars/netspec.lark``; netspec's lexer (``_Lexer``)
+feeds it tokens, and ``_AstBuilder``'s methods, called as Lark reduces each rule, build the AST
+with its spans on the way. Where the text has an error, it is parsed again with Lark's own lexer,
+and the error is reported as Lark finds it (``_syntax_diagnostic``).
+"""
 
 from __future__ import annotations
 
 import ast as pyast
+import dataclasses
 import gc
 import hashlib
 import os
@@ -10,10 +17,10 @@ import re
 import sys
 from functools import lru_cache
 from pathlib import Path as FsPath
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token
 
 from netspec import ast
 from netspec.errors import Diagnostic, LimitError, SourceMap, Span, SpecError
@@ -27,6 +34,7 @@ _GRAMMAR_CANDIDATES = (
 _RECURSION = 20_000
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
+_INLINE = ("LPAR", "LSQB")      # brackets inside which a newline is only a space
 
 
 def grammar_path() -> FsPath:
@@ -44,10 +52,14 @@ class _TooDeep(Exception):
 
 
 class _PostLexer:
-    """Drops newlines inside ( ) and [ ] and before a line starting with '->' or 'else'."""
+    """Drops newlines inside ( ) and [ ] and before a line starting with '->' or 'else'.
+
+    ``_Lexer`` applies the same rule as it reads; this class applies it to Lark's own lexer (for
+    error reports, and in ``netspec.fmt``).
+    """
 
     always_accept = ("_NL",)
-    _continues = re.compile(r"(?:\s|#[^\n]*)*(?:->|else\b)")
+    continues = re.compile(r"(?:\s|#[^\n]*)*(?:->|else\b)").match
 
     def __init__(self) -> None:
         self.open: list[Token] = []
@@ -57,9 +69,9 @@ class _PostLexer:
         self.open = []
         for tok in stream:
             if tok.type == "_NL":
-                if self.open and self.open[-1].type in ("LPAR", "LSQB"):
+                if self.open and self.open[-1].type in _INLINE:
                     continue
-                if self._continues.match(self.text, tok.end_pos):
+                if self.continues(self.text, tok.end_pos):
                     continue
             elif tok.type in _OPENERS:
                 self.open.append(tok)
@@ -70,8 +82,137 @@ class _PostLexer:
             yield tok
 
 
-def _cache_file(grammar: str) -> str | bool:
-    """Where Lark keeps the parse tables it built (about 0.2 s to rebuild), or False.
+class _Unlexable(Exception):
+    """``_Lexer`` found text that no terminal of the parser's state matches."""
+
+
+class _Lexer(lark.lexer.Lexer):
+    """Lark's contextual lexer, and ``_PostLexer``, in one fast loop.
+
+    Lark calls ``lex`` with the parser's state, which it reads before each token. Like Lark's
+    contextual lexer it tries, in Lark's order, the terminals that the state accepts (and the
+    newline, which the post-lexer may drop), and a name that spells a keyword the state accepts
+    becomes that keyword. It skips ignored text in the same match as the token after it and
+    makes tokens without Lark's argument checks. Text that it cannot read raises
+    ``_Unlexable``; ``parse`` then parses again with Lark's lexer, which reports the error.
+    """
+
+    __future_interface__ = 2          # lex(lexer_state, parser_state)
+
+    def __init__(self, conf: lark.lexer.LexerConf) -> None:
+        self.terminals = {t.name: t for t in conf.terminals}
+        ignored = [self.terminals[name] for name in conf.ignore]
+        for t in conf.terminals:
+            if t.pattern.flags or (t in ignored and _may_span_lines(t)):
+                raise lark.exceptions.GrammarError(f"netspec's lexer cannot read {t.name}")
+        self.skip = "(?:" + "|".join(t.pattern.to_regexp() for t in _lark_order(ignored)) + ")*"
+        self.rest = re.compile(self.skip + r"\Z").match      # nothing left but ignored text
+        self.multiline = {t.name for t in conf.terminals if _may_span_lines(t)}
+        self.by_state: dict[Any, tuple] = {}
+        self.by_accepts: dict[frozenset, tuple] = {}
+
+    def scanner(self, parser_state: Any, state: Any) -> tuple:
+        """``(match, groups)`` for the parser ``state``: the pattern's match, and for each group
+        of the pattern its terminal, the keywords that its text may spell, and its role."""
+        accepts = frozenset(name for name in parser_state.parse_conf.states[state]
+                            if name in self.terminals) | frozenset(_PostLexer.always_accept)
+        found = self.by_accepts.get(accepts)
+        if found is None:
+            found = self.by_accepts[accepts] = self.build(accepts)
+        self.by_state[state] = found
+        return found
+
+    def build(self, accepts: frozenset) -> tuple:
+        terminals = _lark_order(self.terminals[name] for name in accepts)
+        keywords: dict[str, dict[str, str]] = {}
+        spelled = set()
+        for regexp in terminals:            # as lark.lexer._create_unless
+            if regexp.pattern.type != "re":
+                continue
+            for word in terminals:
+                if word.pattern.type != "str" or word.priority != regexp.priority:
+                    continue
+                match = re.match(regexp.pattern.to_regexp(), word.pattern.value)
+                if match and match.group(0) == word.pattern.value:
+                    keywords.setdefault(regexp.name, {})[word.pattern.value] = word.name
+                    spelled.add(word.name)
+        pattern = re.compile(self.skip + "(?:" + "|".join(
+            f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals
+            if t.name not in spelled) + ")")
+        groups: list = [None] * (pattern.groups + 1)
+        for name, index in pattern.groupindex.items():
+            role = (_LINES if name in self.multiline else _OPENS if name in _OPENERS
+                    else _CLOSES if name in _CLOSERS else 0)
+            groups[index] = (name, keywords.get(name), role)
+        return pattern.match, groups
+
+    def lex(self, lexer_state: Any, parser_state: Any) -> Iterator[Token]:
+        text = lexer_state.text
+        text = text if isinstance(text, str) else text.text
+        states = parser_state.state_stack     # the parser pushes and pops this very list
+        by_state = self.by_state
+        continues = _PostLexer.continues
+        depth = 4 * current_limits().max_depth
+        opened: list[Token] = []
+        new = str.__new__
+        lines, opens, closes = _LINES, _OPENS, _CLOSES
+        pos, line, line_start = 0, 1, 0
+        while True:
+            found = by_state.get(states[-1]) or self.scanner(parser_state, states[-1])
+            match, groups = found
+            m = match(text, pos)
+            if m is None:
+                if self.rest(text, pos):
+                    return
+                raise _Unlexable()
+            index = m.lastindex
+            kind, words, role = groups[index]
+            start = m.start(index)
+            pos = m.end()
+            value = text[start:pos]
+            tok = new(Token, value)
+            tok.line = line
+            tok.column = start - line_start + 1
+            if role == lines and "\n" in value:
+                line += value.count("\n")
+                line_start = start + value.rindex("\n") + 1
+                if kind == "_NL" and ((opened and opened[-1].type in _INLINE)
+                                      or continues(text, pos)):
+                    continue
+            elif words is not None:
+                kind = words.get(value, kind)
+            tok.type = kind
+            tok.value = value
+            tok.start_pos = start
+            tok.end_pos = pos
+            tok.end_line = line
+            tok.end_column = pos - line_start + 1
+            if role == opens:
+                opened.append(tok)
+                if len(opened) > depth:
+                    raise _TooDeep(tok)
+            elif role == closes and opened and opened[-1].type == _CLOSERS[kind]:
+                opened.pop()
+            yield tok
+
+
+_LINES, _OPENS, _CLOSES = 1, 2, 3     # what the lexer does after matching a terminal
+
+
+def _may_span_lines(terminal: Any) -> bool:
+    """Whether a match may hold a newline (as lark.lexer._regexp_has_newline: it may say yes)."""
+    r = terminal.pattern.to_regexp()
+    return "\n" in r or "\\n" in r or "\\s" in r or "[^" in r or ("(?s" in r and "." in r)
+
+
+def _lark_order(terminals: Iterable[Any]) -> list:
+    """Terminals in the order Lark's lexer tries them (lark.lexer.BasicLexer)."""
+    return sorted(terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
+                                            -len(t.pattern.value), t.name))
+
+
+def _cache_file(grammar: str, name: str) -> str | bool:
+    """Where Lark keeps the parse tables it built (a few seconds to rebuild), or False.
 
     The file lives in the user's own cache directory, never a shared temporary one, and Lark
     rebuilds it whenever the grammar text changes.
@@ -85,201 +226,507 @@ def _cache_file(grammar: str) -> str | bool:
     if not os.access(folder, os.W_OK):
         return False
     digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
-    return os.path.join(folder, f"grammar-{lark.__version__}-{digest}.cache")
+    return os.path.join(folder, f"grammar-{name}-{lark.__version__}-{digest}.cache")
+
+
+def _lark(lexer: Any, cache_name: str, **options: Any) -> lark.Lark:
+    """A parser for the grammar: LALR, the tables cached under ``cache_name``."""
+    grammar = grammar_path().read_text()
+    options = dict(parser="lalr", lexer=lexer, maybe_placeholders=True, **options)
+    try:
+        return lark.Lark(grammar, cache=_cache_file(grammar, cache_name), **options)
+    except lark.exceptions.GrammarError:
+        raise
+    except Exception:   # an unreadable or stale cache file: build the tables afresh
+        return lark.Lark(grammar, cache=False, **options)
+
+
+# ---- AST building, during the parse ------------------------------------------------------------
+#
+# Each method of `_AstBuilder` named after a grammar rule (or alias) is Lark's callback for it: it
+# receives the rule's children (tokens, the values of sub-rules, None for an absent `[optional]`)
+# and returns an AST node, or a list for the rules that collect (`stmts`, `chain`, `head`,
+# `flat`, `items`, `args`). A node spans from the start of its first child to the end of its
+# last, keywords and punctuation included.
+
+def _span(file: str, item: Any) -> Span:
+    return Span(file, item.line, item.column, item.end_line, item.end_column)
+
+
+def _maker(cls: type) -> Callable[..., Any]:
+    """A constructor for the frozen dataclass ``cls``, taking every field in order.
+
+    The dataclass's own ``__init__`` gets past frozenness with an ``object.__setattr__`` call
+    per field; the parser makes a node and a span for nearly every token, so this stores the
+    fields directly: into the instance's dict, or through the slots' descriptors (the code is
+    generated the way ``dataclasses`` generates ``__init__``).
+    """
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} needs its own __init__")
+    names = [f.name for f in dataclasses.fields(cls)]
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    if "__slots__" in cls.__dict__:
+        scope.update({f"set_{name}": cls.__dict__[name].__set__ for name in names})
+        stores = "".join(f"    set_{name}(obj, {name})\n" for name in names)
+    else:
+        stores = "    fields = obj.__dict__\n" + "".join(
+            f"    fields[{name!r}] = {name}\n" for name in names)
+    exec(f"def make({', '.join(names)}):\n    obj = new(cls)\n{stores}    return obj\n", scope)
+    return scope["make"]
+
+
+_Span = _maker(Span)
+_Name, _Num, _Str, _Lit = _maker(ast.Name), _maker(ast.Num), _maker(ast.Str), _maker(ast.Lit)
+_BinOp, _BoolOp, _Call = _maker(ast.BinOp), _maker(ast.BoolOp), _maker(ast.Call)
+_Keyword, _ListLit = _maker(ast.Keyword), _maker(ast.ListLit)
+_Link, _Chain, _Step, _Assign = (_maker(ast.Link), _maker(ast.Chain), _maker(ast.Step),
+                                 _maker(ast.Assign))
+
+
+class _Paren:
+    """``( expr )``: the expression, and the brackets that an enclosing node's span reaches to.
+
+    The expression's own span stops inside the brackets; ``(a + b) * c`` starts at ``(``.
+    """
+
+    __slots__ = ("node", "lpar", "rpar")
+
+    def __init__(self, node: ast.Expr, lpar: Token, rpar: Token):
+        self.node = node
+        self.lpar = lpar
+        self.rpar = rpar
+
+
+def _node(value: Any) -> Any:
+    """The expression inside any brackets."""
+    return value.node if value.__class__ is _Paren else value
+
+
+def _first(value: Any) -> Any:
+    """Where a parent whose first child is ``value`` starts (a span or a bracket)."""
+    return value.lpar if value.__class__ is _Paren else value.span
+
+
+def _last(value: Any) -> Any:
+    """Where a parent whose last child is ``value`` ends."""
+    return value.rpar if value.__class__ is _Paren else value.span
+
+
+# Binding power of each binary operator, loosest first (see "expressions" in the grammar).
+_OR, _AND, _COMPARISON, _SUM, _PRODUCT, _POWER = 1, 2, 4, 5, 6, 8
+_BINARY = {"OR": _OR, "AND": _AND, "COMP_OP": _COMPARISON, "PLUS": _SUM, "MINUS": _SUM,
+           "STAR": _PRODUCT, "SLASH": _PRODUCT, "DSLASH": _PRODUCT, "PERCENT": _PRODUCT,
+           "AT": _PRODUCT, "POW_OP": _POWER}
+_NOT_OPERAND = _COMPARISON      # `not a == b` is `not (a == b)`
+_NEG_OPERAND = _POWER           # `-a ** b` is `-(a ** b)`, `-a * b` is `(-a) * b`
+_LONGEST_QUOTED = 40            # operand text quoted in a hint, at most
+_PREFIXES = ("NOT", "MINUS")
+_CONSTANTS = {"TRUE": True, "FALSE": False, "NONE": None}
+
+
+class _AstBuilder:
+    """Lark's callbacks, for one parse at a time: ``reset`` names the file and gives its text."""
+
+    def __init__(self) -> None:
+        self.file = "<string>"
+        self.text = ""
+        self.escape: SpecError | None = None    # the first bad string escape
+
+    def reset(self, file: str, text: str) -> None:
+        self.file = file
+        self.text = text
+        self.escape = None
+
+    def string(self, tok: Token) -> str:
+        """A string literal's value. A bad escape is reported once the text has parsed, so that
+        a syntax error anywhere is reported first."""
+        try:
+            return _string(tok, self.file)
+        except SpecError as exc:
+            self.escape = self.escape or exc
+            return ""
+
+    def between(self, first: Any, last: Any) -> Span:
+        """From the start of ``first`` to the end of ``last`` (tokens or spans)."""
+        return _Span(self.file, first.line, first.column, last.end_line, last.end_column)
+
+    def t(self, tok: Token) -> Span:
+        return _Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # top level
+    def start(self, c: list) -> ast.SpecFile:  # [sep] items, separated by sep [sep]
+        imports = tuple(i for i in c if isinstance(i, ast.Import))
+        blocks = tuple(i for i in c if isinstance(i, ast.BlockDef))
+        inits = tuple(i for i in c if isinstance(i, ast.InitSection))
+        if not c:
+            span = Span(self.file, 1, 1, 1, 1)
+        else:                                 # from the first token to the last
+            first, last = c[0], c[-1]
+            span = self.between(first[0] if first.__class__ is tuple else first.span,
+                                last[1] if last.__class__ is tuple else last.span)
+        if self.escape is not None:
+            raise self.escape
+        return ast.SpecFile(self.file, imports, blocks, inits, span)
+
+    def sep(self, c: list) -> tuple[Token, Token]:  # separators -> (the first, the last)
+        if len(c) == 1:
+            return c[0], c[0]
+        return c[0], c[1][1]
+
+    def import_stmt(self, c: list) -> ast.Import:  # "import" [PYTHON] STRING
+        keyword, python, path = c
+        return ast.Import(self.string(path), self.between(keyword, path),
+                          python is not None)
+
+    def block_def(self, c: list) -> ast.BlockDef:  # "block" NAME [block_params] body
+        keyword, name, params, body = c
+        return ast.BlockDef(str(name), params or (), body, self.between(keyword, body.span),
+                            self.t(name))
+
+    def block_params(self, c: list) -> tuple[ast.BlockParam, ...]:
+        return tuple(p for p in c if p is not None)
+
+    def block_param(self, c: list) -> ast.BlockParam:  # NAME ":" NAME ["=" expr]
+        name, type_, default = c
+        last = type_ if default is None else _last(default)
+        return ast.BlockParam(str(name), str(type_), None if default is None else _node(default),
+                              self.between(name, last), self.t(type_))
+
+    def body(self, c: list) -> ast.Body:  # "{" [sep] [stmts [sep]] "}"
+        for stmts in c:
+            if stmts.__class__ is list:
+                return ast.Body(tuple(stmts), self.between(c[0], c[-1]))
+        return ast.Body((), self.between(c[0], c[-1]))
+
+    def stmts(self, c: list) -> list:  # [stmts sep] statement
+        if len(c) == 1:
+            return c
+        c[0].append(c[2])
+        return c[0]
+
+    # statements
+    def input_decl(self, c: list) -> ast.InputDecl:  # "input" NAME ":" list_lit
+        keyword, name, _, dims = c
+        return ast.InputDecl(str(name), dims.items, self.between(keyword, dims.span),
+                             self.t(name))
+
+    def let_decl(self, c: list) -> ast.Let:  # "let" NAME "=" link
+        keyword, name, _, link = c
+        return ast.Let(str(name), link, self.between(keyword, link.span), self.t(name))
+
+    def const_decl(self, c: list) -> ast.ConstDecl:  # "const" NAME "=" expr
+        keyword, name, _, value = c
+        return ast.ConstDecl(str(name), _node(value), self.between(keyword, _last(value)),
+                             self.t(name))
+
+    def param_decl(self, c: list) -> ast.ParamDecl:  # "param" NAME "=" expr
+        keyword, name, _, value = c
+        return ast.ParamDecl(str(name), _node(value), self.between(keyword, _last(value)),
+                             self.t(name))
+
+    def tie_stmt(self, c: list) -> ast.Tie:  # "tie" path "=" path
+        keyword, target, _, source = c
+        return ast.Tie(target, source, self.between(keyword, source.span))
+
+    def assign(self, c: list) -> ast.Assign:  # NAME "=" chain
+        name, _, links = c
+        chain = self.chain_node(links)
+        end = chain.span
+        return _Assign(name.value, chain,
+                       _Span(self.file, name.line, name.column, end.end_line, end.end_column),
+                       _Span(self.file, name.line, name.column, name.end_line, name.end_column))
+
+    def return_stmt(self, c: list) -> ast.Return:  # "return" chain
+        chain = self.chain_node(c[1])
+        return ast.Return(chain, self.between(c[0], chain.span))
+
+    def expect_stmt(self, c: list) -> ast.Expect:  # "expect" list_lit
+        keyword, dims = c
+        return ast.Expect(dims.items, self.between(keyword, dims.span))
+
+    def step(self, c: list) -> ast.Step:
+        chain = self.chain_node(c[0])
+        return _Step(chain, chain.span)
+
+    def chain(self, c: list) -> list[ast.Link]:  # [chain "->"] [NAME ":"] step
+        first = c[0]
+        if first.__class__ is list:
+            first.append(self.link(c[2:]))
+            return first
+        return [self.link(c)]
+
+    def chain_node(self, links: list) -> ast.Chain:
+        if len(links) == 1:                   # a chain of one link spans what the link spans
+            return _Chain((links[0],), links[0].span)
+        return _Chain(tuple(links), self.between(links[0].span, links[-1].span))
+
+    def link(self, c: list) -> ast.Link:  # [NAME ":"] step
+        if len(c) == 1:
+            node = c[0]
+            if node.__class__ is _Paren:
+                return _Link(None, None, node.node, self.between(node.lpar, node.rpar))
+            return _Link(None, None, node, node.span)
+        label, _, node = c
+        return _Link(label.value, self.t(label), _node(node), self.between(label, _last(node)))
+
+    def seq(self, c: list) -> ast.Seq:
+        return ast.Seq(c[0], c[0].span)
+
+    def concat(self, c: list) -> ast.Concat:  # "concat" [call_args] body
+        keyword, call_args, body = c
+        args, keywords = call_args if call_args is not None else ((), ())
+        return ast.Concat(args, keywords, body, self.between(keyword, body.span))
+
+    def add(self, c: list) -> ast.Add:  # "add" body
+        return ast.Add(c[1], self.between(c[0], c[1].span))
+
+    def repeat(self, c: list) -> ast.Repeat:  # "repeat" expr ["as" (NAME | STRING)] body
+        keyword, count, _, tok, body = c
+        index, pattern = "i", None
+        if tok is not None and tok.type == "STRING":
+            pattern = self.string(tok)
+        elif tok is not None:
+            index = str(tok)
+        return ast.Repeat(_node(count), index, pattern, body, self.between(keyword, body.span))
+
+    def if_step(self, c: list) -> ast.If:  # "if" expr body ["else" (body | if_step)]
+        keyword, cond, then, _, orelse = c
+        return ast.If(_node(cond), then, orelse,
+                      self.between(keyword, (then if orelse is None else orelse).span))
+
+    def while_step(self, c: list) -> ast.While:  # "while" expr body
+        keyword, cond, body = c
+        return ast.While(_node(cond), body, self.between(keyword, body.span))
+
+    def path(self, c: list) -> ast.Path:  # NAME ("." (NAME | INT))*
+        return ast.Path(tuple(str(p) for p in c), self.between(c[0], c[-1]))
+
+    def init_section(self, c: list) -> ast.InitSection:  # "init" "{" rules and separators "}"
+        rules = tuple(r for r in c if isinstance(r, ast.InitRule))
+        return ast.InitSection(rules, self.between(c[0], c[-1]))
+
+    def init_rule(self, c: list) -> ast.InitRule:  # (path | STRING) ["in" STRING] ":" chain
+        selector, within, links = c
+        first = selector
+        if isinstance(selector, Token):
+            selector = ast.Str(self.string(selector), self.t(selector))
+        else:
+            first = selector.span
+        if within is not None:
+            within = ast.Str(self.string(within), self.t(within))
+        chain = self.chain_node(links)
+        return ast.InitRule(selector, within, chain, self.between(first, chain.span))
+
+    # expressions
+    def expr(self, c: list) -> Any:  # operand | head operand | ternary
+        if len(c) == 1:
+            return self.operand(c[0])
+        items = c[0]
+        items.append(self.operand(c[1]))
+        return self.climb(items, 0, 0)[0]
+
+    def ternary(self, c: list) -> ast.Ternary:  # flat "if" flat "else" expr
+        then, cond, orelse = self.climb(c[0], 0, 0)[0], self.climb(c[1], 0, 0)[0], c[2]
+        return ast.Ternary(_node(cond), _node(then), _node(orelse),
+                           self.between(_first(then), _last(orelse)))
+
+    def flat(self, c: list) -> list:  # operand | head operand: the items, in order
+        if len(c) == 1:
+            return [self.operand(c[0])]
+        items = c[0]
+        items.append(self.operand(c[1]))
+        return items
+
+    def head(self, c: list) -> list:  # the items so far, in order
+        first = c[0]
+        if first.__class__ is list:           # head MINUS | head operand operator ["not"...]
+            if len(c) == 2:
+                first.append(c[1])
+            else:
+                first.append(self.operand(c[1]))
+                first += c[2:]
+            return first
+        if first.__class__ is Token and first.type in _PREFIXES:   # "not"... | MINUS
+            return c
+        c[0] = self.operand(first)            # operand operator ["not"...]
+        return c
+
+    def operand(self, item: Any) -> Any:
+        """The node for an operand: a token becomes a name or a literal."""
+        if item.__class__ is not Token:
+            return item
+        kind = item.type
+        span = _Span(self.file, item.line, item.column, item.end_line, item.end_column)
+        if kind == "NAME":
+            return _Name(item.value, span)
+        if kind == "INT":
+            return _Num(int(item), span)
+        if kind == "FLOAT":
+            return _Num(float(item), span)
+        if kind == "STRING":
+            return _Str(self.string(item), span)
+        return _Lit(_CONSTANTS[kind], span)
+
+    def climb(self, items: list, i: int, floor: int) -> tuple[Any, int]:
+        """The expression at ``items[i]`` that binds tighter than ``floor``, and where it ends."""
+        left = items[i]
+        i += 1
+        if left.__class__ is Token:           # a prefix operator
+            if left.type == "NOT":
+                operand, i = self.climb(items, i, _NOT_OPERAND)
+                left = ast.Not(_node(operand), self.between(left, _last(operand)))
+            else:
+                operand, i = self.climb(items, i, _NEG_OPERAND)
+                left = self.negate(left, operand)
+        compared = None                       # the comparison already made at this level
+        file = self.file
+        while i < len(items):
+            op = items[i]
+            power = _BINARY[op.type]
+            if power < floor:
+                break
+            if power == _COMPARISON:
+                if compared is not None:
+                    self.chained(items, i, left)
+                compared = op
+            right = items[i + 1]
+            if right.__class__ is not Token and (i + 2 == len(items) or
+                                                 _BINARY[items[i + 2].type] <= power
+                                                 and power != _POWER):
+                i += 2                        # an operand that the next operator leaves alone
+            else:
+                right, i = self.climb(items, i + 1, power if power == _POWER else power + 1)
+            if left.__class__ is _Paren:
+                first, left = left.lpar, left.node
+            else:
+                first = left.span
+            if right.__class__ is _Paren:
+                last, right = right.rpar, right.node
+            else:
+                last = right.span
+            span = _Span(file, first.line, first.column, last.end_line, last.end_column)
+            if power > _AND:
+                left = _BinOp(op.value, left, right, span)
+            else:
+                left = _BoolOp(op.value, left, right, span)
+        return left, i
+
+    def negate(self, minus: Token, operand: Any) -> ast.Expr:
+        span = self.between(minus, _last(operand))
+        node = _node(operand)
+        if isinstance(node, ast.Num):         # fold -3 into a literal
+            return _Num(-node.value, span)
+        return ast.UnOp(str(minus), node, span)
+
+    def chained(self, items: list, i: int, left: ast.BinOp) -> None:
+        """``a < b < c``: an error at the second comparison, with the conjunction to write."""
+        op = items[i]
+        right = self.climb(items, i + 1, _COMPARISON + 1)[0]
+        parts = [self.quote(left.left), left.op, self.quote(left.right), op,
+                 self.quote(_node(right))]
+        if None in parts:
+            hint = "write `a < b and b < c`"
+        else:
+            a, first, b, second, c = parts
+            hint = f"write `{a} {first} {b} and {b} {second} {c}`"
+        raise SpecError([Diagnostic("syntax error", "comparisons cannot be chained",
+                                    self.t(op), hint=hint)])
+
+    def quote(self, node: ast.Expr) -> str | None:
+        """The source text of a short, one-line expression."""
+        span = node.span
+        if span.line != span.end_line or span.end_column - span.column > _LONGEST_QUOTED:
+            return None
+        lines = self.text.splitlines()
+        return lines[span.line - 1][span.column - 1:span.end_column - 1]
+
+    def paren(self, c: list) -> _Paren:  # "(" expr ")"
+        return _Paren(_node(c[1]), c[0], c[2])
+
+    def call(self, c: list) -> ast.Call:  # operand "(" [args] [argument] ")"
+        func = self.operand(c[0])
+        if func.__class__ is _Paren:
+            first, func = func.lpar, func.node
+        else:
+            first = func.span
+        rpar = c[-1]
+        args, keywords = _split(self.arguments(c, 1))
+        return _Call(func, args, keywords,
+                     _Span(self.file, first.line, first.column, rpar.end_line, rpar.end_column))
+
+    def arguments(self, c: list, opening: int) -> list:
+        """The items between the bracket ``c[opening]`` and the last child (the closing one):
+        [all but the last, each with its comma] [the last, if it has no comma]."""
+        inside = len(c) - opening - 2
+        if inside == 0:
+            return []
+        last = c[-2]
+        if last.__class__ is list:
+            return last
+        if inside == 1:
+            return [last.node if last.__class__ is _Paren else last]
+        items = c[-3]
+        items.append(last.node if last.__class__ is _Paren else last)
+        return items
+
+    def index(self, c: list) -> ast.Index:  # operand "[" expr "]"
+        value, _, index, rsqb = c
+        value = self.operand(value)
+        return ast.Index(_node(value), _node(index), self.between(_first(value), rsqb))
+
+    def attr(self, c: list) -> ast.Attr:  # operand "." NAME
+        value, _, name = c
+        value = self.operand(value)
+        return ast.Attr(_node(value), str(name), self.between(_first(value), name))
+
+    def list_lit(self, c: list) -> ast.ListLit:  # "[" [items] [expr] "]"
+        return _ListLit(tuple(self.arguments(c, 0)), self.between(c[0], c[-1]))
+
+    def call_args(self, c: list) -> tuple[tuple, tuple]:
+        # "(" [args] [argument] ")" -> (args, keywords)
+        return _split(self.arguments(c, 0))
+
+    def items(self, c: list) -> list:  # [items] expr ",": the expressions
+        if len(c) == 2:
+            return [_node(c[0])]
+        c[0].append(_node(c[1]))
+        return c[0]
+
+    args = items                              # [args] (expr | keyword) ","
+
+    def keyword(self, c: list) -> ast.Keyword:  # NAME "=" expr
+        name, _, value = c
+        if value.__class__ is _Paren:
+            last, value = value.rpar, value.node
+        else:
+            last = value.span
+        return _Keyword(name.value, value,
+                        _Span(self.file, name.line, name.column, last.end_line, last.end_column))
+
+
+def _split(arguments: list) -> tuple[tuple, tuple]:
+    """Positional arguments and keywords, each in order."""
+    for item in arguments:
+        if item.__class__ is ast.Keyword:
+            return (tuple(a for a in arguments if a.__class__ is not ast.Keyword),
+                    tuple(a for a in arguments if a.__class__ is ast.Keyword))
+    return tuple(arguments), ()
+
+
+_BUILDER = _AstBuilder()
+_POSTLEX = _PostLexer()
 
 
 @lru_cache(maxsize=1)
 def _parser() -> tuple[lark.Lark, _PostLexer]:
-    postlex = _PostLexer()
-    grammar = grammar_path().read_text()
-    options = dict(parser="lalr", lexer="contextual", propagate_positions=True,
-                   maybe_placeholders=True, postlex=postlex)
-    try:
-        parser = lark.Lark(grammar, cache=_cache_file(grammar), **options)
-    except Exception:   # an unreadable or stale cache file: build the tables afresh
-        parser = lark.Lark(grammar, cache=False, **options)
-    return parser, postlex
+    """The parser, with netspec's lexer; it builds the AST as it goes (``_BUILDER``)."""
+    return _lark(_Lexer, "fast", transformer=_BUILDER), _POSTLEX
 
 
-# ---- tree -> AST ------------------------------------------------------------------------------
-
-def _span(file: str, item) -> Span:
-    return Span(file, item.line, item.column, item.end_line, item.end_column)
-
-
-@v_args(meta=True, inline=True)
-class _ToAst(Transformer):
-    """Builds ``netspec.ast`` nodes from Lark's parse tree."""
-
-    def __init__(self, file: str):
-        super().__init__()
-        self.file = file
-
-    def s(self, meta) -> Span:
-        return _span(self.file, meta)
-
-    def t(self, tok: Token) -> Span:
-        return _span(self.file, tok)
-
-    # top level
-    def start(self, meta, *items):
-        imports = tuple(i for i in items if isinstance(i, ast.Import))
-        blocks = tuple(i for i in items if isinstance(i, ast.BlockDef))
-        inits = tuple(i for i in items if isinstance(i, ast.InitSection))
-        span = self.s(meta) if not meta.empty else Span(self.file, 1, 1, 1, 1)
-        return ast.SpecFile(self.file, imports, blocks, inits, span)
-
-    def import_stmt(self, meta, python, path):
-        return ast.Import(_string(path, self.file), self.s(meta), python is not None)
-
-    def block_def(self, meta, name, params, body):
-        return ast.BlockDef(str(name), params or (), body, self.s(meta), self.t(name))
-
-    def block_params(self, meta, *params):
-        return tuple(p for p in params if p is not None)
-
-    def block_param(self, meta, name, type_, default):
-        return ast.BlockParam(str(name), str(type_), default, self.s(meta), self.t(type_))
-
-    def body(self, meta, *stmts):
-        return ast.Body(tuple(stmts), self.s(meta))
-
-    # statements
-    def input_decl(self, meta, name, dims):
-        return ast.InputDecl(str(name), dims.items, self.s(meta), self.t(name))
-
-    def let_decl(self, meta, name, link):
-        return ast.Let(str(name), link, self.s(meta), self.t(name))
-
-    def const_decl(self, meta, name, value):
-        return ast.ConstDecl(str(name), value, self.s(meta), self.t(name))
-
-    def param_decl(self, meta, name, value):
-        return ast.ParamDecl(str(name), value, self.s(meta), self.t(name))
-
-    def tie_stmt(self, meta, target, source):
-        return ast.Tie(target, source, self.s(meta))
-
-    def assign(self, meta, name, chain):
-        return ast.Assign(str(name), chain, self.s(meta), self.t(name))
-
-    def return_stmt(self, meta, chain):
-        return ast.Return(chain, self.s(meta))
-
-    def expect_stmt(self, meta, dims):
-        return ast.Expect(dims.items, self.s(meta))
-
-    def step(self, meta, chain):
-        return ast.Step(chain, self.s(meta))
-
-    def chain(self, meta, *links):
-        return ast.Chain(tuple(links), self.s(meta))
-
-    def link(self, meta, label, node):
-        if label is None:
-            return ast.Link(None, None, node, self.s(meta))
-        return ast.Link(str(label), self.t(label), node, self.s(meta))
-
-    def seq(self, meta, body):
-        return ast.Seq(body, self.s(meta))
-
-    def concat(self, meta, call_args, body):
-        args, keywords = call_args if call_args is not None else ((), ())
-        return ast.Concat(args, keywords, body, self.s(meta))
-
-    def add(self, meta, body):
-        return ast.Add(body, self.s(meta))
-
-    def repeat(self, meta, count, tok, body):
-        index, pattern = "i", None
-        if tok is not None and tok.type == "STRING":
-            pattern = _string(tok, self.file)
-        elif tok is not None:
-            index = str(tok)
-        return ast.Repeat(count, index, pattern, body, self.s(meta))
-
-    def if_step(self, meta, cond, then, orelse=None):
-        return ast.If(cond, then, orelse, self.s(meta))
-
-    def while_step(self, meta, cond, body):
-        return ast.While(cond, body, self.s(meta))
-
-    def path(self, meta, *parts):
-        return ast.Path(tuple(str(p) for p in parts), self.s(meta))
-
-    def init_section(self, meta, *rules):
-        return ast.InitSection(tuple(rules), self.s(meta))
-
-    def init_rule(self, meta, selector, within, init):
-        if isinstance(selector, Token):
-            selector = ast.Str(_string(selector, self.file), self.t(selector))
-        if within is not None:
-            within = ast.Str(_string(within, self.file), self.t(within))
-        return ast.InitRule(selector, within, init, self.s(meta))
-
-    # expressions
-    def ternary(self, meta, then, cond, orelse):
-        return ast.Ternary(cond, then, orelse, self.s(meta))
-
-    def or_op(self, meta, left, right):
-        return ast.BoolOp("or", left, right, self.s(meta))
-
-    def and_op(self, meta, left, right):
-        return ast.BoolOp("and", left, right, self.s(meta))
-
-    def not_op(self, meta, operand):
-        return ast.Not(operand, self.s(meta))
-
-    def binop(self, meta, left, op, right):
-        return ast.BinOp(str(op), left, right, self.s(meta))
-
-    def unop(self, meta, op, operand):
-        if isinstance(operand, ast.Num):  # fold -3 into a literal
-            return ast.Num(-operand.value, self.s(meta))
-        return ast.UnOp(str(op), operand, self.s(meta))
-
-    def call(self, meta, func, call_args):
-        args, keywords = call_args
-        return ast.Call(func, args, keywords, self.s(meta))
-
-    def call_args(self, meta, *items):
-        items = tuple(i for i in items if i is not None)
-        args = tuple(i for i in items if not isinstance(i, ast.Keyword))
-        keywords = tuple(i for i in items if isinstance(i, ast.Keyword))
-        return args, keywords
-
-    def keyword(self, meta, name, value):
-        return ast.Keyword(str(name), value, self.s(meta))
-
-    def index(self, meta, value, index):
-        return ast.Index(value, index, self.s(meta))
-
-    def attr(self, meta, value, name):
-        return ast.Attr(value, str(name), self.s(meta))
-
-    def name(self, meta, tok):
-        return ast.Name(str(tok), self.t(tok))
-
-    def int_lit(self, meta, tok):
-        return ast.Num(int(tok), self.t(tok))
-
-    def float_lit(self, meta, tok):
-        return ast.Num(float(tok), self.t(tok))
-
-    def string_lit(self, meta, tok):
-        return ast.Str(_string(tok, self.file), self.t(tok))
-
-    def true_lit(self, meta):
-        return ast.Lit(True, self.s(meta))
-
-    def false_lit(self, meta):
-        return ast.Lit(False, self.s(meta))
-
-    def none_lit(self, meta):
-        return ast.Lit(None, self.s(meta))
-
-    def list_lit(self, meta, *items):
-        return ast.ListLit(tuple(i for i in items if i is not None), self.s(meta))
+@lru_cache(maxsize=1)
+def _reference_parser() -> lark.Lark:
+    """The same parser with Lark's contextual lexer, for the errors."""
+    return _lark("contextual", "contextual", transformer=_BUILDER, postlex=_POSTLEX)
 
 
 def _string(tok: Token, file: str = "<string>") -> str:
@@ -301,6 +748,9 @@ _READABLE = {
 
 
 _STRUCTURAL = {"','", "')'", "']'", "'}'", "';'", "a new line", "'->'"}
+_OPERATORS = {"'%'", "'*'", "'**'", "'+'", "'-'", "'/'", "'//'", "'@'", "'and'", "'or'",
+              "a comparison"}
+_POSTFIX = {"'('", "'.'", "'['"}     # a call, an attribute or an index
 
 
 def _describe(terminal: str, parser: lark.Lark) -> str:
@@ -313,6 +763,17 @@ def _describe(terminal: str, parser: lark.Lark) -> str:
     if isinstance(pattern, lark.lexer.PatternStr):
         return f"'{pattern.value}'"
     return terminal.lower()
+
+
+def _expected(exc: lark.exceptions.UnexpectedToken) -> set[str]:
+    """The terminals the parser's state accepts. (Where Lark's contextual lexer finds no
+    terminal of the state, its error lists what that state's lexer reads instead: the newline,
+    which the post-lexer always takes, but no keyword.)"""
+    state = exc.state
+    try:
+        return {name for name in state.parse_conf.states[state.position] if name.isupper()}
+    except AttributeError:
+        return set(exc.expected)
 
 
 def _token_text(tok: Token) -> str:
@@ -344,9 +805,11 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
         return Diagnostic("syntax error", f"unexpected character '{char}'", span)
     assert isinstance(exc, lark.exceptions.UnexpectedToken)
     tok = exc.token
-    expected = {_describe(t, parser) for t in exc.expected if not t.startswith("__")}
+    expected = {_describe(t, parser) for t in _expected(exc) if not t.startswith("__")}
     if postlex.open and postlex.open[-1].type in ("LPAR", "LSQB"):
         expected.discard("a new line")
+    if _OPERATORS <= expected:          # after an operand, which anything may follow
+        expected = (expected - _OPERATORS - _POSTFIX) | {"an operator"}
     if expected & _STRUCTURAL and tok.type not in ("$END",):
         expected &= _STRUCTURAL  # "expected ',' or ')'" says more than every operator
     expected = sorted(expected)
@@ -384,32 +847,60 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
 
 def parse(text: str, file: str = "<string>") -> ast.SpecFile:
     """Parse one ``.net`` source text into a ``SpecFile``; syntax errors raise ``SpecError``."""
-    parser, postlex = _parser()
-    sources = SourceMap({file: text})
-    postlex.text = text
+    parser = _parser()[0]
     collecting = gc.isenabled()
     gc.disable()      # parsing allocates many small objects that live until the AST is built
     depth = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(depth, _RECURSION))   # a flat `a + b + ...` is a deep tree
+    sys.setrecursionlimit(max(depth, _RECURSION))   # `a ** b ** ...` nests as it is read
     try:
-        tree = parser.parse(text)
-        return _ToAst(file).transform(tree)
+        try:
+            return _parse_with(parser, text, file)
+        except (lark.exceptions.UnexpectedInput, _Unlexable, _TooDeep, SpecError,
+                RecursionError):
+            # the text has an error: parse it again with Lark's own lexer, which reads the same
+            # tokens up to the error and reports the error as Lark finds it
+            return _located(_reference_parser(), text, file)
+    finally:
+        sys.setrecursionlimit(depth)
+        if collecting:
+            _promote()
+            gc.enable()
+
+
+def _promote() -> None:
+    """Move every object the collector tracks to its oldest generation, without a pass over them.
+
+    The AST lives as long as the program that holds it. Left in the youngest generation, its
+    objects (a few dozen per line) would all be traversed by the next collection, and again on
+    their way up the generations. ``gc.freeze`` then ``gc.unfreeze`` moves them up at no cost;
+    nothing is left frozen. If something else has frozen objects, they stay as they are.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
+
+
+def _parse_with(parser: lark.Lark, text: str, file: str) -> ast.SpecFile:
+    _POSTLEX.text = text
+    _BUILDER.reset(file, text)
+    return parser.parse(text)
+
+
+def _located(parser: lark.Lark, text: str, file: str) -> ast.SpecFile:
+    """Parse ``text``, turning every error into a located ``SpecError``."""
+    sources = SourceMap({file: text})
+    try:
+        return _parse_with(parser, text, file)
     except lark.exceptions.UnexpectedInput as exc:
-        raise SpecError([_syntax_diagnostic(exc, file, text, parser, postlex)], sources) from None
+        raise SpecError([_syntax_diagnostic(exc, file, text, parser, _POSTLEX)],
+                        sources) from None
     except _TooDeep as exc:
         raise LimitError([Diagnostic("limit error", "brackets nest too deeply",
                                      _span(file, exc.tok))], sources) from None
-    except (RecursionError, lark.exceptions.VisitError) as exc:
-        if isinstance(exc, lark.exceptions.VisitError) and isinstance(exc.orig_exc, SpecError):
-            raise SpecError(exc.orig_exc.diagnostics, sources) from None
-        if isinstance(exc, lark.exceptions.VisitError) and \
-                not isinstance(exc.orig_exc, RecursionError):
-            raise
+    except SpecError as exc:      # from the AST builder: a bad string escape, a chained comparison
+        raise SpecError(exc.diagnostics, sources) from None
+    except RecursionError:
         raise LimitError([Diagnostic("limit error", "this spec nests too deeply to compile",
                                      Span(file, 1, 1, 1, 2),
                                      hint="split long expressions into named values")],
                          sources) from None
-    finally:
-        sys.setrecursionlimit(depth)
-        if collecting:
-            gc.enable()
