@@ -159,9 +159,22 @@ def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
 
 
 def check_init_rules(analysis: Analysis) -> None:
-    """Raise if an init rule selects nothing (needs the layers' parameter names: a meta build)."""
-    if any(mod.init_rules for _, mod in analysis.ir.walk()):
+    """Raise if an init rule selects nothing.
+
+    The rules are matched against the parameters the layers' tensor tables name; only a layer
+    without a table needs torch to say what it holds (a build on the meta device).
+    """
+    if not any(mod.init_rules for _, mod in analysis.ir.walk()):
+        return
+    from netspec.init import plan_sites
+    from netspec.tensors import Unknown, static_model
+
+    try:
+        model = static_model(analysis.ir)
+    except Unknown:
         build_analysis(analysis, device="meta")
+        return
+    plan_sites(model.sites(), analysis.sources)
 
 
 def materialize(model, device: Any = "cpu", seed: int | None = None):

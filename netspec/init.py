@@ -93,22 +93,47 @@ class Assignment:
     rule: InitRuleIR | None
 
 
+@dataclass(frozen=True)
+class ModuleSite:
+    """One module as ``named_modules()`` of the model yields it, with its own parameters.
+
+    Rules are matched against these records, so a model built with torch and the tensor
+    tables of an IR (``netspec.tensors``) are planned by the same code.
+    """
+
+    path: str
+    layer: str                              # the module's class name: "Linear", a block's name
+    ir: Any                                 # its ModuleIR; None for a ParameterList and such
+    params: tuple[tuple[str, Any], ...]     # (name, tensor) in registration order
+
+
 def init_plan(model) -> dict[int, Assignment]:
     """For every parameter of a built model (by ``id``): the rule that initialises it."""
+    sites = [ModuleSite(path, type(module).__name__, getattr(module, "_netspec_ir", None),
+                        tuple(module.named_parameters(recurse=False)))
+             for path, module in model.named_modules()]
+    return plan_sites(sites, getattr(getattr(model, "_netspec", None), "sources", None))
+
+
+def plan_sites(sites: list[ModuleSite], sources: Any = None) -> dict[int, Assignment]:
+    """For every parameter (by ``id``) of the modules ``sites``: the rule that initialises it.
+
+    ``sites`` come in ``named_modules()`` order: a parameter belongs to the first module that
+    holds it (a shared module or a tie reaches it again later), and rules apply outer first.
+    """
     scopes = []  # (prefix, rules) in the order rules are applied: outer blocks first
-    for path, module in model.named_modules():
-        ir = getattr(module, "_netspec_ir", None)
-        rules = getattr(ir, "init_rules", None) if ir is not None else None
+    for site in sites:
+        rules = getattr(site.ir, "init_rules", None) if site.ir is not None else None
         if rules:
-            scopes.append((path, rules))
+            scopes.append((site.path, rules))
             for rule in rules:
                 rule.matched = 0
     plan: dict[int, Assignment] = {}
-    owners = {}
-    for mpath, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            owners.setdefault(id(p), (mpath, module, name))
-    for pid, (mpath, module, name) in owners.items():
+    owners: dict[int, tuple[str, str, str]] = {}     # id -> (module path, class name, name)
+    for site in sites:
+        for name, p in site.params:
+            owners.setdefault(id(p), (site.path, site.layer, name))
+    for pid, (mpath, layer, name) in owners.items():
         full = f"{mpath}.{name}" if mpath else name
         chosen = None
         for prefix, rules in scopes:
@@ -116,21 +141,20 @@ def init_plan(model) -> dict[int, Assignment]:
                 continue
             relative = full[len(prefix) + 1:] if prefix else full
             for rule in rules:
-                if rule.matches(relative, type(module).__name__, name):
+                if rule.matches(relative, layer, name):
                     rule.matched += 1
                     chosen = rule
-        plan[pid] = Assignment(full, type(module).__name__, chosen)
+        plan[pid] = Assignment(full, layer, chosen)
     unused = [rule for _, rules in scopes for rule in rules if rule.matched == 0]
     if unused:
-        sources = getattr(getattr(model, "_netspec", None), "sources", None)
         raise SpecError([Diagnostic("init error", f"this init rule matches no parameter",
                                     r.span, hint=_unused_hint(r, owners)) for r in unused],
                         sources)
     return plan
 
 
-def _unused_hint(rule: InitRuleIR, owners: dict) -> str:
-    types = sorted({f"{type(m).__name__}.{n}" for _, m, n in owners.values()})
+def _unused_hint(rule: InitRuleIR, owners: dict[int, tuple[str, str, str]]) -> str:
+    types = sorted({f"{layer}.{n}" for _, layer, n in owners.values()})
     return "parameters here: " + ", ".join(types[:12]) + (" ..." if len(types) > 12 else "")
 
 
@@ -344,5 +368,10 @@ def _reapply_ties(model) -> None:
 
 def describe_plan(model) -> list[tuple[str, str, str]]:
     """(parameter path, layer, rule text or "default") for ``summary --init``."""
+    return describe(init_plan(model))
+
+
+def describe(plan: dict[int, Assignment]) -> list[tuple[str, str, str]]:
+    """(parameter path, layer, rule text or "default") per entry of a plan, in its order."""
     return [(a.path, a.layer, a.rule.text if a.rule is not None else "default")
-            for a in init_plan(model).values()]
+            for a in plan.values()]

@@ -1,6 +1,8 @@
 """``netspec summary``: every module with its output shape, parameters and multiply-accumulates.
 
-The model is built on the ``meta`` device (structure only, no weight memory) and walked in the
+The model's tensors come from the layers' tensor tables (``netspec.tensors``: no torch), or,
+when some layer has no table (a user's layer, a torch.nn layer netspec has no rule for), from
+the model built on the ``meta`` device (structure only, no weight memory). It is walked in the
 order of the spec's dataflow, one row per *use* of a module:
 
 * parameters are counted once, at their first use. A parameter that appears in more than one
@@ -33,9 +35,10 @@ from rich.console import Console
 from rich.table import Table
 
 from netspec.api import Analysis, build_analysis
-from netspec.builder import is_sequential
 from netspec.dims import Sym, fmt_shape, numel
-from netspec.ir import ModuleIR, Ref
+from netspec.init import describe, plan_sites
+from netspec.ir import ModuleIR, Ref, is_sequential
+from netspec.tensors import StaticModel, StaticModule, Unknown, read_module, static_model
 
 FORMATS = ("text", "markdown", "json")
 _COUNTS = ("trainable", "shared", "frozen", "const", "buffers")
@@ -153,9 +156,9 @@ def _json_dim(value: Any) -> Any:
 # ---- the walk ----------------------------------------------------------------------------------
 
 class _Summary:
-    def __init__(self, analysis: Analysis):
+    def __init__(self, analysis: Analysis, model: StaticModel):
         self.analysis = analysis
-        self.model, self.built = built_modules(analysis)
+        self.built = model.by_uid
         self.rows: list[Row] = []
         self.first_use: dict[int, int] = {}      # module uid -> row of its first use
         self.reuses: dict[int, list[str]] = {}   # row of a first use -> paths of the others
@@ -236,14 +239,14 @@ class _Summary:
             known = known and k
         return macs, known
 
-    def _layer_macs(self, mod: ModuleIR, module: Any, x: tuple | None,
+    def _layer_macs(self, mod: ModuleIR, module: StaticModule | None, x: tuple | None,
                     y: tuple | None) -> tuple[Any, bool]:
-        has_params = module is not None and any(True for _ in module.parameters())
+        has_params = module is not None and bool(module.named_parameters())
         m = layer_macs(mod.cls_name, mod.resolved_args or {}, x, y, has_params)
         return (0, False) if m is None else (m, True)
 
-    def _tensor_row(self, mod: ModuleIR, module: Any, tname: str, decl: Any, path: str,
-                    level: int, parent: int) -> None:
+    def _tensor_row(self, mod: ModuleIR, module: StaticModule | None, tname: str, decl: Any,
+                    path: str, level: int, parent: int) -> None:
         kind = "param" if decl.trainable else "const"
         if decl.container == "tensor":
             layer, output = kind, (decl.shapes or {}).get("")
@@ -254,19 +257,18 @@ class _Summary:
         if module is None:
             return
         if decl.container == "tensor":
-            tensor = module._parameters.get(tname) if decl.trainable else \
-                module._buffers.get(tname)
+            tensor = module.params.get(tname) if decl.trainable else module.buffers.get(tname)
             if tensor is not None:
                 row.tensors = [(tname, tensor, kind)]
         else:
-            holder = module._modules.get(tname)
+            holder = module.children.get(tname)
             if holder is not None:
                 row.tensors = [(f"{tname}.{n}", t, "param") for n, t in
                                holder.named_parameters()] + \
                               [(f"{tname}.{n}", t, "const") for n, t in holder.named_buffers()]
 
     @staticmethod
-    def _module_tensors(module: Any) -> list[tuple[str, Any, str]]:
+    def _module_tensors(module: StaticModule | None) -> list[tuple[str, Any, str]]:
         if module is None:
             return []
         return [(n, t, "param") for n, t in module.named_parameters()] + \
@@ -316,6 +318,24 @@ class _Summary:
                     parent[key] += row.total[key]
 
 
+def model_tensors(analysis: Analysis, *, build: bool = False) -> StaticModel:
+    """The modules and tensors of the model, from the tensor tables when every layer has one.
+
+    Otherwise (or with ``build``) they are read off the model built on the ``meta`` device.
+    Either way init rules are matched, as a build matches them: one matching nothing is an error.
+    """
+    if not build:
+        try:
+            model = static_model(analysis.ir)
+        except Unknown:
+            pass
+        else:
+            if any(mod.init_rules for _, mod in analysis.ir.walk()):
+                plan_sites(model.sites(), analysis.sources)
+            return model
+    return read_module(built_modules(analysis)[0])
+
+
 def built_modules(analysis: Analysis) -> tuple[Any, dict[int, Any]]:
     """The model built on the ``meta`` device, and its modules by ``ModuleIR.uid``."""
     from netspec.init import _reapply_ties
@@ -336,9 +356,13 @@ def _join(path: str, name: str) -> str:
 
 # ---- public API --------------------------------------------------------------------------------
 
-def summarize(analysis: Analysis, depth: int = -1) -> dict:
-    """The summary as data: ``rows`` (one dict per module use, to ``depth``) and ``totals``."""
-    s = _Summary(analysis)
+def summarize(analysis: Analysis, depth: int = -1, *, build: bool = False) -> dict:
+    """The summary as data: ``rows`` (one dict per module use, to ``depth``) and ``totals``.
+
+    ``build`` counts on the model built on the ``meta`` device even when the tensor tables
+    know every layer (the same numbers, with torch).
+    """
+    s = _Summary(analysis, model_tensors(analysis, build=build))
     atom = _batch_atom(analysis)
     root = s.rows[0]
     ir = analysis.ir
@@ -464,12 +488,12 @@ def _markdown(data: dict) -> str:
 
 
 def render_summary(analysis: Analysis, depth: int = -1, fmt: str = "text",
-                   width: int = 160) -> str:
+                   width: int = 160, *, build: bool = False) -> str:
     """The summary as ``text`` (a rich table), ``markdown`` (a plain table) or ``json``."""
     if fmt not in FORMATS:
         from netspec.errors import NetspecError
         raise NetspecError(f"unknown summary format {fmt!r}: use one of {', '.join(FORMATS)}")
-    data = summarize(analysis, depth)
+    data = summarize(analysis, depth, build=build)
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if fmt == "markdown":
@@ -489,15 +513,18 @@ class _Null:
         pass
 
 
+def init_rows(analysis: Analysis, *, build: bool = False) -> list[tuple[str, str, str]]:
+    """(parameter path, layer, rule text or "default") for every parameter, in model order."""
+    model = model_tensors(analysis, build=build)
+    return describe(plan_sites(model.sites(), analysis.sources))
+
+
 def init_table(analysis: Analysis) -> Table:
     """Which rule initialises each parameter (``default``: the layer's own initialisation)."""
-    from netspec.init import describe_plan
-
-    model = build_analysis(analysis, device="meta")
     table = Table(title="init")
     table.add_column("parameter")
     table.add_column("layer")
     table.add_column("rule")
-    for path, layer, rule in describe_plan(model):
+    for path, layer, rule in init_rows(analysis):
         table.add_row(path, layer, rule)
     return table

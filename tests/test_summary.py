@@ -11,10 +11,13 @@ from rich.table import Table
 
 import netspec
 from netspec.errors import NetspecError
-from netspec.summary import render_summary, summarize, summary_rows, summary_table
+from netspec.summary import (FORMATS, init_rows, render_summary, summarize, summary_rows,
+                             summary_table)
+from netspec.tensors import static_model
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SPEC_FILES = sorted(SPECS.glob("*.net"))
+BENCH_FILES = sorted((SPECS.parent / "bench" / "specs").glob("*.net"))
 
 TIE = """
 block TinyLM(vocab: int = 50, dim: int = 16) {
@@ -51,6 +54,23 @@ def _entries(spec: Path) -> list[str | None]:
 
 
 CASES = [(spec, block) for spec in SPEC_FILES for block in _entries(spec)]
+BENCH_CASES = [(spec, block) for spec in BENCH_FILES for block in _entries(spec)]
+
+
+# ---- the tensor tables against the model built on the meta device ------------------------------
+
+@pytest.mark.parametrize("spec,block", CASES + BENCH_CASES,
+                         ids=[f"{s.stem}-{b}" for s, b in CASES + BENCH_CASES])
+def test_static_summary_equals_the_meta_build(spec, block):
+    """Counted from the tensor tables (no torch) or read off a meta build: the same summary."""
+    analysis = netspec.analyze(spec, block)
+    static_model(analysis.ir)       # every layer has a table: the summary needs no build
+    for depth in (-1, 1):
+        assert summarize(analysis, depth) == summarize(analysis, depth, build=True)
+        for fmt in FORMATS:
+            assert render_summary(analysis, depth, fmt) == \
+                render_summary(analysis, depth, fmt, build=True)
+    assert init_rows(analysis) == init_rows(analysis, build=True)
 
 
 # ---- totals against the real model --------------------------------------------------------------
