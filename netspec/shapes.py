@@ -21,6 +21,7 @@ from netspec.gc_pause import gc_paused
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, lint, placeholder
 from netspec.limits import current as current_limits
 from netspec.registry import ShapeRuleError
+from netspec.tensors import layer_tensors
 
 _UNKNOWN = None  # the shape of a value downstream of an error
 _PLAIN = frozenset({int, float, bool, str, type(None)})   # values that hold no dim symbols
@@ -354,12 +355,16 @@ class _ShapeInference:
 
 
 def param_shapes(mod: ModuleIR) -> dict[str, Shape] | None:
-    """The direct parameters of a module and their shapes (a layer is built on ``meta``)."""
+    """The direct parameters of a module and their shapes: from the layer's tensor table, or
+    for a layer without one, by building it on ``meta``."""
     if mod.kind == "block":
         return {name: decl.shapes[""] for name, decl in mod.tensors.items()
                 if decl.trainable and decl.container == "tensor" and decl.shapes}
     if mod.resolved_args is None:
         return None
+    table = layer_tensors(mod)
+    if table is not None:
+        return {name: tuple(shape) for name, (shape, kind) in table.items() if kind == "param"}
     import torch
 
     with torch.device("meta"):

@@ -375,3 +375,13 @@ def test_tensor_table_is_the_real_layer(name, args):
 
 def test_every_table_layer_has_argument_sets():
     assert {name for name, _ in CASES} == set(LAYERS)
+
+
+def test_ties_are_checked_without_torch(tmp_path):
+    spec = tmp_path / "tie.net"
+    spec.write_text(TIE)
+    bad = tmp_path / "bad_tie.net"                      # [50, 16] tied to [16, 50]
+    bad.write_text(TIE.replace("head: Linear(vocab, bias=false)", "head: Linear(dim, bias=false)"))
+    assert [(r["code"], r["torch"]) for r in run_commands(spec, [["check"]])] == [(0, False)]
+    (run,) = run_commands(bad, [["check"]])
+    assert run["code"] == 1 and not run["torch"] and "tie" in run["err"], run
