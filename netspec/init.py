@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from netspec.errors import Diagnostic, SpecError, Span
+from netspec.gc_pause import gc_paused
 from netspec.progress import progress
 from netspec.registry import Param
 
@@ -158,6 +159,7 @@ def _unused_hint(rule: InitRuleIR, owners: dict[int, tuple[str, str, str]]) -> s
     return "parameters here: " + ", ".join(types[:12]) + (" ..." if len(types) > 12 else "")
 
 
+@gc_paused
 def materialize(model, device: Any = None, seed: int | None = None):
     """Allocate every tensor of a meta-device ``model`` on ``device`` and initialise it once."""
     import torch

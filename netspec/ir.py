@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import networkx as nx
 
 from netspec.errors import Span
+from netspec.gc_pause import gc_paused
 from netspec.registry import LayerDef
 
 OPS = frozenset({"placeholder", "call_module", "call_function", "get_attr", "branch", "loop",
@@ -197,6 +198,7 @@ class LintError(AssertionError):
     """An IR invariant does not hold: a bug in netspec, never in the user's spec."""
 
 
+@gc_paused
 def lint(module: ModuleIR, *, shaped: bool = False) -> None:
     """Check the IR's invariants over the whole tree; ``shaped`` after ``infer_shapes``."""
     for path, mod in module.walk():
