@@ -18,6 +18,8 @@ from common import BENCH_SPECS, ROOT, SPECS, fmt_bytes, fmt_time, load_average, 
 
 LLAMA = BENCH_SPECS / "llama70b.net"
 TARGET_CHECK_S = 1.0
+TARGET_SPEC_S = 0.5
+TARGET_SPEC_MIB = 100
 
 
 def _netspec_cmd() -> list[str]:
@@ -82,6 +84,21 @@ def report(data: dict) -> str:
     imp = data["import_only"]
     out.append(f"For scale: `python -c \"import netspec\"` takes {fmt_time(imp['wall'])} wall "
                f"and {fmt_bytes(imp['maxrss'])} peak RSS.")
+    seeds = [r for r in data["rows"] if r["spec"].startswith("specs/")]
+    if seeds:
+        commands = [(r["spec"], what, r[what]) for r in seeds for what in ("check", "summary")]
+        slowest = max(commands, key=lambda c: c[2]["wall"])
+        biggest = max(commands, key=lambda c: c[2]["maxrss"])
+        torch_free = not any(r["probe"]["torch_after_check"] or r["probe"]["torch_after_summary"]
+                             for r in data["rows"])
+        out.append(
+            f"Targets for every spec in `specs/`: `netspec check` and `netspec summary` < "
+            f"{TARGET_SPEC_S} s wall: {verdict(slowest[2]['wall'] < TARGET_SPEC_S)} (slowest "
+            f"{fmt_time(slowest[2]['wall'])}, `netspec {slowest[1]} {slowest[0]}`); < "
+            f"{TARGET_SPEC_MIB} MiB peak RSS: "
+            f"{verdict(biggest[2]['maxrss'] < TARGET_SPEC_MIB * 2 ** 20)} (largest "
+            f"{fmt_bytes(biggest[2]['maxrss'])}); without importing torch: "
+            f"{verdict(torch_free)}.")
     lc, m, lp = data["llama_check"], data["meta"], data["llama_probe"]
     in_process = f"; `netspec.check` in-process {fmt_time(lp['check_s'])}" if lp else ""
     growth = m["peak_after"] - m["peak_before"]
