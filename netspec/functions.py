@@ -833,3 +833,116 @@ FUNCTION_NAMES: tuple[str, ...] = tuple(sorted(FUNCTIONS))
 def lookup_function(name: str) -> FunctionDef | None:
     """The function registered under ``name``, or None."""
     return FUNCTIONS.get(name)
+
+
+# -- dtypes ---------------------------------------------------------------------------------------
+# Shape inference also tracks each value's dtype kind: "bool", "int" or "float" (None: unknown,
+# as for the input, which may hold indices or floats). Kinds are ordered bool < int < float, and
+# under torch's type promotion a result takes the highest kind of its operands, a Python number
+# included (``(x > 0) * 1.0`` is float, ``(x > 0) + 1`` int). A rule gets the operands' kinds and
+# the static arguments, returns the result's kind, and raises ``ShapeRuleError`` for what torch
+# refuses. A function without a rule gives an unknown kind, which is never refused.
+
+Kind = str | None
+_RANK = {"bool": 0, "int": 1, "float": 2}
+DTYPE_RULES: dict[str, Callable[..., Kind]] = {}
+
+
+def _promote(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+    """The highest kind; unknown unless a float decides it."""
+    if "float" in kinds:
+        return "float"
+    if None in kinds:
+        return None
+    return max(kinds, key=_RANK.__getitem__, default=None)
+
+
+def _kept(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+    """The input's kind: shape ops and max/min keep it."""
+    return kinds[0]
+
+
+def _to_float(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+    """Floating functions turn bool and int tensors into float ones."""
+    return "float"
+
+
+def _to_bool(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+    """Comparisons and logical ops."""
+    return "bool"
+
+
+def _counted(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+    """sum and prod count bools and add ints as int64."""
+    return kinds[0] if kinds[0] in ("float", None) else "int"
+
+
+def _refusing(rule: Callable[..., Kind], refused: tuple[str, ...], what: str,
+              hint: str) -> Callable[..., Kind]:
+    """``rule``, raising where an operand has a kind torch refuses here."""
+    refused_set = frozenset(refused)
+
+    def checked(kinds: tuple[Kind, ...], **static: Any) -> Kind:
+        """The rule, after the check."""
+        if refused_set.isdisjoint(kinds):
+            return rule(kinds, **static)
+        i, kind = next((i, k) for i, k in enumerate(kinds) if k in refused_set)
+        article = "an" if kind == "int" else "a"
+        raise ShapeRuleError(f"{what} {article} {kind} tensor", operand=i, hint=hint)
+
+    return checked
+
+
+def _no_bool_pair(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+    """torch refuses ``a - b`` when both are bool."""
+    if kinds == ("bool", "bool"):
+        raise ShapeRuleError("torch cannot subtract two bool tensors", operand=1,
+                             hint=FLOAT_HINT)
+    return _promote(kinds)
+
+
+def _arange_kind(kinds: tuple[Kind, ...], **static: Any) -> Kind:
+    """Integer bounds and step give int64, any float bound float."""
+    return "float" if any(isinstance(v, float) for v in static.values()) else "int"
+
+
+def _full_kind(kinds: tuple[Kind, ...], *, value: Any, **_: Any) -> Kind:
+    """The fill value's kind."""
+    return "bool" if isinstance(value, bool) else "int" if isinstance(value, int) else "float"
+
+
+FLOAT_HINT = "make it float first: multiply it by 1.0, as in `(x > 0) * 1.0`"
+
+for _name in ("add", "mul", "pow", "maximum", "minimum", "remainder", "floordiv", "cat",
+              "stack"):
+    DTYPE_RULES[_name] = _promote
+DTYPE_RULES["sub"] = _no_bool_pair
+DTYPE_RULES["where"] = lambda kinds, **_: _promote(kinds[1:])
+for _name in ("lt", "le", "gt", "ge", "eq", "ne", "logical_not", "all", "any"):
+    DTYPE_RULES[_name] = _to_bool
+for _name in ("div", "sigmoid", "tanh", "exp", "log", "log1p", "sqrt", "rsqrt", "sin", "cos",
+              "reciprocal", "rand", "randn", "zeros", "ones", "eye", "linspace"):
+    DTYPE_RULES[_name] = _to_float
+for _name in ("flatten", "reshape", "view", "transpose", "permute", "unsqueeze", "squeeze",
+              "expand", "t", "contiguous", "amax", "amin", "max", "min"):
+    DTYPE_RULES[_name] = _kept
+DTYPE_RULES["sum"] = DTYPE_RULES["prod"] = _counted
+DTYPE_RULES["neg"] = _refusing(_kept, ("bool",), "torch cannot negate", "use logical_not(x) "
+                               "for a bool, or " + FLOAT_HINT)
+DTYPE_RULES["relu"] = _refusing(_kept, ("bool",), "relu cannot take", FLOAT_HINT)
+DTYPE_RULES["mean"] = _refusing(_kept, ("bool", "int"), "mean cannot take", FLOAT_HINT)
+DTYPE_RULES["randint"] = lambda kinds, **_: "int"
+DTYPE_RULES["arange"] = _arange_kind
+DTYPE_RULES["full"] = _full_kind
+# the functions whose result has a known kind even when their operands' kinds are unknown;
+# shape inference calls no other rule on one operand of unknown kind
+KIND_MAKERS = frozenset(n for n, rule in DTYPE_RULES.items() if rule in (_to_bool, _to_float))
+del _name
+
+
+_LITERAL_KINDS: dict[type, Kind] = {bool: "bool", int: "int", Sym: "int", float: "float"}
+
+
+def literal_kind(value: Any) -> Kind:
+    """The kind a Python number operand takes part in promotion with (a dim is an int)."""
+    return _LITERAL_KINDS.get(value.__class__)

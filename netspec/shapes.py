@@ -16,7 +16,14 @@ from netspec.args import Arg, has_symbols, validate
 from netspec.dims import Shape, Sym, fmt_shape
 from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
-from netspec.functions import lookup_function
+from netspec.functions import (
+    DTYPE_RULES,
+    FLOAT_HINT,
+    KIND_MAKERS,
+    Kind,
+    literal_kind,
+    lookup_function,
+)
 from netspec.gc_pause import gc_paused
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, lint, placeholder
 from netspec.limits import current as current_limits
@@ -25,6 +32,7 @@ from netspec.tensors import layer_tensors
 
 _UNKNOWN = None  # the shape of a value downstream of an error
 _PLAIN = frozenset({int, float, bool, str, type(None)})   # values that hold no dim symbols
+_INDEX_LAYERS = frozenset({"Embedding", "EmbeddingBag"})   # they look up integer indices
 
 
 class _Origin:
@@ -48,6 +56,11 @@ class _ShapeInference:
         self.errors = Collector(sources)
         self.bindings: dict[str, Any] = {}
         self.max_dim = current_limits().max_dim
+        # dtype kinds ("bool", "int", "float"; None unknown) of the current graph's values, the
+        # kind its placeholder receives, and the kind of the value the last node produced
+        self.kinds: dict[str, Kind] = {}
+        self.entry_kind: Kind = None
+        self.kind_out: Kind = None
 
     # ---- symbols --------------------------------------------------------------------------
     def subst(self, value: Any) -> Any:
@@ -82,10 +95,39 @@ class _ShapeInference:
         self.errors.add(Diagnostic(kind, message, span, hint, tuple(n for n in notes if n)))
 
     # ---- modules --------------------------------------------------------------------------
-    def module(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
+    def module(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
+               kind: Kind = None) -> Shape | None:
         if mod.kind == "layer":
-            return self.layer(mod, shape, span, origin)
-        return self.block(mod, shape, span, origin)
+            out = self.layer(mod, shape, span, origin)
+            if kind is None and mod.cls_name not in _INDEX_LAYERS:
+                return out       # the usual case: an input of unknown kind, an unknown output
+            if not _from_torch(mod):
+                return out       # a layer of the user's own: its code decides what it takes
+            if out is not None and not self.layer_takes(mod, kind, span, origin):
+                return _UNKNOWN
+            # layers compute in floating point; one without parameters keeps an exact kind
+            # only for a float input
+            self.kind_out = "float" if kind == "float" or mod.cls_name in _INDEX_LAYERS else None
+            return out
+        return self.block(mod, shape, span, origin, kind)
+
+    def layer_takes(self, mod: ModuleIR, kind: str, span: Span, origin: _Origin) -> bool:
+        """Whether a layer, its arguments resolved, accepts a tensor of this kind; if not, says
+        so. Embeddings need indices; layers with parameters multiply by float weights."""
+        if mod.cls_name in _INDEX_LAYERS:
+            if kind is None or kind == "int":
+                return True
+            self.error("type error", f"{mod.cls_name} needs an integer tensor of indices, but "
+                       f"the value here is {_a(kind)} tensor", span,
+                       hint="indices come from the input, arange, randint or a sum of bools",
+                       notes=(_kind_note(origin, kind),))
+            return False
+        if kind == "float" or not param_shapes(mod):
+            return True
+        self.error("type error", f"{mod.cls_name} needs a floating-point input, but the value "
+                   f"here is {_a(kind)} tensor", span, hint=FLOAT_HINT,
+                   notes=(_kind_note(origin, kind),))
+        return False
 
     def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
         layer = mod.layer
@@ -167,7 +209,17 @@ class _ShapeInference:
         mod.in_shape = shape
         return True
 
-    def block(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
+    def block(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
+              kind: Kind = None) -> Shape | None:
+        outer = self.kinds, self.entry_kind
+        self.kinds, self.entry_kind = {}, kind
+        try:
+            return self.block_body(mod, shape, span, origin)
+        finally:
+            self.kinds, self.entry_kind = outer
+
+    def block_body(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin
+                   ) -> Shape | None:
         if mod.input_dims is not None:
             declared = self.subst(mod.input_dims)
             if len(declared) != len(shape) or not all(
@@ -179,6 +231,7 @@ class _ShapeInference:
                                         else None))
                 return _UNKNOWN
         if mod.in_shape is not None and mod.out_shape is not None and mod.in_shape == shape:
+            self.kind_out = None
             return mod.out_shape     # a shared block used again with the same input
         mod.in_shape = shape
         env: dict[str, Shape | None] = {}
@@ -201,6 +254,7 @@ class _ShapeInference:
                            f"is {fmt_shape(actual)}", espan, notes=(origins[node].note(actual),))
         self.ties(mod)
         mod.out_shape = out
+        self.kind_out = self.kinds.get(list(mod.graph.nodes)[-1])
         return out
 
     # ---- graphs ---------------------------------------------------------------------------
@@ -208,6 +262,7 @@ class _ShapeInference:
               env: dict, origins: dict) -> Shape | None:
         nodes = list(graph.nodes(data=True))
         max_dim = self.max_dim
+        kinds = self.kinds
         i = 0
         while i < len(nodes):
             nid, data = nodes[i]
@@ -219,10 +274,14 @@ class _ShapeInference:
             if op == "placeholder":
                 out = shape
                 origins[nid] = origin
+                if self.entry_kind is not None:
+                    kinds[nid] = self.entry_kind
             elif op == "output":
                 ref = data["args"][0]
                 out = env.get(ref.node)
                 origins[nid] = origins.get(ref.node, origin)
+                if ref.node in kinds:
+                    kinds[nid] = kinds[ref.node]
             else:
                 inputs = []
                 src = None
@@ -238,6 +297,9 @@ class _ShapeInference:
                         inputs.append(())
                 out = self.node(mod, data, inputs, src or origin, env, origins) if known \
                     else _UNKNOWN
+                if self.kind_out is not None:     # absent from kinds: unknown
+                    kinds[nid] = self.kind_out
+                    self.kind_out = None
                 origins[nid] = _Origin(data["span"])
             if out is not None:
                 for d in out:
@@ -254,14 +316,17 @@ class _ShapeInference:
              origins: dict) -> Shape | None:
         op = data["op"]
         if op == "call_module":
-            return self.module(mod.children[data["target"]], inputs[0], data["span"], origin)
+            return self.module(mod.children[data["target"]], inputs[0], data["span"], origin,
+                               self.kinds.get(data["args"][0].node))
         if op == "get_attr":
             decl = mod.tensors[data["target"]]
             shapes = self.tensor_shapes(mod, decl)
+            self.kind_out = "float"      # const and param tensors take the model's float dtype
             return None if shapes is None else shapes[data.get("key") or ""]
         if op == "call_function":
             return self.function(data, inputs, origin)
         if op == "loop":
+            self.entry_kind = None     # the body may change the kind from one turn to the next
             cond = self.fragment(mod, data["cond"], inputs[0], origin, env, origins)
             body = self.fragment(mod, data["body"], inputs[0], origin, env, origins)
             if body is not None and cond is not None and body != inputs[0]:
@@ -269,6 +334,7 @@ class _ShapeInference:
                            f"its body turns {fmt_shape(inputs[0])} into {fmt_shape(body)}",
                            data["body"].graph.nodes[list(data["body"].graph.nodes)[-1]]["span"])
                 return _UNKNOWN
+            self.kind_out = None
             return inputs[0]
         raise AssertionError(op)
 
@@ -280,8 +346,20 @@ class _ShapeInference:
         fn = lookup_function(data["target"])
         kwargs = {k: self.subst(v) for k, v in data["kwargs"].items()}
         data["static"] = kwargs
+        rule = DTYPE_RULES.get(fn.name)
+        category = "shape error"
         try:
-            return tuple(fn.shape(*inputs, **kwargs))
+            out = tuple(fn.shape(*inputs, **kwargs))
+            if rule is not None:
+                category = "type error"
+                args = data["args"]
+                if len(args) == 1 and args[0].__class__ is Ref:    # one tensor: most calls
+                    only = self.kinds.get(args[0].node)
+                    if only is not None or fn.name in KIND_MAKERS:
+                        self.kind_out = rule((only,), **kwargs)
+                else:
+                    self.kind_out = rule(self.operand_kinds(args), **kwargs)
+            return out
         except ShapeRuleError as exc:
             spans = data.get("operand_spans") or ()
             where = data["span"]
@@ -289,8 +367,14 @@ class _ShapeInference:
                 where = data["arg_spans"][exc.arg]
             elif exc.operand is not None and exc.operand < len(spans):
                 where = spans[exc.operand]
-            self.error("shape error", exc.message, where, hint=exc.hint)
+            self.error(category, exc.message, where, hint=exc.hint)
             return _UNKNOWN
+
+    def operand_kinds(self, args: tuple) -> tuple[Kind, ...]:
+        """The kinds of a call's operands, tensors and numbers."""
+        known = self.kinds
+        return tuple([known.get(a.node) if a.__class__ is Ref else literal_kind(a)
+                      for a in args])
 
     def splice_branch(self, mod: ModuleIR, graph: nx.DiGraph, nid: str, data: dict) -> nx.DiGraph:
         """Replace a ``branch`` node by the fragment its (now decidable) condition selects."""
@@ -305,6 +389,17 @@ class _ShapeInference:
 
     # ---- tensors and ties -----------------------------------------------------------------
     def tensor_shapes(self, mod: ModuleIR, decl: TensorDecl) -> dict[str, Shape] | None:
+        if decl.shapes is None:
+            outer = self.kinds, self.entry_kind
+            self.kinds, self.entry_kind = {}, None
+            try:
+                return self.tensor_shapes_of(mod, decl)
+            finally:
+                self.kinds, self.entry_kind = outer
+        return decl.shapes
+
+    def tensor_shapes_of(self, mod: ModuleIR, decl: TensorDecl) -> dict[str, Shape] | None:
+        """The shapes of a tensor declaration's items, computed once."""
         if decl.shapes is None:
             shapes = {}
             for key, frag in decl.items.items():
@@ -415,6 +510,24 @@ def _splice(mod: ModuleIR, graph: nx.DiGraph, nid: str, frag: Fragment) -> nx.Di
                     out.add_edge(r.node, node)
     mod.graph = out if mod.graph is graph else mod.graph
     return out
+
+
+def _kind_note(origin: _Origin, kind: str) -> str | None:
+    """Where the non-float value was made: "the step on line 3 gives a bool tensor"."""
+    if origin.span is None or origin.what == "input":
+        return None
+    return f"the step on line {origin.span.line} gives {_a(kind)} tensor"
+
+
+def _from_torch(mod: ModuleIR) -> bool:
+    """Whether a layer is a ``torch.nn`` class, whose dtype needs are known."""
+    cls = mod.layer.cls if mod.layer is not None else None
+    return cls is None or cls.__module__.startswith("torch.")
+
+
+def _a(kind: str) -> str:
+    """The kind with its article: "a bool", "an int"."""
+    return f"an {kind}" if kind == "int" else f"a {kind}"
 
 
 def _same(a: Any, b: Any) -> bool:

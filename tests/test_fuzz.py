@@ -111,8 +111,6 @@ def hang_guard(seconds: float = HANG_SECONDS):
 # ---- known bugs: each has a strict xfail reproduction below ------------------------------------
 
 KNOWN_BUGS: dict[str, callable] = {
-    # a comparison's bool tensor fed to a layer passes the checks and fails at run time
-    "bool-tensor-step": lambda e: isinstance(e, RuntimeError) and "Bool" in str(e),
     # batch norm on one value per channel: torch refuses it only in training mode, so a
     # static check cannot (the same model runs in eval mode); not a netspec bug
     "norm-one-value": lambda e: isinstance(e, ValueError) and "more than 1 value per" in str(e),
@@ -1032,15 +1030,12 @@ def test_bug_container_used_as_tensor(decl: str) -> None:
         _build(f"block Net {{\n    input x: [N, 4]\n    param ps = {decl}\n    mm(x, ps)\n}}\n")
 
 
-@pytest.mark.xfail(strict=True, reason="a comparison gives a bool tensor; a layer after it is "
-                   "accepted and fails at run time (dtypes are not checked)")
 def test_bug_bool_tensor_into_layer() -> None:
     text = "block Net {\n    input x: [N, 6]\n    x > 0\n    Linear(4)\n}\n"
-    try:
-        model = _build(text)
-    except SpecError:
-        return
-    model(torch.randn(2, 6))
+    with pytest.raises(SpecError, match="Linear needs a floating-point input"):
+        _build(text)
+    with pytest.raises(RuntimeError):      # torch refuses the same model
+        torch.nn.Linear(6, 4)(torch.randn(2, 6) > 0)
 
 
 @pytest.mark.parametrize("layer,width", [("GRU(8, batch_first=true)", 8),
