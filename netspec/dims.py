@@ -27,8 +27,15 @@ class Sym:
 
     def __init__(self, terms: _Terms):
         self.terms = {m: c for m, c in terms.items() if c != 0}
-        self._hash = hash(frozenset(self.terms.items()))
+        self._hash: int | None = None      # computed when first hashed
         self._text: str | None = None      # str(self), computed once: shapes print often
+
+    @staticmethod
+    def _of(terms: _Terms) -> "Sym":
+        """A Sym of terms already free of zero coefficients (no copy)."""
+        sym = Sym.__new__(Sym)
+        sym.terms, sym._hash, sym._text = terms, None, None
+        return sym
 
     @staticmethod
     def symbol(name: str) -> "Sym":
@@ -112,6 +119,8 @@ class Sym:
         return False
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self.terms.items()))
         return self._hash
 
     @property
@@ -212,9 +221,9 @@ def _normal(terms: _Terms) -> Dim:
     terms = {m: c for m, c in terms.items() if c != 0}
     if not terms:
         return 0
-    if set(terms) == {()}:
+    if len(terms) == 1 and () in terms:
         return terms[()]
-    return Sym(terms)
+    return Sym._of(terms)
 
 
 def _paren(d: Dim) -> str:
