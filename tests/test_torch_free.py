@@ -26,6 +26,7 @@ from netspec.layers import layer_schema
 from netspec.registry import LAYERS
 from netspec.summary import init_rows, render_summary, summarize
 from netspec.tensors import Unknown, static_model, static_tensors
+from test_summary import TIE          # a tied language model: embed.weight shared with head
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILES = sorted((ROOT / "specs").glob("*.net"))
@@ -136,13 +137,6 @@ def test_a_rule_matching_nothing_is_reported_without_torch(tmp_path):
 
 # ---- static init rule matching gives the built model's results and errors ---------------------
 
-TIE = """
-block TinyLM(vocab: int = 50, dim: int = 16) {
-    input tokens: [N, T]
-    embed: Embedding(vocab, dim)
-    head: Linear(vocab, bias=false)
-    tie head.weight = embed.weight
-}"""
 TIE_REVERSED = TIE.replace("tie head.weight = embed.weight", "tie embed.weight = head.weight")
 
 # a ParameterDict holds a plain dict's entries in sorted key order; a nested block with a
