@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast as pyast
-import gc
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +84,6 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
         program = spec if isinstance(spec, Program) else load(spec)
         depth = sys.getrecursionlimit()
         sys.setrecursionlimit(max(depth, 20_000))    # deep expression trees recurse
-        collecting = gc.isenabled()
-        gc.disable()     # the IR is many small long-lived objects: collections only cost time
         try:
             ir = elaborate(program, block, block_args)
             lint(ir)
@@ -100,8 +97,6 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
             raise type(exc)(exc.diagnostics, program.sources) from None
         finally:
             sys.setrecursionlimit(depth)
-            if collecting:
-                gc.enable()
     return Analysis(program, ir, ir.cls_name, dict(block_args), shape)
 
 

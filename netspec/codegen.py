@@ -15,7 +15,7 @@ import networkx as nx
 from netspec.dims import Sym, fmt_shape
 from netspec.errors import Diagnostic, SpecError
 from netspec.functions import lookup_function
-from netspec.ir import Fragment, ModuleIR, Ref
+from netspec.ir import Fragment, ModuleIR, Ref, refs
 
 
 def static_source(value: Any, dims: dict[str, str]) -> str:
@@ -193,14 +193,7 @@ def strip_parens(expr: str) -> str:
 
 
 def _refs(data: dict) -> list[Ref]:
-    out = []
-    for values in (data["args"], data["kwargs"].values()):
-        for a in values:
-            if isinstance(a, Ref):
-                out.append(a)
-            elif isinstance(a, tuple):
-                out.extend(x for x in a if isinstance(x, Ref))
-    return out
+    return refs(data["args"], data["kwargs"])
 
 
 def forward_source(mod: ModuleIR) -> str:

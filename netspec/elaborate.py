@@ -300,10 +300,7 @@ class _BodyBuilder:
         raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
 
     def node(self, base: str, op: str, **kw: Any) -> str:
-        elab = self.elab
-        elab.nodes += 1
-        if elab.nodes > elab.limits.max_nodes:
-            elab.count(0, kw.get("span"))
+        self.elab.count(1, kw.get("span"))
         nid = f"{base}_{next(self.ids)}"
         add_node(self.graph, nid, op, name=base, **kw)
         return nid
@@ -466,16 +463,9 @@ class _BodyBuilder:
             return self.module_ref(node.id, (), (), node.span, node.span)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             name = node.func.id
-            if name in self.lets or name in self.elab.program.blocks:
+            unknown_capitalised = name[:1].isupper() and lookup_function(name) is None
+            if self.is_module_name(name) or unknown_capitalised:   # the latter: a located error
                 return self.module_ref(name, node.args, node.keywords, node.span, node.func.span)
-            if lookup_function(name) is None:
-                layer = self.elab.layer(name)
-                if layer is not None:       # the common case, without module_ref's lookups
-                    return _ModuleValue(self.layer_instance(layer, node.args, node.keywords,
-                                                            node.span))
-                if name[:1].isupper():      # an unknown layer: module_ref reports it
-                    return self.module_ref(name, node.args, node.keywords, node.span,
-                                           node.func.span)
         return None
 
     def is_module_name(self, name: str) -> bool:

@@ -62,6 +62,7 @@ from netspec.registry import (
     Param,
     ShapeRuleError,
     register_function,
+    static_params,
 )
 
 DimsArg = int | tuple[int, ...] | None
@@ -225,11 +226,6 @@ def _default_src(target: str, param: Param) -> str:
     return repr(param.default)
 
 
-def _statics(params: tuple[Param, ...], tensors: int) -> tuple[Param, ...]:
-    """The static parameters of a function."""
-    return params[1:] if tensors < 0 else params[tensors:]
-
-
 def _call(target: str, params: tuple[Param, ...], *, tensors: int = 1, positional: int = 0,
           rename: dict[str, str] | None = None, wrap: bool = True, generator: bool = False,
           written_with: dict[str, str] | None = None) -> Callable[..., str]:
@@ -240,7 +236,7 @@ def _call(target: str, params: tuple[Param, ...], *, tensors: int = 1, positiona
     ``keepdim`` is written. Factories (``tensors=0``) append extra keyword sources; ``generator``
     says whether torch accepts one.
     """
-    statics = {p.name.lstrip("*"): p for p in _statics(params, tensors)}
+    statics = {p.name.lstrip("*"): p for p in static_params(params, tensors)}
     rename, written_with = rename or {}, written_with or {}
 
     def emit(*tensor_srcs: str, **static_srcs: Any) -> str:

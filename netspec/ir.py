@@ -124,8 +124,7 @@ def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: 
     args = args if args.__class__ is tuple else tuple(args)
     kwargs = dict(kwargs) if kwargs else {}
     graph.add_node(nid, op=op, target=target, args=args, kwargs=kwargs, span=span, **attrs)
-    for ref in refs(args, kwargs) if kwargs or any(a.__class__ is not Ref for a in args) \
-            else args:
+    for ref in refs(args, kwargs):
         if ref.node in graph:      # a fragment may use values of the enclosing graph
             graph.add_edge(ref.node, nid)
     return nid

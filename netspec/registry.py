@@ -77,9 +77,6 @@ class LayerDef:
     # None when unknown (netspec then builds the layer on the meta device to find out)
     tensors: Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]] | None = \
         field(default=None, repr=False, compare=False)
-    # memo of argument validation: ((name, type, value), ...) of plain values -> full arguments
-    validated: dict[tuple, dict[str, Any]] = field(default_factory=dict, repr=False,
-                                                   compare=False)
 
     @functools.cached_property
     def positional(self) -> tuple[Param, ...]:
@@ -103,9 +100,13 @@ class FunctionDef:
 
     @functools.cached_property
     def static_params(self) -> tuple[Param, ...]:
-        """The parameters after the tensors, minus a variadic tensor parameter."""
-        return tuple(p for p in self.params[max(self.tensors, 0):]
-                     if not (self.tensors < 0 and p.name.startswith("*")))
+        """The parameters after the tensors."""
+        return static_params(self.params, self.tensors)
+
+
+def static_params(params: tuple[Param, ...], tensors: int) -> tuple[Param, ...]:
+    """The parameters after the tensor ones; ``tensors < 0``: after the variadic first one."""
+    return params[1:] if tensors < 0 else params[tensors:]
 
 
 LAYERS: dict[str, LayerDef] = {}

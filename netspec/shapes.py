@@ -8,7 +8,8 @@ Errors are located at the step that fails and name the shape that arrived and it
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import networkx as nx
 
@@ -181,20 +182,13 @@ class _ShapeInference:
         layer = mod.layer
         assert layer is not None
         spans = mod.arg_spans
-        plain = all(v.__class__ in _PLAIN for v in values.values())
-        key = tuple((k, v.__class__, v) for k, v in values.items()) if plain else None
-        resolved = layer.validated.get(key) if plain else None
-        if resolved is None:
-            diagnostics: list[Diagnostic] = []
-            bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
-            resolved = validate(layer.params, bound, callee=layer.name, diagnostics=diagnostics)
-            for d in diagnostics:
-                self.errors.add(d)
-            if diagnostics:
-                return False
-            if plain:
-                layer.validated[key] = resolved
-        resolved = dict(resolved)
+        diagnostics: list[Diagnostic] = []
+        bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
+        resolved = validate(layer.params, bound, callee=layer.name, diagnostics=diagnostics)
+        for d in diagnostics:
+            self.errors.add(d)
+        if diagnostics:
+            return False
         for k, v in resolved.items():
             if v.__class__ is int and v > self.max_dim:
                 self.error("limit error", f"{layer.name}: {k}={v:,} is over the limit of "
@@ -211,10 +205,16 @@ class _ShapeInference:
 
     def block(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
               kind: Kind = None) -> Shape | None:
-        outer = self.kinds, self.entry_kind
-        self.kinds, self.entry_kind = {}, kind
-        try:
+        with self.kind_scope(kind):
             return self.block_body(mod, shape, span, origin)
+
+    @contextlib.contextmanager
+    def kind_scope(self, entry: Kind) -> Iterator[None]:
+        """A graph of its own (a block's, a tensor's): fresh kinds, its input of kind ``entry``."""
+        outer = self.kinds, self.entry_kind
+        self.kinds, self.entry_kind = {}, entry
+        try:
+            yield
         finally:
             self.kinds, self.entry_kind = outer
 
@@ -389,22 +389,13 @@ class _ShapeInference:
 
     # ---- tensors and ties -----------------------------------------------------------------
     def tensor_shapes(self, mod: ModuleIR, decl: TensorDecl) -> dict[str, Shape] | None:
-        if decl.shapes is None:
-            outer = self.kinds, self.entry_kind
-            self.kinds, self.entry_kind = {}, None
-            try:
-                return self.tensor_shapes_of(mod, decl)
-            finally:
-                self.kinds, self.entry_kind = outer
-        return decl.shapes
-
-    def tensor_shapes_of(self, mod: ModuleIR, decl: TensorDecl) -> dict[str, Shape] | None:
         """The shapes of a tensor declaration's items, computed once."""
         if decl.shapes is None:
             shapes = {}
             for key, frag in decl.items.items():
                 env: dict = {}
-                out = self.graph(mod, frag.graph, (), _Origin(decl.span), env, {})
+                with self.kind_scope(None):
+                    out = self.graph(mod, frag.graph, (), _Origin(decl.span), env, {})
                 if out is None:
                     return None
                 if has_symbols(out):
