@@ -1,7 +1,8 @@
 """Checking without torch: ``netspec check`` and ``netspec summary`` on every spec, and a 70B model.
 
 Every command runs in a process of its own (``_child.py measure``), so its wall time includes
-starting Python and importing netspec, and its peak RSS is that process's alone. A second
+starting Python and importing netspec, and its peak RSS is that process's alone; each is run
+three times and the median run reported. A second
 child (``_child.py probe``) calls ``netspec.check`` and the summary in-process to time them
 without the start-up, and says whether ``torch`` was imported by each.
 """
@@ -36,8 +37,11 @@ def _json(proc) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _measure(args: list[str]) -> dict:
-    return _json(run_child(["measure", "--", *args]))
+def _measure(args: list[str], runs: int = 1) -> dict:
+    """The run with the median wall time of ``runs`` runs of a command."""
+    results = sorted((_json(run_child(["measure", "--", *args])) for _ in range(runs)),
+                     key=lambda r: r["wall"])
+    return results[len(results) // 2]
 
 
 def _compile_bytecode() -> None:
@@ -58,21 +62,19 @@ def run(quick: bool, log=print) -> dict:
     if quick:
         specs = [SPECS / "mlp.net", SPECS / "resnet.net", BENCH_SPECS / "resnet50.net", LLAMA]
     cli = _netspec_cmd()
+    runs = 1 if quick else 3          # each command's median
     _compile_bytecode()
     rows = []
     for spec in specs:
         rel = str(spec.relative_to(ROOT))
-        check = _measure([*cli, "check", rel])
-        summary = _measure([*cli, "summary", rel])
+        check = _measure([*cli, "check", rel], runs)
+        summary = _measure([*cli, "summary", rel], runs)
         probe = _json(run_child(["probe", rel]))
         rows.append({"spec": rel, "check": check, "summary": summary, "probe": probe})
         log(f"  check: {rel}: check {check['wall']:.2f}s, summary {summary['wall']:.2f}s, "
             f"torch after check: {probe['torch_after_check']}")
     # the Llama-style 70B spec: check a few times (median), build on meta, count
-    llama_checks = [_measure([*cli, "check", str(LLAMA.relative_to(ROOT))])
-                    for _ in range(1 if quick else 3)]
-    llama_checks.sort(key=lambda r: r["wall"])
-    llama_check = llama_checks[len(llama_checks) // 2]
+    llama_check = _measure([*cli, "check", str(LLAMA.relative_to(ROOT))], runs)
     meta = _json(run_child(["meta-build", str(LLAMA.relative_to(ROOT))]))
     baseline = _measure([sys.executable, "-c", "import netspec"])
     log(f"  check: llama70b check {llama_check['wall']:.2f}s, meta build {meta['first_s']:.2f}s")

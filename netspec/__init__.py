@@ -1,8 +1,11 @@
 """netspec: write a neural network down once, have it checked before it runs, get PyTorch out."""
 
-from netspec.api import Analysis, analyze, build, check, materialize
-from netspec.checkpoint import LoadReport, load, save
-from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError, Span
+from netspec.gc_pause import paused
+
+with paused():    # the objects an import creates live on: collecting during it frees nothing
+    from netspec.api import Analysis, analyze, build, check, materialize
+    from netspec.checkpoint import LoadReport, load, save
+    from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError, Span
 
 __version__ = "0.1.0"
 

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-import typer
-
 from netspec.errors import NetspecError, SpecError
+from netspec.gc_pause import paused
+
+with paused():
+    import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="netspec: write a network down once, check it, get PyTorch out.")

@@ -16,8 +16,12 @@ from typing import Iterator
 class Limits:
     """What one spec may ask for."""
 
-    max_file_bytes: int = 4 * 1024 * 1024      # each spec file
-    max_nodes: int = 1_000_000                 # graph nodes and modules after elaboration
+    # Together these bound compile time: at most 1 MiB of text a file and 50,000 statements
+    # (about a second to parse), elaborating to at most 50,000 nodes (a few seconds to build).
+    # A 70B-parameter transformer is about 2,000 nodes; a generated spec beyond these limits
+    # asks for them to be raised.
+    max_file_bytes: int = 1024 * 1024          # each spec file
+    max_nodes: int = 50_000                    # statements; graph nodes and modules
     max_depth: int = 64                        # block nesting, and brackets nest 4x this
     max_dim: int = 2 ** 40                     # any single dimension
     max_elements: int = 20_000_000_000         # parameters + buffers materialised on a device
