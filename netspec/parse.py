@@ -9,7 +9,9 @@ and the error is reported as Lark finds it (``_syntax_diagnostic``).
 from __future__ import annotations
 
 import ast as pyast
+import copy
 import dataclasses
+import difflib
 import gc
 import hashlib
 import os
@@ -766,14 +768,32 @@ def _describe(terminal: str, parser: lark.Lark) -> str:
 
 
 def _expected(exc: lark.exceptions.UnexpectedToken) -> set[str]:
-    """The terminals the parser's state accepts. (Where Lark's contextual lexer finds no
-    terminal of the state, its error lists what that state's lexer reads instead: the newline,
-    which the post-lexer always takes, but no keyword.)"""
+    """The terminals that the parser, where it stopped, would take next.
+
+    The state's row lists them, and also terminals on which it only reduces: LALR merges the
+    look-aheads of states alike, so a row inside a call lists ']', '}' and ';' too, which the
+    states reached by reducing then refuse. Each terminal of the row is fed to a copy of the
+    parser, without the callbacks, and kept if it is shifted. (Where Lark's contextual lexer
+    finds no terminal of the state, its error lists what that state's lexer reads instead: the
+    newline, which the post-lexer always takes, but no keyword; the row lists them all.)"""
     state = exc.state
     try:
-        return {name for name in state.parse_conf.states[state.position] if name.isupper()}
+        row = state.parse_conf.states[state.position]
     except AttributeError:
         return set(exc.expected)
+    conf = copy.copy(state.parse_conf)
+    conf.callbacks = {}
+    accepted = set()
+    for name in row:
+        if not name.isupper():
+            continue
+        trial = type(state)(conf, state.lexer, list(state.state_stack), list(state.value_stack))
+        try:
+            trial.feed_token(Token(name, ""), name == "$END")
+        except lark.exceptions.UnexpectedInput:
+            continue
+        accepted.add(name)
+    return accepted
 
 
 def _token_text(tok: Token) -> str:
@@ -782,6 +802,92 @@ def _token_text(tok: Token) -> str:
     if tok.type == "_NL":
         return "end of line"
     return f"'{tok.value}'"
+
+
+_TOP_LEVEL = ("block", "import", "init")
+# keywords that begin a statement, and so a statement written outside a block
+_STATEMENT_KEYWORDS = {"INPUT", "LET", "CONST", "PARAM", "TIE", "RETURN", "EXPECT", "CONCAT",
+                       "ADD", "REPEAT", "IF", "WHILE", "NOT", "TRUE", "FALSE", "NONE"}
+_NAMING = {"INPUT", "LET", "CONST", "PARAM", "BLOCK"}   # keywords followed by a name
+_NUMBER_BEFORE = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
+_DOTTED_BEFORE = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)*\.\Z")
+_STATEMENT_START = re.compile(r"(?:\A|[{;])(?:\s|#[^\n]*)*\Z")
+
+
+def _is_keyword(tok: Any, parser: lark.Lark) -> bool:
+    """Whether ``tok`` was read as a keyword ('repeat', 'if', ...)."""
+    if tok.__class__ is not Token:
+        return False
+    try:
+        pattern = parser.get_terminal(tok.type).pattern
+    except KeyError:
+        return False
+    return isinstance(pattern, lark.lexer.PatternStr) and pattern.value.isalpha()
+
+
+def _misread(exc: lark.exceptions.UnexpectedToken, file: str, text: str, parser: lark.Lark,
+             expected: set[str], hint: str | None) -> Diagnostic | None:
+    """A message for an error that the unexpected token alone does not explain: what the text
+    around it shows was meant."""
+    tok = exc.token
+    before = text[:tok.start_pos]
+    line = tok.line
+    if tok.type == "NAME":                                    # `Linear(3x)`
+        number = _NUMBER_BEFORE.search(before)
+        if number:
+            joined = (f"an exponent needs digits, as in '{number.group()}e3'"
+                      if tok.value in ("e", "E") else
+                      f"write '{number.group()} * {tok.value}' for a product")
+            return Diagnostic("syntax error",
+                              f"unexpected '{tok.value}' right after the number "
+                              f"'{number.group()}'", _span(file, tok),
+                              hint=f"{hint}; {joined}" if hint else joined)
+    if tok.type in ("INT", "FLOAT"):                          # `Dropout(0.1.5)`
+        dotted = _DOTTED_BEFORE.search(before)
+        if dotted:
+            end = re.compile(r"[0-9.]*").match(text, tok.end_pos).end()
+            literal = text[dotted.start():end].rstrip(".")
+            column = tok.column - (tok.start_pos - dotted.start())
+            return Diagnostic("syntax error", f"malformed number '{literal}'",
+                              Span(file, line, column, line, column + len(literal)),
+                              hint="a number has at most one decimal point, as in 0.15")
+    if tok.type == "COMP_OP" and tok.value.startswith(">") and before.endswith("-"):
+        span = Span(file, line, tok.column - 1, line, tok.column + 1)   # '->' read as '-' '>'
+        if _STATEMENT_START.search(before[:-1]):
+            return Diagnostic("syntax error", "a chain cannot start with '->'", span,
+                              hint="remove it: the first layer of a chain takes its input "
+                                   "without '->'")
+        if before[:-1].rstrip().endswith("->"):
+            return Diagnostic("syntax error", "'->' twice in a row", span,
+                              hint="remove one of them")
+        return Diagnostic("syntax error", "unexpected '->'", span,
+                          hint="'->' comes after a whole layer, as in `Linear(10) -> ReLU()`")
+    if tok.type in ("COLON", "EQUAL"):                        # `repeat: Linear(10)`
+        stack = getattr(exc.state, "value_stack", None)
+        previous = stack[-1] if stack else None
+        if (_is_keyword(previous, parser) and previous.type not in _NAMING
+                and previous.end_pos <= tok.start_pos):
+            return Diagnostic("syntax error",
+                              f"'{previous.value}' is a keyword and cannot be used as a name",
+                              _span(file, previous),
+                              hint=f"choose another name, such as '{previous.value}_'")
+    if tok.type == "ELSE":
+        return Diagnostic("syntax error", "'else' without a matching 'if'", _span(file, tok),
+                          hint="'else' follows the body of an 'if': "
+                               "`if cond { ... } else { ... }`")
+    if "BLOCK" in expected and (tok.type == "NAME" or tok.type in _STATEMENT_KEYWORDS):
+        meant = difflib.get_close_matches(tok.value, _TOP_LEVEL, n=1, cutoff=0.75)
+        if tok.type == "NAME" and meant:
+            return Diagnostic("syntax error", f"unexpected {_token_text(tok)}", _span(file, tok),
+                              hint=f"did you mean '{meant[0]}'?")
+        return Diagnostic("syntax error", f"unexpected {_token_text(tok)} outside a block",
+                          _span(file, tok),
+                          hint="statements go inside a block, as in `block Net { ... }`; only "
+                               "'block', 'import' and 'init' may appear at the top level")
+    if tok.type == "NAME" and {"_ARROW", "SEMICOLON"} <= expected and hint:
+        return Diagnostic("syntax error", f"unexpected {_token_text(tok)}", _span(file, tok),
+                          hint=f"{hint}; write '->' between two layers to chain them")
+    return None
 
 
 def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: str,
@@ -805,7 +911,8 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
         return Diagnostic("syntax error", f"unexpected character '{char}'", span)
     assert isinstance(exc, lark.exceptions.UnexpectedToken)
     tok = exc.token
-    expected = {_describe(t, parser) for t in _expected(exc) if not t.startswith("__")}
+    names = _expected(exc)
+    expected = {_describe(t, parser) for t in names if not t.startswith("__")}
     if postlex.open and postlex.open[-1].type in ("LPAR", "LSQB"):
         expected.discard("a new line")
     if _OPERATORS <= expected:          # after an operand, which anything may follow
@@ -831,11 +938,15 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
         span = Span(file, tok.line, col, tok.line, col + 1)
     if tok.type in _CLOSERS and not any(t.type == _CLOSERS[tok.type] for t in postlex.open):
         return Diagnostic("syntax error", f"unmatched '{tok.value}'", span, hint=hint)
+    opener = postlex.open[-1] if postlex.open else None
+    if not (opener is not None and opener.type in _INLINE and tok.line > opener.line):
+        misread = _misread(exc, file, text, parser, names, hint)   # else: "never closed", below
+        if misread is not None:
+            return misread
     if tok.type in ("INT", "FLOAT") and exc.state is not None and "NAME" in exc.expected:
         return Diagnostic("syntax error", f"unexpected number {_token_text(tok)}", span, hint=hint)
     notes: tuple[str, ...] = ()
-    opener = postlex.open[-1] if postlex.open else None
-    if opener is not None and opener.type in ("LPAR", "LSQB") and tok.line > opener.line:
+    if opener is not None and opener.type in _INLINE and tok.line > opener.line:
         closer = ")" if opener.type == "LPAR" else "]"
         notes = (f"the '{opener.value}' at {file}:{opener.line}:{opener.column} is still open",)
         hint = f"the '{opener.value}' on line {opener.line} is never closed: add '{closer}'"
