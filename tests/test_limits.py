@@ -105,6 +105,14 @@ def test_max_nodes_is_configurable_per_call() -> None:
     assert netspec.check(SMALL) == []
 
 
+def test_statements_over_max_nodes_are_refused_while_parsing() -> None:
+    spec = "block Net {\n    input x: [N, 4]\n    ReLU()\n    ReLU()\n    ReLU()\n}\n"
+    netspec.build(spec, limits=Limits(max_nodes=10))
+    m = refused(spec, limits=Limits(max_nodes=3))
+    assert "this file has more than 3 statements" in str(m.error)
+    assert m.error.diagnostics[0].span.line == 5          # the first statement over the limit
+
+
 def test_limits_using_is_a_context_manager() -> None:
     default = limits.current()
     with limits.using(Limits(max_nodes=10)) as active:

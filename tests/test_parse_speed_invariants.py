@@ -222,6 +222,33 @@ def test_netspec_lexer_reads_what_larks_lexer_reads() -> None:
     assert compared > 20
 
 
+def test_the_pickled_parser_parses_as_one_built_afresh(tmp_path: Path) -> None:
+    """The parser loaded from its cache file gives the same ASTs as one Lark builds, and the
+    parse actions are the process's own (Lark compares them by identity)."""
+    built = parsing._lark(parsing._Lexer, "fast", transformer=parsing._BUILDER)
+    path = str(tmp_path / "parser.cache")
+    parsing._pickle(built, path)
+    loaded = parsing._unpickled(path)
+    assert loaded is not None and loaded is not built
+    compared = 0
+    for name, text in _sources():
+        try:
+            expected = parsing._parse_with(built, text, name)
+        except Exception:
+            continue
+        assert parsing._parse_with(loaded, text, name) == expected, name
+        compared += 1
+    assert compared > 20
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x05N."])
+def test_a_damaged_parser_cache_is_ignored(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "parser.cache"
+    path.write_bytes(content)
+    assert parsing._unpickled(str(path)) is None
+    assert parsing._unpickled(str(tmp_path / "absent.cache")) is None
+
+
 def test_ignored_text_never_starts_a_token() -> None:
     """``_Lexer`` skips ignored text before trying the terminals; Lark tries them in one
     alternation. The two agree while no terminal can match where ignored text starts."""
