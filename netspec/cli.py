@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -244,6 +245,9 @@ def lsp() -> None:
 
 
 def main() -> None:
+    # what the imports made lives until the command exits: moved out of the collector's sight,
+    # it is not scanned again by each collection that a later import (rich, torch) triggers
+    gc.freeze()
     app(prog_name="netspec")
 
 
