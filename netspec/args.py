@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from netspec.dims import Sym
 from netspec.errors import Diagnostic, Span, did_you_mean
@@ -143,8 +143,51 @@ def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
              diagnostics: list[Diagnostic]) -> dict[str, Any]:
     """Check each value against its parameter's type; return every argument, defaults applied.
 
-    Values that still hold unbound dim symbols are passed through unchecked.
+    Values that still hold unbound dim symbols are passed through unchecked. Valid arguments
+    that are all plain scalars are memoised: a deep model repeats a few configurations.
     """
+    key = _memo_key(params, ((k, a.value) for k, a in bound.items()))
+    if key is not None and key in _VALIDATED:
+        return dict(_VALIDATED[key][1])
+    errors_before = len(diagnostics)
+    values = _validate(params, bound, callee=callee, diagnostics=diagnostics)
+    if key is not None and len(diagnostics) == errors_before:
+        if len(_VALIDATED) >= _MEMO_SIZE:
+            _VALIDATED.clear()
+        _VALIDATED[key] = (params, dict(values))
+    return values
+
+
+def validate_values(params: Sequence[Param], values: dict[str, Any], spans: dict[str, Span],
+                    span: Span, *, callee: str, diagnostics: list[Diagnostic]) -> dict[str, Any]:
+    """``validate`` for evaluated values with their spans (``span`` for those without one)."""
+    key = _memo_key(params, values.items())
+    if key is not None and key in _VALIDATED:      # the usual case: no Args to build
+        return dict(_VALIDATED[key][1])
+    bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
+    return validate(params, bound, callee=callee, diagnostics=diagnostics)
+
+
+# (id of the parameter list, then name, type, value of each argument) -> (the parameter list,
+# the valid arguments); an entry keeps its parameter list alive, so its id is not reused
+_VALIDATED: dict[tuple, tuple[Sequence[Param], dict[str, Any]]] = {}
+_MEMO_SIZE = 4096
+
+
+def _memo_key(params: Sequence[Param], values: Iterable[tuple[str, Any]]) -> tuple | None:
+    """The memo key of a call whose values are all plain scalars (the types keep 1, 1.0 and
+    True apart, which compare equal); None otherwise."""
+    key: list[Any] = [id(params)]
+    for name, value in values:
+        if value.__class__ not in _SCALARS:
+            return None
+        key += (name, value.__class__, value)
+    return tuple(key)
+
+
+def _validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
+              diagnostics: list[Diagnostic]) -> dict[str, Any]:
+    """``validate`` without the memo."""
     values: dict[str, Any] = {}
     for p in params:
         key = p.name.lstrip("*")

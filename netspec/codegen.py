@@ -8,6 +8,7 @@ about a microsecond a lookup), single-use function results are inlined into thei
 from __future__ import annotations
 
 import keyword
+from functools import lru_cache
 from typing import Any
 
 import networkx as nx
@@ -45,8 +46,7 @@ class Emitter:
         self.uses_modules = False
 
     def var_for(self, nid: str, base: str, last_use: dict[str, int], now: int) -> str:
-        base = base if base.isidentifier() and not keyword.iskeyword(base) and base not in (
-            "self", "mods", "torch", "F") else "x"
+        base = base if _usable_name(base) else "x"
         candidate, k = base, 1
         while candidate in self.holder and last_use.get(self.holder[candidate], -1) > now:
             k += 1
@@ -94,12 +94,13 @@ class Emitter:
             if op == "call_function":
                 expr = self.function_source(data)
                 consumers = uses.get(n, [])
-                depth = 1 + max((self.depth.get(r.node, 0) for r in _refs(data)), default=0)
-                if len(consumers) == 1 and attrs[consumers[0]]["op"] in (
-                        "call_function", "output") and depth < _MAX_INLINE:
-                    self.exprs[n] = expr
-                    self.depth[n] = depth
-                    continue
+                if len(consumers) == 1 and attrs[consumers[0]]["op"] in ("call_function",
+                                                                          "output"):
+                    depth = 1 + max((self.depth.get(r.node, 0) for r in _refs(data)), default=0)
+                    if depth < _MAX_INLINE:
+                        self.exprs[n] = expr
+                        self.depth[n] = depth
+                        continue
                 self.assign(n, data, expr, last_use, now)
                 continue
             if op == "call_module":
@@ -174,6 +175,13 @@ class Emitter:
         return fn.emit(*args, **kwargs)
 
 
+@lru_cache(maxsize=256)
+def _usable_name(name: str) -> bool:
+    """Whether a value's preferred name can be a variable of the generated forward."""
+    return name.isidentifier() and not keyword.iskeyword(name) and name not in (
+        "self", "mods", "torch", "F")
+
+
 def output_index(mod: ModuleIR) -> int | None:
     """The element of a layer's tuple result that a step passes on; None for one tensor."""
     return mod.layer.output_index if mod.kind == "layer" and mod.layer is not None else None
@@ -201,8 +209,7 @@ def forward_source(mod: ModuleIR) -> str:
     assert mod.graph is not None
     entry = next(n for n, d in mod.graph.nodes(data=True) if d["op"] == "placeholder")
     input_name = mod.graph.nodes[entry].get("name") or "x"
-    if not input_name.isidentifier() or keyword.iskeyword(input_name) or input_name in (
-            "self", "mods", "torch", "F"):
+    if not _usable_name(input_name):
         input_name = "x"
     dims: dict[str, str] = {}
     prelude: list[str] = []

@@ -275,6 +275,9 @@ def _show_value(value: Any) -> str:
     return str(value)
 
 
+_LITERALS = frozenset({ast.Num, ast.Str, ast.Lit})
+
+
 class _BodyBuilder:
     """Elaborates the statements of one block (or nested sequence) body into its graph."""
 
@@ -463,8 +466,15 @@ class _BodyBuilder:
             return self.module_ref(node.id, (), (), node.span, node.span)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             name = node.func.id
-            unknown_capitalised = name[:1].isupper() and lookup_function(name) is None
-            if self.is_module_name(name) or unknown_capitalised:   # the latter: a located error
+            if name in self.lets or name in self.elab.program.blocks:
+                return self.module_ref(name, node.args, node.keywords, node.span, node.func.span)
+            if lookup_function(name) is not None:
+                return None
+            layer = self.elab.layer(name)
+            if layer is not None:          # the usual step: a layer call
+                return _ModuleValue(self.layer_instance(layer, node.args, node.keywords,
+                                                        node.span))
+            if name[:1].isupper():         # an unknown module: a located error
                 return self.module_ref(name, node.args, node.keywords, node.span, node.func.span)
         return None
 
@@ -767,7 +777,7 @@ class _BodyBuilder:
 
     def expr(self, expr: ast.Expr, running: str | None, factories: bool = False) -> Any:
         """Evaluate an expression: a compile-time value, or a ``Ref`` to a new graph node."""
-        if isinstance(expr, ast.Num) or isinstance(expr, ast.Str) or isinstance(expr, ast.Lit):
+        if expr.__class__ in _LITERALS:
             return expr.value
         if isinstance(expr, ast.Name):
             return self.name(expr, running)
@@ -927,13 +937,16 @@ class _BodyBuilder:
         if not any(isinstance(t, Ref) for t in tensor_args) and not fn.factory:
             self.fail("type error", f"{name}() needs at least one tensor argument", expr.span)
         static_params = fn.static_params
-        bound = self.bind_call(f"{name}()", static_params, static_params,
-                               expr.args[n_tensors:] if fn.tensors >= 0 else (), expr.keywords,
-                               expr.span)
-        diagnostics: list[Diagnostic] = []
-        kwargs = validate(static_params, bound, callee=f"{name}()", diagnostics=diagnostics)
-        if diagnostics:
-            raise SpecError(diagnostics, self.elab.program.sources)
+        statics = expr.args[n_tensors:] if fn.tensors >= 0 else ()
+        bound: dict[str, Arg] = {}
+        kwargs: dict[str, Any] = {}
+        if static_params or statics or expr.keywords:     # else nothing to bind: relu(x)
+            bound = self.bind_call(f"{name}()", static_params, static_params, statics,
+                                   expr.keywords, expr.span)
+            diagnostics: list[Diagnostic] = []
+            kwargs = validate(static_params, bound, callee=f"{name}()", diagnostics=diagnostics)
+            if diagnostics:
+                raise SpecError(diagnostics, self.elab.program.sources)
         return Ref(self.call_function(fn, tuple(tensor_args), kwargs, expr.span,
                                       operand_spans=tuple(a.span for a in expr.args[:n_tensors]),
                                       arg_spans={k: a.span for k, a in bound.items()}))

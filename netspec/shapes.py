@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import networkx as nx
 
-from netspec.args import Arg, has_symbols, validate
+from netspec.args import has_symbols, validate_values
 from netspec.dims import Shape, Sym, fmt_shape
 from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
@@ -183,8 +183,8 @@ class _ShapeInference:
         assert layer is not None
         spans = mod.arg_spans
         diagnostics: list[Diagnostic] = []
-        bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
-        resolved = validate(layer.params, bound, callee=layer.name, diagnostics=diagnostics)
+        resolved = validate_values(layer.params, values, spans, span, callee=layer.name,
+                                   diagnostics=diagnostics)
         for d in diagnostics:
             self.errors.add(d)
         if diagnostics:

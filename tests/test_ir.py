@@ -64,3 +64,29 @@ def test_an_unknown_child_and_op_are_caught():
     ir.graph.nodes[node]["op"] = "teleport"
     with pytest.raises(LintError, match="unknown op 'teleport'"):
         lint(ir)
+
+
+def test_add_node_builds_what_networkx_own_calls_build():
+    """``add_node`` writes the graph's adjacency dicts directly; the result must be the graph
+    that ``DiGraph.add_node``/``add_edge`` make, with each edge's data shared both ways."""
+    import networkx as nx
+
+    from netspec.ir import new_graph
+
+    ours, theirs = new_graph(), nx.DiGraph()
+    nodes = [("a", "placeholder", ()), ("b", "call_function", (Ref("a"), 2.0)),
+             ("c", "call_function", (Ref("a"), [Ref("b"), Ref("a")])),
+             ("d", "output", (Ref("c"), Ref("outer")))]     # "outer": of an enclosing graph
+    for nid, op, args in nodes:
+        add_node(ours, nid, op, args=args, kwargs={"k": Ref("b")} if nid == "d" else None)
+        theirs.add_node(nid, op=op, target=None, args=tuple(args),
+                        kwargs={"k": Ref("b")} if nid == "d" else {}, span=None)
+        for ref in [a for a in args if isinstance(a, Ref)] + \
+                [x for a in args if isinstance(a, list) for x in a] + \
+                ([Ref("b")] if nid == "d" else []):
+            if ref.node in theirs:
+                theirs.add_edge(ref.node, nid)
+    assert nx.utils.graphs_equal(ours, theirs)
+    assert list(ours.edges) == list(theirs.edges)
+    assert all(ours.succ[u][v] is ours.pred[v][u] for u, v in ours.edges)
+    assert list(nx.topological_sort(ours)) == ["a", "b", "c", "d"]
