@@ -174,7 +174,7 @@ def materialize(model, device: Any = None, seed: int | None = None):
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            model.to_empty(device=device)
+            _to_empty(model, device)
         except RuntimeError as exc:    # the allocator's refusal: not enough memory
             from netspec.errors import LimitError
 
@@ -191,6 +191,24 @@ def materialize(model, device: Any = None, seed: int | None = None):
                 _init_module(module, plan, device)
                 advance(_own_bytes(module))
     return model
+
+
+def _to_empty(model, device) -> None:
+    """``model.to_empty(device=device)``, several times faster.
+
+    ``to_empty`` calls ``torch.empty_like`` on each meta tensor, whose meta kernel is written
+    in Python (about 70 µs a tensor). A dense tensor's new storage needs only its sizes,
+    strides and dtype, which ``empty_strided`` takes directly (a few µs); ``_apply`` is what
+    ``to_empty`` itself runs, keeping each Parameter a Parameter.
+    """
+    import torch
+
+    def empty(t):
+        if t.is_contiguous():
+            return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=device)
+        return torch.empty_like(t, device=device)
+
+    model._apply(empty)
 
 
 def _check_size(model) -> None:
