@@ -226,10 +226,11 @@ def _lark_order(terminals: Iterable[Any]) -> list:
 
 
 def _cache_file(grammar: str, name: str) -> str | bool:
-    """Where Lark keeps the parse tables it built (a few seconds to rebuild), or False.
+    """Where a parser is cached (Lark's tables, or the whole fast parser), or False.
 
-    The file lives in the user's own cache directory, never a shared temporary one, and Lark
-    rebuilds it whenever the grammar text changes.
+    The file lives in the user's own cache directory, never a shared temporary one, and is
+    named by a digest of ``grammar`` (the text its contents depend on), so it is rebuilt
+    whenever that changes. A folder that others may write is not used.
     """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(base, "netspec")
@@ -237,10 +238,19 @@ def _cache_file(grammar: str, name: str) -> str | bool:
         os.makedirs(folder, mode=0o700, exist_ok=True)
     except OSError:
         return False
-    if not os.access(folder, os.W_OK):
+    if not os.access(folder, os.W_OK) or not _private(folder):
         return False
     digest = hashlib.sha256(grammar.encode()).hexdigest()[:16]
     return os.path.join(folder, f"grammar-{name}-{lark.__version__}-{digest}.cache")
+
+
+def _private(folder: str) -> bool:
+    """Whether only this user can write ``folder``: the caches in it are pickles, and loading
+    a pickle runs what it says."""
+    if not hasattr(os, "getuid"):
+        return True
+    info = os.stat(folder)
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def _lark(lexer: Any, cache_name: str, **options: Any) -> lark.Lark:

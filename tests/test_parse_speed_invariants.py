@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import re
 from pathlib import Path
 
@@ -235,6 +236,14 @@ def test_the_pickled_parser_parses_as_one_built_afresh(tmp_path: Path) -> None:
     loaded = parsing._unpickled(path)
     assert loaded is not None and loaded is not built
     _assert_same_asts(loaded, built)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_cache_folder_others_may_write_is_not_used(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert parsing._cache_file("grammar", "parser")          # the folder is made private
+    os.chmod(tmp_path / "netspec", 0o777)
+    assert parsing._cache_file("grammar", "parser") is False
 
 
 @pytest.mark.parametrize("content", [b"", b"not a pickle", b"\x80\x05N."])
