@@ -837,7 +837,7 @@ def lookup_function(name: str) -> FunctionDef | None:
 # under torch's type promotion a result takes the highest kind of its operands, a Python number
 # included (``(x > 0) * 1.0`` is float, ``(x > 0) + 1`` int). A rule gets the operands' kinds and
 # the static arguments, returns the result's kind, and raises ``ShapeRuleError`` for what torch
-# refuses. A function without a rule gives an unknown kind, which is never refused.
+# refuses. Every function has a rule; an operand of unknown kind is never refused.
 
 Kind = str | None
 _RANK = {"bool": 0, "int": 1, "float": 2}
@@ -930,9 +930,65 @@ DTYPE_RULES["mean"] = _refusing(_kept, ("bool", "int"), "mean cannot take", FLOA
 DTYPE_RULES["randint"] = lambda kinds, **_: "int"
 DTYPE_RULES["arange"] = _arange_kind
 DTYPE_RULES["full"] = _full_kind
+
+
+def _round_kind(kinds: tuple[Kind, ...], *, decimals: int = 0, **_: Any) -> Kind:
+    """round keeps an int tensor as it is, but rounds to decimals in floating point only."""
+    if decimals and kinds[0] == "int":
+        raise ShapeRuleError("round with decimals cannot take an int tensor", operand=0,
+                             hint=FLOAT_HINT.replace("(x > 0)", "x"))
+    return kinds[0]
+
+
+def _clamp_kind(kinds: tuple[Kind, ...], **static: Any) -> Kind:
+    """clamp promotes with its number bounds: a float bound gives a float, an int one turns a
+    bool into an int."""
+    bounds = [literal_kind(static[k]) for k in ("min", "max") if static.get(k) is not None]
+    kind = _promote((kinds[0], *bounds))
+    if kind == "bool":
+        raise ShapeRuleError("clamp cannot take a bool tensor", operand=0, hint=FLOAT_HINT)
+    return kind
+
+
+def _matmul_kind(name: str) -> Callable[..., Kind]:
+    """Matrix products take two int or two float tensors, never a bool."""
+
+    def rule(kinds: tuple[Kind, ...], **_: Any) -> Kind:
+        """The operands' common kind."""
+        if "bool" in kinds:
+            raise ShapeRuleError(f"{name} cannot take a bool tensor", operand=kinds.index("bool"),
+                                 hint=FLOAT_HINT)
+        a, b = kinds
+        if a is None or b is None or a == b:
+            return a or b          # torch multiplies only two tensors of one kind
+        raise ShapeRuleError(f"{name} cannot multiply an int tensor with a float one",
+                             operand=kinds.index("int"),
+                             hint="make the int one float first: multiply it by 1.0")
+
+    return rule
+
+
+# floating-point kernels: they refuse bool and int tensors, so a result is always a float
+_FLOAT_ONLY = ("mish", "selu", "silu", "gelu", "elu", "leaky_relu", "softplus", "softmax",
+               "log_softmax", "normalize", "norm", "std", "var", "max_pool1d",
+               "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
+               "adaptive_max_pool2d")
+for _name in _FLOAT_ONLY:
+    DTYPE_RULES[_name] = _refusing(_to_float, ("bool", "int"), f"{_name} cannot take",
+                                   FLOAT_HINT)
+for _name in ("abs", "ceil", "floor", "relu6", "hardtanh", "max_pool2d", "avg_pool1d",
+              "avg_pool2d"):
+    DTYPE_RULES[_name] = _refusing(_kept, ("bool",), f"{_name} cannot take", FLOAT_HINT)
+DTYPE_RULES["round"] = _refusing(_round_kind, ("bool",), "round cannot take", FLOAT_HINT)
+DTYPE_RULES["sign"] = DTYPE_RULES["pad"] = _kept       # pad casts its value to the input's kind
+DTYPE_RULES["square"] = _counted                      # a bool squared is an int64
+DTYPE_RULES["logsumexp"] = _to_float
+DTYPE_RULES["clamp"] = _clamp_kind
+DTYPE_RULES["matmul"], DTYPE_RULES["mm"] = _matmul_kind("matmul"), _matmul_kind("mm")
 # the functions whose result has a known kind even when their operands' kinds are unknown;
 # shape inference calls no other rule on one operand of unknown kind
-KIND_MAKERS = frozenset(n for n, rule in DTYPE_RULES.items() if rule in (_to_bool, _to_float))
+KIND_MAKERS = frozenset([n for n, rule in DTYPE_RULES.items() if rule in (_to_bool, _to_float)]
+                        + list(_FLOAT_ONLY))
 del _name
 
 

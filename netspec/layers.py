@@ -1139,6 +1139,47 @@ for _name, _layer_def in LAYERS.items():
     _layer_def.tensors = _TENSORS.get(_name, _no_tensors)
 
 
+# -- value kinds -----------------------------------------------------------------------------------
+# What each layer does with a bool, int or float tensor (torch on CPU; tests/test_dtypes.py runs
+# every shape case on all three): the output's kind for each input kind torch accepts, a kind it
+# refuses left out. Layers with weights, norms, most activations and adaptive pools compute in
+# floating point only; layers that move values keep any kind; some take ints but not bools.
+
+_KEEP = {"bool": "bool", "int": "int", "float": "float"}      # moves or pads values
+_NUMBER = {"int": "int", "float": "float"}                    # compares or averages, not bools
+_FLOAT = {"float": "float"}                                    # floating-point kernels
+_TO_FLOAT = {"bool": "float", "int": "float", "float": "float"}
+_NUMBER_TO_FLOAT = {"int": "float", "float": "float"}
+_KINDS: dict[str, dict[str, str]] = {
+    **dict.fromkeys(("Identity", "Flatten", "Unflatten", "PixelShuffle", "PixelUnshuffle",
+                     "ChannelShuffle"), _KEEP),
+    **{f"{kind}Pad{n}d": _KEEP for kind in ("Zero", "Constant", "Circular") for n in (1, 2, 3)},
+    **{f"{kind}Pad{n}d": _NUMBER for kind in ("Reflection", "Replication") for n in (1, 2, 3)},
+    **dict.fromkeys(("ReLU", "ReLU6", "Hardtanh", "Threshold", "MaxPool2d", "MaxPool3d",
+                     "AvgPool1d", "AvgPool2d", "AvgPool3d"), _NUMBER),   # not MaxPool1d
+    **dict.fromkeys(("Sigmoid", "Tanh", "LPPool1d", "LPPool2d", "LPPool3d"), _TO_FLOAT),
+    **dict.fromkeys(("Softsign", "Tanhshrink", "LocalResponseNorm"), _NUMBER_TO_FLOAT),
+    "Embedding": {"int": "float"},
+}
+_DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+             "FeatureAlphaDropout")
+
+
+def _dropout_kinds(args: dict[str, Any]) -> dict[str, str]:
+    """In training, dropout scales by a float mask unless p is 0 or 1 (it then returns or zeroes
+    its input as it is)."""
+    return _KEEP if args["p"] in (0, 1) else _FLOAT
+
+
+def _fixed(table: dict[str, str]) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """A kind rule that does not depend on the layer's arguments."""
+    return lambda args: table
+
+
+for _name, _layer_def in LAYERS.items():
+    _layer_def.kinds = _dropout_kinds if _name in _DROPOUTS else _fixed(_KINDS.get(_name, _FLOAT))
+
+
 def lookup_layer(name: str) -> LayerDef | None:
     """The table's LayerDef for ``name``, else one built from ``torch.nn.<name>``, else None."""
     if name in LAYERS:

@@ -77,6 +77,10 @@ class LayerDef:
     # None when unknown (netspec then builds the layer on the meta device to find out)
     tensors: Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]] | None = \
         field(default=None, repr=False, compare=False)
+    # (args) -> {input kind: output kind} for the value kinds "bool", "int" and "float", a kind
+    # torch refuses left out; None when unknown (a user's layer, one found by introspection)
+    kinds: Callable[[dict[str, Any]], dict[str, str]] | None = \
+        field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def positional(self) -> tuple[Param, ...]:

@@ -102,31 +102,43 @@ class _ShapeInference:
             out = self.layer(mod, shape, span, origin)
             if kind is None and mod.cls_name not in _INDEX_LAYERS:
                 return out       # the usual case: an input of unknown kind, an unknown output
+            if out is None:
+                return out
             if not _from_torch(mod):
                 return out       # a layer of the user's own: its code decides what it takes
-            if out is not None and not self.layer_takes(mod, kind, span, origin):
+            taken = self.layer_kind(mod, kind, span, origin)
+            if taken is False:
                 return _UNKNOWN
-            # layers compute in floating point; one without parameters keeps an exact kind
-            # only for a float input
-            self.kind_out = "float" if kind == "float" or mod.cls_name in _INDEX_LAYERS else None
+            self.kind_out = taken
             return out
         return self.block(mod, shape, span, origin, kind)
 
-    def layer_takes(self, mod: ModuleIR, kind: str, span: Span, origin: _Origin) -> bool:
-        """Whether a layer, its arguments resolved, accepts a tensor of this kind; if not, says
-        so. Embeddings need indices; layers with parameters multiply by float weights."""
+    def layer_kind(self, mod: ModuleIR, kind: Kind, span: Span, origin: _Origin) -> Kind | bool:
+        """The kind of a layer's output for an input of this kind, its arguments resolved; False,
+        having said so, where torch refuses the input. Embeddings need indices; the table says
+        what every other layer of it takes and gives."""
         if mod.cls_name in _INDEX_LAYERS:
             if kind is None or kind == "int":
-                return True
+                return "float"
             self.error("type error", f"{mod.cls_name} needs an integer tensor of indices, but "
                        f"the value here is {_a(kind)} tensor", span,
                        hint="indices come from the input, arange, randint or a sum of bools",
                        notes=(_kind_note(origin, kind),))
             return False
-        if kind == "float" or not param_shapes(mod):
-            return True
-        self.error("type error", f"{mod.cls_name} needs a floating-point input, but the value "
-                   f"here is {_a(kind)} tensor", span, hint=FLOAT_HINT,
+        rule = mod.layer.kinds if mod.layer is not None else None
+        if rule is None:     # a torch layer outside the table: one with weights needs floats
+            if kind == "float":
+                return "float"
+            if not param_shapes(mod):
+                return None
+            takes: dict[str, str] = {"float": "float"}
+        else:
+            takes = rule(mod.resolved_args)
+            if kind in takes:
+                return takes[kind]
+        needs = "an int or float input" if "int" in takes else "a floating-point input"
+        self.error("type error", f"{mod.cls_name} needs {needs}, but the value here is "
+                   f"{_a(kind)} tensor", span, hint=FLOAT_HINT,
                    notes=(_kind_note(origin, kind),))
         return False
 

@@ -2,20 +2,25 @@
 
 Every function with a dtype rule is run by torch on bool, int and float tensors: where netspec
 refuses an operand kind, torch must refuse it too, and where netspec accepts it, netspec's kind
-must be the kind of torch's result. Whole specs are built and run: a spec netspec refuses fails
+must be the kind of torch's result. Every table layer is run the same way on each of its shape
+cases. Whole specs are built and run: a spec netspec refuses fails
 in torch when its steps are run by hand, and a spec netspec accepts runs.
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
+from test_layers import SHAPE_CASES, stated_and_inferred, validated
 
 import netspec
 from netspec.errors import SpecError
 from netspec.functions import DTYPE_RULES, KIND_MAKERS
-from netspec.registry import ShapeRuleError
+from netspec.registry import FUNCTIONS, LAYERS, ShapeRuleError
 
 KINDS = {"bool": torch.tensor([[True, False, True]]),
          "int": torch.tensor([[1, 0, 2]]),
@@ -70,8 +75,92 @@ def _operands(name: str, kind: str) -> list[tuple[tuple[str, ...], tuple[torch.T
     return [((kind, other), (KINDS[kind], KINDS[other])) for other in KINDS]
 
 
+# functions run as netspec emits them: (static arguments, operand shapes) per case
+EMITTED: dict[str, list[tuple[dict, tuple]]] = {
+    **{name: [({}, ((2, 4),))] for name in (
+        "abs", "ceil", "floor", "sign", "square", "mish", "relu6", "selu", "silu", "gelu",
+        "elu", "leaky_relu", "softplus", "hardtanh", "normalize", "norm", "std", "var")},
+    "round": [({}, ((2, 4),)), ({"decimals": 1}, ((2, 4),))],
+    "clamp": [({"min": 0}, ((2, 4),)), ({"max": 1}, ((2, 4),)), ({"min": 0.5}, ((2, 4),)),
+              ({"min": 0, "max": 2.5}, ((2, 4),))],
+    "softmax": [({"dim": 1}, ((2, 4),))], "log_softmax": [({"dim": 1}, ((2, 4),))],
+    "logsumexp": [({"dim": 1}, ((2, 4),))],
+    "matmul": [({}, ((2, 4), (4, 3)))], "mm": [({}, ((2, 4), (4, 3)))],
+    "pad": [({"pad": (1, 1)}, ((2, 4),)), ({"pad": (1, 1), "value": 1.5}, ((2, 4),))],
+    **{f"{kind}_pool{n}d": [({"kernel_size": 2}, ((1, 2) + (4,) * n,))]
+       for kind in ("max", "avg") for n in (1, 2)},
+    **{f"adaptive_{kind}_pool{n}d": [({"output_size": 2}, ((1, 2) + (4,) * n,))]
+       for kind in ("max", "avg") for n in (1, 2)},
+}
+
+
+def test_every_function_has_a_rule() -> None:
+    assert set(DTYPE_RULES) == set(FUNCTIONS)
+
+
 def test_every_rule_is_checked_against_torch() -> None:
-    assert set(DTYPE_RULES) == set(TORCH) | set(FACTORIES)
+    assert set(DTYPE_RULES) == set(TORCH) | set(FACTORIES) | set(EMITTED)
+    assert not set(TORCH) & set(EMITTED)
+
+
+def _tensor(kind: str, shape: tuple) -> torch.Tensor:
+    x = torch.randn(shape) * 3
+    return {"bool": x > 0, "int": x.long(), "float": x}[kind]
+
+
+def _torch_kind(run) -> str | None:
+    """The kind of what ``run()`` returns, or None where torch refuses its input."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _kind(run())
+    except (RuntimeError, NotImplementedError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("name", sorted(EMITTED))
+def test_emitted_function_matches_torch(name: str) -> None:
+    """The code netspec emits, run on every kind (every pair for two tensors): torch refuses
+    exactly where the rule does, and otherwise gives the rule's kind."""
+    fn = FUNCTIONS[name]
+    for static, shapes in EMITTED[name]:
+        names = [f"t{i}" for i in range(len(shapes))]
+        source = fn.emit(*names, **{k: repr(v) for k, v in static.items()})
+        values = {p.name: p.default for p in fn.static_params} | static
+        for kinds in itertools.product(KINDS, repeat=len(shapes)):
+            env = {"torch": torch, "F": F} | {n: _tensor(k, s)
+                                              for n, k, s in zip(names, kinds, shapes)}
+            try:
+                predicted = DTYPE_RULES[name](kinds, **values)
+            except ShapeRuleError:
+                predicted = None
+            assert predicted == _torch_kind(lambda: eval(source, env)), (source, kinds)
+
+
+@pytest.mark.parametrize("name", sorted(EMITTED))
+def test_unknown_operand_of_emitted_function(name: str) -> None:
+    fn = FUNCTIONS[name]
+    static, shapes = EMITTED[name][0]
+    values = {p.name: p.default for p in fn.static_params} | static
+    made = DTYPE_RULES[name]((None,) * len(shapes), **values)
+    assert (made is not None) == (name in KIND_MAKERS), name
+
+
+@pytest.mark.parametrize("name,stated,shape", SHAPE_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SHAPE_CASES)])
+def test_layer_kinds_match_torch(name: str, stated: dict, shape: tuple) -> None:
+    """The real module on a bool, an int and a float tensor: torch refuses exactly the kinds
+    the layer's rule leaves out, and otherwise gives the kind the rule says."""
+    args = validated(name, stated_and_inferred(name, stated, shape))
+    takes = LAYERS[name].kinds(args)
+    for kind in KINDS:
+        module = getattr(torch.nn, name)(**args)
+        x = _tensor(kind, shape)
+        if name == "Embedding" and kind == "int":
+            x = torch.randint(0, args["num_embeddings"], shape)
+        index = LAYERS[name].output_index
+        got = _torch_kind(lambda: module(x) if index is None else module(x)[index])
+        assert takes.get(kind) == got, (name, kind)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -139,6 +228,21 @@ REFUSED = {
         lambda x: torch.nn.Conv1d(2, 4, 3)((x > 0).reshape(-1, 2, 3)),
     "where(x > 0, x > 1, x < 2)\nLinear(4)":
         lambda x: torch.nn.Linear(6, 4)(torch.where(x > 0, x > 1, x < 2)),
+    "x > 0\nReLU()": lambda x: torch.nn.ReLU()(x > 0),
+    "x > 0\nSoftmax(dim=1)": lambda x: torch.nn.Softmax(dim=1)(x > 0),
+    "x > 0\nDropout(0.2)": lambda x: torch.nn.Dropout(0.2)(x > 0),
+    "x > 0\nFlatten()\nLinear(4)": lambda x: torch.nn.Linear(6, 4)((x > 0).flatten(1)),
+    "sum(x > 0, dim=1, keepdim=true)\nMaxPool1d(1)":
+        lambda x: torch.nn.MaxPool1d(1)(torch.sum(x > 0, dim=1, keepdim=True)),
+    "sum(x > 0, dim=1, keepdim=true)\nReLU()\nLinear(4)":
+        lambda x: torch.nn.Linear(1, 4)(torch.relu(torch.sum(x > 0, dim=1, keepdim=True))),
+    "softmax(x > 0, dim=1)": lambda x: F.softmax(x > 0, dim=1),
+    "abs(x > 0)": lambda x: torch.abs(x > 0),
+    "(x > 0) @ transpose(x, 0, 1)": lambda x: (x > 0) @ x.t(),
+    "softmax(x, dim=1)\nEmbedding(10, 3)":
+        lambda x: torch.nn.Embedding(10, 3)(F.softmax(x, dim=1)),
+    "clamp(x > 0, min=0)\nLinear(4)":
+        lambda x: torch.nn.Linear(6, 4)(torch.clamp(x > 0, min=0)),
 }
 ACCEPTED = [
     "(x > 0) * 1.0\nLinear(4)",
@@ -157,6 +261,15 @@ ACCEPTED = [
     "x > 0\nIdentity()",
     "(x > 0) + (x < 0)",
     "logical_not(x > 0)",
+    "x > 0\nZeroPad1d(1)\nlogical_not(x)",
+    "x > 0\nDropout(0.0)\nlogical_not(x)",
+    "x > 0\nSigmoid()\nLinear(4)",
+    "sum(x > 0, dim=1, keepdim=true)\nAvgPool1d(1)\nEmbedding(10, 3)",
+    "square(x > 0)\nReLU()",
+    "clamp(x > 0, min=0.5)\nLinear(4)",
+    "logsumexp(x > 0, dim=1)",
+    "sign(x > 0)\nlogical_not(x)",
+    "sum(x > 0, dim=1, keepdim=true) @ sum(x > 0, dim=0, keepdim=true)",
 ]
 
 
