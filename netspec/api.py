@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from netspec.dims import Shape
+from netspec.dims import Shape, Sym
 from netspec.elaborate import elaborate
 from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
 from netspec.ir import ModuleIR, lint
@@ -72,10 +72,12 @@ def parse_value(text: str) -> Any:
 
 def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None, *,
             limits: Limits | None = None, args: dict[str, Any] | None = None,
-            **block_args: Any) -> Analysis:
+            free_dims: bool = False, **block_args: Any) -> Analysis:
     """Parse, elaborate and shape-check ``spec`` (a path or source text); raises ``SpecError``.
 
-    Block arguments come as keywords, or in ``args`` (for names such as ``input``).
+    Block arguments come as keywords, or in ``args`` (for names such as ``input``). With
+    ``free_dims`` (for building), a concrete ``input`` fixes only the declared dims that the
+    model's construction needs; see ``_free_dims``.
     """
     block_args = {**(args or {}), **block_args}
     if block is not None and not isinstance(block, str):
@@ -89,6 +91,8 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
             lint(ir)
             shape = parse_shape(input)
             infer_shapes(ir, shape, program.sources)
+            if free_dims and shape is not None:
+                ir = _free_dims(program, block, block_args, ir, shape)
         except RecursionError:
             raise LimitError([Diagnostic("limit error", "this spec nests too deeply to compile",
                                          hint="split long expressions into named values")],
@@ -98,6 +102,55 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
         finally:
             sys.setrecursionlimit(depth)
     return Analysis(program, ir, ir.cls_name, dict(block_args), shape)
+
+
+def _free_dims(program: Program, block: str | None, block_args: dict[str, Any],
+               fixed: ModuleIR, shape: Shape) -> ModuleIR:
+    """The IR for the concrete input ``shape`` with every dim the entry block declares as a
+    symbol left free where the model's construction does not need its value.
+
+    ``fixed`` is the IR with all of them bound. Binding ``N`` of ``input x: [N, 4, 6]`` to the
+    2 of ``input=[2, 4, 6]`` would write 2 into the generated code (``reshape(x, N, 24)``
+    becoming ``reshape(x, (2, 24))``), and the model would take only batches of 2. Each
+    declared symbol is tried free in turn, and stays free if the spec still checks and every
+    layer and tensor is built exactly as in ``fixed``: the model is the same at ``shape``,
+    and also runs at other sizes, as a hand-written one does.
+    """
+    declared = fixed.input_dims or ()
+    if len(declared) != len(shape):
+        return fixed
+    free: set[int] = set()
+    best = fixed
+    for i, dim in enumerate(declared):
+        if not (isinstance(dim, Sym) and dim.is_symbol()):
+            continue
+        ir = elaborate(program, block, block_args)    # a shaped IR is not shaped again
+        lint(ir)
+        assert ir.input_dims is not None
+        trial = tuple(ir.input_dims[j] if j in free or j == i else shape[j]
+                      for j in range(len(shape)))
+        try:
+            infer_shapes(ir, trial, program.sources)
+        except SpecError:
+            continue           # the spec needs this dim's value (a size is inferred from it)
+        if _built_alike(ir, fixed):
+            free.add(i)
+            best = ir
+    return best
+
+
+def _built_alike(a: ModuleIR, b: ModuleIR) -> bool:
+    """Whether two shaped IRs of one spec construct the same modules and tensors."""
+    walked_a, walked_b = list(a.walk()), list(b.walk())
+    if [p for p, _ in walked_a] != [p for p, _ in walked_b]:
+        return False
+    for (_, x), (_, y) in zip(walked_a, walked_b):
+        if x.cls_name != y.cls_name or x.resolved_args != y.resolved_args:
+            return False
+        if {k: t.shapes for k, t in x.tensors.items()} != \
+                {k: t.shapes for k, t in y.tensors.items()}:
+            return False
+    return True
 
 
 def check(spec: str | Path, block: str | None = None, input: Any = None, *,
@@ -119,7 +172,7 @@ def build(spec: str | Path, block: str | None = None, input: Any = None, device:
     structure only (see ``materialize``); ``limits`` overrides the resource limits.
     """
     with using(limits):
-        analysis = analyze(spec, block, input, **block_args)
+        analysis = analyze(spec, block, input, free_dims=True, **block_args)
         return build_analysis(analysis, device=device, dtype=dtype, seed=seed)
 
 

@@ -378,7 +378,7 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
         block = block or record.get("block")
     else:
         program = load_program(spec)
-    analysis = analyze(program, block, record.get("input"), args=args)
+    analysis = analyze(program, block, record.get("input"), args=args, free_dims=True)
     state = ckpt.state_dict()
     meta_model = build_analysis(analysis, device="meta")
     report = _compare(meta_model.state_dict(), state)

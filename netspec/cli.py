@@ -130,7 +130,7 @@ def compile_(spec: Path = SpecArg, output: Path = typer.Option(..., "--output", 
         if emit not in EMITTERS:
             raise SpecError([Diagnostic("argument error", f"--emit {emit!r} is not an output kind",
                                         hint="use " + ", ".join(EMITTERS))])
-        analysis = analyze(spec, block, input, args=_block_args(set))
+        analysis = analyze(spec, block, input, args=_block_args(set), free_dims=True)
         if emit == "python":
             from netspec.checkpoint import atomic_write
             from netspec.emit_python import python_source

@@ -41,6 +41,13 @@ class Sym:
     def symbol(name: str) -> "Sym":
         return Sym({(name,): 1})
 
+    def is_symbol(self) -> bool:
+        """Whether this is one bare symbol (``N``), not an expression of symbols (``2*N``)."""
+        if len(self.terms) != 1:
+            return False
+        (mono, coeff), = self.terms.items()
+        return coeff == 1 and len(mono) == 1
+
     # -- arithmetic -----------------------------------------------------------------------------
     def __add__(self, other: Dim) -> Dim:
         terms = dict(self.terms)
