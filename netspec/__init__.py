@@ -2,7 +2,7 @@
 
 from netspec.gc_pause import paused
 
-with paused():    # the objects an import creates live on: collecting during it frees nothing
+with paused(promote=True):    # what an import makes lives on: collecting it frees nothing
     from netspec.api import Analysis, analyze, build, check, materialize
     from netspec.checkpoint import LoadReport, load, save
     from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError, Span

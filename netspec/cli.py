@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Optional
 from netspec.errors import NetspecError, SpecError
 from netspec.gc_pause import paused
 
-with paused():
+with paused(promote=True):
     import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

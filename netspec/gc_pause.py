@@ -18,8 +18,13 @@ F = TypeVar("F", bound=Callable)
 
 
 @contextlib.contextmanager
-def paused() -> Iterator[None]:
-    """The collector is off inside; nested pauses leave it to the outermost one to restore."""
+def paused(promote: bool = False) -> Iterator[None]:
+    """The collector is off inside; nested pauses leave it to the outermost one to restore.
+
+    With ``promote``, what was made inside is moved to the oldest generation on the way out
+    (``promote_all``): for objects that live on, such as an import's or an AST's, whose first
+    collection would otherwise traverse them all at once.
+    """
     if not gc.isenabled():
         yield
         return
@@ -27,7 +32,21 @@ def paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if promote:
+            promote_all()
         gc.enable()
+
+
+def promote_all() -> None:
+    """Move every object the collector tracks to its oldest generation, without a pass over them.
+
+    ``gc.freeze`` then ``gc.unfreeze`` moves them up at no cost; nothing is left frozen. Left
+    young, objects that live on are all traversed by the next collection, and again on their
+    way up the generations. If something else has frozen objects, they stay as they are.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def gc_paused(fn: F) -> F:

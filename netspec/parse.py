@@ -30,7 +30,7 @@ from lark import Token
 
 from netspec import ast
 from netspec.errors import Diagnostic, LimitError, SourceMap, Span, SpecError
-from netspec.gc_pause import paused
+from netspec.gc_pause import paused, promote_all
 from netspec.limits import current as current_limits
 
 _GRAMMAR_CANDIDATES = (
@@ -753,7 +753,7 @@ def _parser() -> tuple[lark.Lark, _PostLexer]:
     """The parser, with netspec's lexer; it builds the AST as it goes (``_BUILDER``)."""
     key = grammar_path().read_text() + FsPath(__file__).read_text() + sys.version
     path = _cache_file(key, "parser")
-    with paused():         # the parser's ~30,000 objects live on: collecting finds nothing
+    with paused(promote=True):     # the parser's ~30,000 objects live on
         parser = _unpickled(path) if path else None
         if parser is None:
             parser = _lark(_Lexer, "fast", transformer=_BUILDER)
@@ -1071,21 +1071,8 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
     finally:
         sys.setrecursionlimit(depth)
         if collecting:
-            _promote()
+            promote_all()
             gc.enable()
-
-
-def _promote() -> None:
-    """Move every object the collector tracks to its oldest generation, without a pass over them.
-
-    The AST lives as long as the program that holds it. Left in the youngest generation, its
-    objects (a few dozen per line) would all be traversed by the next collection, and again on
-    their way up the generations. ``gc.freeze`` then ``gc.unfreeze`` moves them up at no cost;
-    nothing is left frozen. If something else has frozen objects, they stay as they are.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
 
 
 def _parse_with(parser: lark.Lark, text: str, file: str) -> ast.SpecFile:
