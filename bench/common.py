@@ -45,7 +45,23 @@ def environment() -> dict[str, str]:
         "cpu count": str(os.cpu_count()),
         "torch default threads": str(torch.get_num_threads()),
         "load average at start (1, 5, 15 min)": load,
+        "calibration at start: 2,000,000 Python additions": machine_speed(),
     }
+
+
+def machine_speed() -> str:
+    """A fixed piece of pure-Python work (2,000,000 additions), median of 5: how fast this
+    machine is running now, to compare RESULTS.md files from different runs by. Every
+    absolute time in a run scales roughly with it; the ratios against hand-written PyTorch
+    measured in the same process do not."""
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        times.append(time.perf_counter() - t0)
+    return f"{median(times) * 1000:.0f} ms"
 
 
 def load_average() -> str:

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(f"## {title}\n\n{module.report(data)}\n\n*Section time: {seconds:.0f} s.*")
     total = time.perf_counter() - started
     env["load average at the end"] = common.load_average()
+    env["calibration at the end"] = common.machine_speed()
     env["mode"] = "--quick" if args.quick else "full"
     env["sections"] = ", ".join(chosen)
     env["total time"] = f"{total:.0f} s"
