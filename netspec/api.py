@@ -122,7 +122,7 @@ def _free_dims(program: Program, block: str | None, block_args: dict[str, Any],
     free: set[int] = set()
     best = fixed
     for i, dim in enumerate(declared):
-        if not (isinstance(dim, Sym) and dim.is_symbol()):
+        if not (isinstance(dim, Sym) and dim.atom() is not None):
             continue
         ir = elaborate(program, block, block_args)    # a shaped IR is not shaped again
         lint(ir)

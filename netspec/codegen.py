@@ -214,11 +214,10 @@ def forward_source(mod: ModuleIR) -> str:
     dims: dict[str, str] = {}
     prelude: list[str] = []
     for i, d in enumerate(mod.in_shape or ()):
-        if isinstance(d, Sym) and len(d.terms) == 1:
-            (mono, coeff), = d.terms.items()
-            if coeff == 1 and len(mono) == 1:
-                dims[mono[0]] = f"_{str(d)}"
-                prelude.append(f"    _{str(d)} = {input_name}.shape[{i}]")
+        atom = d.atom() if isinstance(d, Sym) else None
+        if atom is not None:
+            dims[atom] = f"_{str(d)}"
+            prelude.append(f"    _{str(d)} = {input_name}.shape[{i}]")
     emitter = Emitter(mod, dims)
     emitter.holder[input_name] = entry
     emitter.exprs[entry] = input_name

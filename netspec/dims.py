@@ -41,12 +41,13 @@ class Sym:
     def symbol(name: str) -> "Sym":
         return Sym({(name,): 1})
 
-    def is_symbol(self) -> bool:
-        """Whether this is one bare symbol (``N``), not an expression of symbols (``2*N``)."""
+    def atom(self) -> str | None:
+        """The name of this dim when it is one bare symbol (``N``); None for an expression of
+        symbols (``2*N``, ``N*C``)."""
         if len(self.terms) != 1:
-            return False
+            return None
         (mono, coeff), = self.terms.items()
-        return coeff == 1 and len(mono) == 1
+        return mono[0] if coeff == 1 and len(mono) == 1 else None
 
     # -- arithmetic -----------------------------------------------------------------------------
     def __add__(self, other: Dim) -> Dim:

@@ -183,11 +183,8 @@ def _sanitize(name: str) -> str:
 
 
 def _symbol_name(dim: Any) -> str | None:
-    if isinstance(dim, Sym) and len(dim.terms) == 1:
-        (mono, coeff), = dim.terms.items()
-        if coeff == 1 and len(mono) == 1:
-            return re.sub(r"@\d+$", "", mono[0])
-    return None
+    atom = dim.atom() if isinstance(dim, Sym) else None
+    return None if atom is None else re.sub(r"@\d+$", "", atom)
 
 
 def _symbols(mod: ModuleIR) -> dict[str, Any]:

@@ -81,12 +81,11 @@ class _ShapeInference:
     def bind(self, declared: Any, actual: Any) -> bool:
         """Unify a declared dim with an arriving one; False if they conflict."""
         declared = self.subst(declared)
-        if isinstance(declared, Sym) and len(declared.terms) == 1:
-            (mono, coeff), = declared.terms.items()
-            if coeff == 1 and len(mono) == 1 and mono[0] not in self.bindings:
-                if declared != actual:
-                    self.bindings[mono[0]] = actual
-                return True
+        atom = declared.atom() if isinstance(declared, Sym) else None
+        if atom is not None and atom not in self.bindings:
+            if declared != actual:
+                self.bindings[atom] = actual
+            return True
         if isinstance(declared, int) and isinstance(actual, int):
             return declared == actual
         return declared == actual or isinstance(declared, Sym) or isinstance(actual, Sym)

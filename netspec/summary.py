@@ -135,12 +135,7 @@ def _batch_atom(analysis: Analysis) -> str | None:
     shape = analysis.ir.in_shape
     if not shape or not isinstance(shape[0], Sym):
         return None
-    terms = shape[0].terms
-    if len(terms) == 1:
-        (mono, coeff), = terms.items()
-        if coeff == 1 and len(mono) == 1:
-            return mono[0]
-    return None
+    return shape[0].atom()
 
 
 def _per_sample(value: Any, atom: str | None) -> Any:
