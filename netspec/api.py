@@ -212,17 +212,24 @@ def check_init_rules(analysis: Analysis) -> None:
     The rules are matched against the parameters the layers' tensor tables name; only a layer
     without a table needs torch to say what it holds (a build on the meta device).
     """
-    if not any(mod.init_rules for _, mod in analysis.ir.walk()):
-        return
+    if any(mod.init_rules for _, mod in analysis.ir.walk()) and static_tensors(analysis) is None:
+        build_analysis(analysis, device="meta")
+
+
+def static_tensors(analysis: Analysis):
+    """The model's modules and tensors from the layers' tensor tables, its init rules matched
+    as a build matches them (one matching nothing is an error); None when some layer has no
+    table, so that only a build can tell what it holds."""
     from netspec.init import plan_sites
     from netspec.tensors import Unknown, static_model
 
     try:
         model = static_model(analysis.ir)
     except Unknown:
-        build_analysis(analysis, device="meta")
-        return
-    plan_sites(model.sites(), analysis.sources)
+        return None
+    if any(mod.init_rules for _, mod in analysis.ir.walk()):
+        plan_sites(model.sites(), analysis.sources)
+    return model
 
 
 def materialize(model, device: Any = "cpu", seed: int | None = None):

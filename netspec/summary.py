@@ -34,11 +34,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from netspec.api import Analysis, build_analysis
+from netspec.api import Analysis, build_analysis, static_tensors
 from netspec.dims import Sym, fmt_shape, numel
 from netspec.init import describe, plan_sites
 from netspec.ir import ModuleIR, Ref, is_sequential
-from netspec.tensors import StaticModel, StaticModule, Unknown, read_module, static_model
+from netspec.tensors import StaticModel, StaticModule, read_module
 
 FORMATS = ("text", "markdown", "json")
 _COUNTS = ("trainable", "shared", "frozen", "const", "buffers")
@@ -319,16 +319,8 @@ def model_tensors(analysis: Analysis, *, build: bool = False) -> StaticModel:
     Otherwise (or with ``build``) they are read off the model built on the ``meta`` device.
     Either way init rules are matched, as a build matches them: one matching nothing is an error.
     """
-    if not build:
-        try:
-            model = static_model(analysis.ir)
-        except Unknown:
-            pass
-        else:
-            if any(mod.init_rules for _, mod in analysis.ir.walk()):
-                plan_sites(model.sites(), analysis.sources)
-            return model
-    return read_module(built_modules(analysis)[0])
+    model = None if build else static_tensors(analysis)
+    return model if model is not None else read_module(built_modules(analysis)[0])
 
 
 def built_modules(analysis: Analysis) -> tuple[Any, dict[int, Any]]:
