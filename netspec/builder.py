@@ -18,7 +18,7 @@ from torch import nn
 from netspec.codegen import forward_source, tensor_source
 from netspec.errors import Diagnostic, SpecError
 from netspec.gc_pause import gc_paused
-from netspec.ir import ModuleIR, child_modules, is_sequential
+from netspec.ir import ModuleIR, child_modules, forward_class_name, is_sequential
 
 _GENERATED = "netspec.generated"
 _classes: dict[tuple[str, str], type] = {}
@@ -76,8 +76,7 @@ def _generated_class(name: str, source: str) -> type:
             raise SpecError([Diagnostic("internal error", f"the generated forward of {name} "
                                         f"does not compile: {exc}")]) from None
         exec(code, namespace)
-        cls_name = name if name != "Sequential" else "Block"
-        _classes[key] = type(cls_name, (nn.Module,), {
+        _classes[key] = type(forward_class_name(name), (nn.Module,), {
             "__module__": _GENERATED, "forward": namespace["forward"],
             "__doc__": f"netspec block {name}; forward:\n\n{source}", "code": source})
     return _classes[key]

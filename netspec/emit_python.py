@@ -41,7 +41,7 @@ from netspec.builder import is_sequential
 from netspec.codegen import Emitter, strip_parens, forward_source, static_source, tensor_source
 from netspec.dims import Sym, fmt_shape
 from netspec.functions import lookup_function
-from netspec.ir import Fragment, ModuleIR
+from netspec.ir import Fragment, ModuleIR, forward_class_name
 
 WIDTH = 99          # the longest line the output aims for
 _INDENT = "    "
@@ -493,7 +493,7 @@ class _Program:
             stmts.append(_Stmt(f"self.{name} = ", node) if _identifier(name) else
                          _Stmt(f"self.add_module({name!r}, ", node, ")"))
         stmts.extend(self._ties(mod))
-        return _Body(mod, mod.cls_name if mod.cls_name != "Sequential" else "Block", "nn.Module",
+        return _Body(mod, forward_class_name(mod.cls_name), "nn.Module",
                      stmts, externals, _forward_lines(mod))
 
     def _ties(self, mod: ModuleIR) -> list[_Stmt]:

@@ -108,10 +108,23 @@ class ModuleIR:
             seen.add(mod.uid)
             yield path, mod
             for name, child in mod.children.items():
-                stack.append((f"{path}.{name}" if path else name, child))
+                stack.append((join_path(path, name), child))
 
 
 _uids = itertools.count()
+
+
+def join_path(path: str, name: str) -> str:
+    """A child's dotted path: ``conv`` under ``block.0`` is ``block.0.conv``; under the root,
+    ``conv``."""
+    return f"{path}.{name}" if path else name
+
+
+def forward_class_name(cls_name: str) -> str:
+    """The class name of a block with a generated forward, from its ``ModuleIR.cls_name``: the
+    block's name, or ``Block`` for a nested ``{ }`` (``Sequential`` in the IR, which the class
+    is not)."""
+    return cls_name if cls_name != "Sequential" else "Block"
 
 
 def new_graph() -> nx.DiGraph:

@@ -37,7 +37,7 @@ from rich.table import Table
 from netspec.api import Analysis, build_analysis, static_tensors
 from netspec.dims import Sym, fmt_shape, numel
 from netspec.init import describe, plan_sites
-from netspec.ir import ModuleIR, Ref, is_sequential
+from netspec.ir import ModuleIR, Ref, is_sequential, join_path
 from netspec.tensors import StaticModel, StaticModule, read_module
 
 FORMATS = ("text", "markdown", "json")
@@ -193,7 +193,7 @@ class _Summary:
                                  sequential, {})
         for cname, child in mod.children.items():           # declared but never called
             if child.uid not in self.first_use:
-                self.visit(child, _join(path, cname), cname, level + 1, index,
+                self.visit(child, join_path(path, cname), cname, level + 1, index,
                            child.in_shape, child.out_shape)
         row.macs, row.macs_known = macs, known
         return macs, known
@@ -213,7 +213,7 @@ class _Summary:
                 name = target
                 if sequential and target in mod.shared:
                     name = data.get("label") or str(data["position"])
-                m, k = self.visit(child, _join(path, name), name, level + 1, index,
+                m, k = self.visit(child, join_path(path, name), name, level + 1, index,
                                   operands[0] if operands else None, data.get("shape"))
             elif op == "call_function":
                 m, k = function_macs(data["target"], operands, data.get("shape")), True
@@ -247,7 +247,7 @@ class _Summary:
             layer, output = kind, (decl.shapes or {}).get("")
         else:
             layer, output = f"{kind} {decl.container}[{len(decl.items)}]", None
-        row = Row(_join(path, tname), tname, layer, kind, level, parent, output)
+        row = Row(join_path(path, tname), tname, layer, kind, level, parent, output)
         self.rows.append(row)
         if module is None:
             return
@@ -274,7 +274,7 @@ class _Summary:
         places: dict[int, list[tuple[int, str]]] = {}
         for i, row in enumerate(self.rows):
             for tname, tensor, _ in row.tensors:
-                places.setdefault(id(tensor), []).append((i, _join(row.path if row.level
+                places.setdefault(id(tensor), []).append((i, join_path(row.path if row.level
                                                                    else "", tname)))
         for i, paths in self.reuses.items():
             first = self.rows[i]
@@ -335,10 +335,6 @@ def built_modules(analysis: Analysis) -> tuple[Any, dict[int, Any]]:
         if ir is not None:
             built[ir.uid] = module
     return model, built
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
 
 
 # ---- public API --------------------------------------------------------------------------------

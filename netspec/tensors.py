@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 from netspec.dims import Shape
 from netspec.init import ModuleSite
-from netspec.ir import ModuleIR, child_modules, is_sequential
+from netspec.ir import (ModuleIR, child_modules, forward_class_name, is_sequential,
+                        join_path)
 
 
 class Unknown(Exception):
@@ -62,7 +63,7 @@ class StaticModule:
                 continue
             seen.add(id(module))
             yield path, module
-            stack.extend((_join(path, name), child)
+            stack.extend((join_path(path, name), child)
                          for name, child in reversed(module.children.items()))
 
     def named_parameters(self) -> list[tuple[str, StaticTensor]]:
@@ -90,7 +91,7 @@ def _named(root: StaticModule, kind: str) -> list[tuple[str, StaticTensor]]:
         for name, tensor in getattr(module, kind).items():
             if id(tensor) not in seen:
                 seen.add(id(tensor))
-                found.append((_join(path, name), tensor))
+                found.append((join_path(path, name), tensor))
     return found
 
 
@@ -151,8 +152,7 @@ class _Mirror:
 
     def dataflow(self, mod: ModuleIR) -> StaticModule:
         """A generated class: children by name, then the block's own tensors."""
-        # a nested `{ }` with a generated forward is named Block, not Sequential
-        module = StaticModule(mod.cls_name if mod.cls_name != "Sequential" else "Block", mod, mod)
+        module = StaticModule(forward_class_name(mod.cls_name), mod, mod)
         for name, child in mod.children.items():
             module.children[name] = self.module(child)
         for name, decl in mod.tensors.items():
@@ -256,14 +256,11 @@ def static_tensors(root: ModuleIR) -> list[TensorInfo]:
         path, module = stack.pop()
         for name, tensor in [*module.params.items(), *module.buffers.items()]:
             if id(tensor) in found:
-                found[id(tensor)].aliases.append(_join(path, name))
+                found[id(tensor)].aliases.append(join_path(path, name))
             else:
-                found[id(tensor)] = TensorInfo(_join(path, name), tensor.shape, tensor.kind,
+                found[id(tensor)] = TensorInfo(join_path(path, name), tensor.shape, tensor.kind,
                                                module.owner)
-        stack.extend((_join(path, name), child)
+        stack.extend((join_path(path, name), child)
                      for name, child in reversed(module.children.items()))
     return list(found.values())
 
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
