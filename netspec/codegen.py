@@ -30,6 +30,10 @@ def static_source(value: Any, dims: dict[str, str]) -> str:
 
 
 _MAX_INLINE = 32   # deeper inlined expressions get a variable (Python nests at most 200 parens)
+# A single-use function result is written into its consumer, up to a nesting depth by the
+# consumer's op: relu(x @ w + 1), return x + y, mods['fc2'](torch.relu(x)). A module call keeps
+# a line of its own, with its shape, and takes only a one-call argument, as one would write it.
+_INLINE_INTO = {"call_function": _MAX_INLINE, "output": _MAX_INLINE, "call_module": 2}
 
 
 class Emitter:
@@ -43,6 +47,8 @@ class Emitter:
         self.exprs: dict[str, str] = {}          # node id -> source of its value
         self.depth: dict[str, int] = {}          # node id -> nesting of its inlined source
         self.holder: dict[str, str] = {}         # variable name -> node id holding it now
+        self.reads: dict[str, tuple[str, ...]] = {}   # inlined node id -> the nodes it reads
+        self.comments: dict[Any, str] = {}       # shape -> its comment (shapes repeat)
         self.uses_modules = False
 
     def var_for(self, nid: str, base: str, last_use: dict[str, int], now: int) -> str:
@@ -61,6 +67,7 @@ class Emitter:
         pos = {n: i for i, n in enumerate(order)}
         uses: dict[str, list[str]] = {}           # node id -> the nodes that read it
         last_use = dict(outer_uses)
+        in_loops: set[str] = set()                # nodes read inside a loop: never inlined
         for now, n in enumerate(order):
             data = attrs[n]
             for ref in _refs(data):
@@ -73,6 +80,7 @@ class Emitter:
                         for ref in _refs(fdata):
                             if ref.node in pos:
                                 last_use[ref.node] = max(last_use.get(ref.node, -1), now)
+                                in_loops.add(ref.node)
         result = ""
         for now, n in enumerate(order):
             data = attrs[n]
@@ -94,18 +102,19 @@ class Emitter:
             if op == "call_function":
                 expr = self.function_source(data)
                 consumers = uses.get(n, [])
-                if len(consumers) == 1 and attrs[consumers[0]]["op"] in ("call_function",
-                                                                          "output"):
-                    depth = 1 + max((self.depth.get(r.node, 0) for r in _refs(data)), default=0)
-                    if depth < _MAX_INLINE:
-                        self.exprs[n] = expr
-                        self.depth[n] = depth
+                into = attrs[consumers[0]]["op"] if len(consumers) == 1 else None
+                if into in _INLINE_INTO and n not in in_loops and \
+                        _one_expression(order, attrs, uses, pos, now, pos[consumers[0]]):
+                    operands = _refs(data)
+                    depth = 1 + max((self.depth.get(r.node, 0) for r in operands), default=0)
+                    if depth < _INLINE_INTO[into]:
+                        self.inline(n, expr, depth, operands, last_use, pos[consumers[0]])
                         continue
                 self.assign(n, data, expr, last_use, now)
                 continue
             if op == "call_module":
                 self.uses_modules = True
-                expr = f"mods[{data['target']!r}]({self.src(data['args'][0])})"
+                expr = f"mods[{data['target']!r}]({strip_parens(self.src(data['args'][0]))})"
                 index = output_index(self.mod.children[data["target"]])
                 if index is not None:
                     expr += f"[{index}]"     # an LSTM's (output, (h_n, c_n)): the output
@@ -117,10 +126,29 @@ class Emitter:
             raise AssertionError(op)
         return result
 
+    def inline(self, nid: str, expr: str, depth: int, operands: list[Ref], last_use: dict,
+               at: int) -> None:
+        """Use ``expr`` in place of a variable for ``nid``, whose one consumer is the node at
+        position ``at``. The variables the expression reads are kept until then: an inlined
+        ``relu(x)`` must not see an ``x`` assigned after it."""
+        self.exprs[nid] = expr
+        self.depth[nid] = depth
+        reads: list[str] = []
+        for r in operands:
+            reads.extend(self.reads.get(r.node, (r.node,)))
+        self.reads[nid] = tuple(reads)
+        for v in reads:
+            if last_use.get(v, -1) < at:
+                last_use[v] = at
+
     def assign(self, nid: str, data: dict, expr: str, last_use: dict, now: int) -> None:
         var = self.var_for(nid, data.get("name") or "x", last_use, now)
         shape = data.get("shape")
-        comment = f"  # {fmt_shape(shape)}" if shape is not None else ""
+        comment = ""
+        if shape is not None:
+            comment = self.comments.get(shape)
+            if comment is None:
+                comment = self.comments[shape] = f"  # {fmt_shape(shape)}"
         self.lines.append(f"{self.indent}{var} = {strip_parens(expr)}{comment}")
         self.exprs[nid] = var
 
@@ -173,6 +201,22 @@ class Emitter:
         if fn.factory:
             kwargs.update(device="device", dtype="dtype", generator="generator")
         return fn.emit(*args, **kwargs)
+
+
+def _one_expression(order: list[str], attrs: dict, uses: dict, pos: dict, start: int,
+                    end: int) -> bool:
+    """Whether the nodes between positions ``start`` and ``end`` are all function calls feeding
+    ``end`` (the operands of one expression, ``a * b + c * d``): a value is inlined only into
+    such a consumer, so the generated lines keep the spec's order of steps."""
+    if end - start > _MAX_INLINE:
+        return False
+    for k in range(start + 1, end):
+        m = order[k]
+        consumers = uses.get(m)
+        if attrs[m]["op"] != "call_function" or consumers is None or len(consumers) != 1 or \
+                pos[consumers[0]] > end:
+            return False
+    return True
 
 
 @lru_cache(maxsize=256)

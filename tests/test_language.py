@@ -193,6 +193,36 @@ def test_running_value_can_be_reassigned() -> None:
     assert torch.allclose(model(x), model._modules["0"](x) * 3)
 
 
+def test_a_value_is_computed_before_its_input_is_reassigned() -> None:
+    # y and z are used once, at the end, after x has moved on: the generated forward must not
+    # postpone relu(x) to the return line, where x is another tensor
+    model = build("""
+block B { input x: [N, 4]
+    y = relu(x)
+    x = Linear(4)
+    z = sigmoid(x)
+    x = Linear(4)
+    return y + z + x
+}""")
+    x = torch.randn(3, 4)
+    a = model._modules["0"](x)
+    expected = torch.relu(x) + torch.sigmoid(a) + model._modules["1"](a)
+    assert torch.allclose(model(x), expected)
+    assert "y = torch.relu(x)" in type(model).code      # computed where the spec computes it
+
+
+def test_a_single_function_call_is_written_into_the_next_module_call() -> None:
+    model = build("block B { input x: [N, 4]; Linear(4); relu(x); Linear(4); sigmoid(x) * 2\n"
+                  "Linear(4); tanh(x) }")
+    x = torch.randn(3, 4)
+    first, second, third = (model._modules[k] for k in "012")
+    expected = torch.tanh(third(torch.sigmoid(second(torch.relu(first(x)))) * 2))
+    assert torch.equal(model(x), expected)
+    code = type(model).code
+    assert "x = mods['1'](torch.relu(x))" in code              # as one would write it
+    assert "x = torch.sigmoid(x) * 2" in code                  # a longer one keeps its line
+
+
 def test_add_and_concat_branches() -> None:
     model = build("""
 block A { input x: [N, 4]
