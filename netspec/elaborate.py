@@ -125,6 +125,7 @@ class _Elaborator:
         self.errors = Collector(program.sources)
         self.stack: list[str] = []
         self.instances = 0
+        self.bindings: dict[tuple, tuple | bool] = {}   # literal layer call -> how it bound
         self.nodes = 0
         self.limits = current_limits()
         self.user_layers: dict[str, LayerDef] = {}
@@ -278,6 +279,36 @@ def _show_value(value: Any) -> str:
 _LITERALS = frozenset({ast.Num, ast.Str, ast.Lit})
 
 
+def _literal_call(layer: LayerDef, args: tuple, keywords: tuple) -> tuple | None:
+    """A key for a layer call whose arguments are all literals (``Linear(16)``), which binds
+    the same way every time; None for any other call."""
+    key: list = [id(layer)]
+    for a in args:
+        if a.__class__ not in _LITERALS:
+            return None
+        key += (a.value.__class__, a.value)      # the class keeps 1, 1.0 and true apart
+    for k in keywords:
+        if k.value.__class__ not in _LITERALS:
+            return None
+        key += (k.name, k.value.value.__class__, k.value.value)
+    return tuple(key)
+
+
+def _binding_recipe(bound: dict[str, Arg], args: tuple, keywords: tuple) -> tuple | bool:
+    """How a literal call bound: (parameter, value, index of the argument written for it) for
+    each parameter, the index counting keywords after positional arguments. False where an
+    argument came from elsewhere (a variadic's gathered tuple): such a call is bound afresh."""
+    where = {id(a.span): i for i, a in enumerate(args)}
+    where.update({id(k.span): len(args) + i for i, k in enumerate(keywords)})
+    recipe = []
+    for name, arg in bound.items():
+        index = where.get(id(arg.span))
+        if index is None:
+            return False
+        recipe.append((name, arg.value, index))
+    return tuple(recipe)
+
+
 class _BodyBuilder:
     """Elaborates the statements of one block (or nested sequence) body into its graph."""
 
@@ -303,7 +334,10 @@ class _BodyBuilder:
         raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
 
     def node(self, base: str, op: str, **kw: Any) -> str:
-        self.elab.count(1, kw.get("span"))
+        elab = self.elab
+        elab.nodes += 1
+        if elab.nodes > elab.limits.max_nodes:
+            elab.count(0, kw.get("span"))        # refuses the spec
         nid = f"{base}_{next(self.ids)}"
         add_node(self.graph, nid, op, name=base, **kw)
         return nid
@@ -510,7 +544,16 @@ class _BodyBuilder:
 
     def layer_instance(self, layer: LayerDef, args: tuple, keywords: tuple,
                        span: Span) -> ModuleIR:
+        key = _literal_call(layer, args, keywords)
+        recipe = self.elab.bindings.get(key) if key is not None else None
+        if recipe.__class__ is tuple:    # the same literal call again: bound as before
+            spans = [a.span for a in args] + [k.span for k in keywords]
+            return ModuleIR("layer", layer.name, span, layer=layer,
+                            args={k: v for k, v, _ in recipe},
+                            arg_spans={k: spans[i] for k, _, i in recipe})
         bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
+        if key is not None:
+            self.elab.bindings[key] = _binding_recipe(bound, args, keywords)
         return ModuleIR("layer", layer.name, span, layer=layer,
                         args={k: a.value for k, a in bound.items()},
                         arg_spans={k: a.span for k, a in bound.items()})

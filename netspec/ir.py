@@ -71,7 +71,7 @@ class Fragment:
     children: dict[str, "ModuleIR"] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class ModuleIR:
     """One module of the tree: a torch.nn layer, or a block with a dataflow graph."""
 
@@ -147,7 +147,9 @@ def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: 
                         "span": span, **attrs}
     succ[nid] = {}
     preds = graph._pred[nid] = {}
-    for ref in refs(args, kwargs):
+    sources = args if not kwargs and len(args) == 1 and args[0].__class__ is Ref else \
+        refs(args, kwargs)       # the first: one tensor argument, the usual node
+    for ref in sources:
         source = ref.node
         if source in succ:       # a fragment may use values of the enclosing graph
             preds[source] = succ[source][nid] = {}

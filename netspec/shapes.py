@@ -36,6 +36,18 @@ _PLAIN = frozenset({int, float, bool, str, type(None)})   # values that hold no 
 _INDEX_LAYERS = frozenset({"Embedding", "EmbeddingBag"})   # they look up integer indices
 
 
+def _layer_key(mod: ModuleIR, shape: Shape) -> tuple | None:
+    """A key for a layer call with plain arguments (no dim symbols) on an input shape: two
+    calls with equal keys resolve the same arguments and give the same output shape. A spec
+    repeats a few layer calls many times (``Linear(16)``, ``ReLU()``, ``Conv2d(64, 3)``)."""
+    key: list = [id(mod.layer), shape]
+    for k, v in mod.args.items():
+        if v.__class__ not in _PLAIN:
+            return None
+        key += (k, v.__class__, v)       # the class keeps 1, 1.0 and true apart
+    return tuple(key)
+
+
 class _Origin:
     """Where a value came from, for "the step on line 13 outputs [N, 383, 12, 12]"."""
 
@@ -57,6 +69,7 @@ class _ShapeInference:
         self.errors = Collector(sources)
         self.bindings: dict[str, Any] = {}
         self.max_dim = current_limits().max_dim
+        self.layers_seen: dict[tuple, tuple[dict, Shape]] = {}   # see _layer_key
         # dtype kinds ("bool", "int", "float"; None unknown) of the current graph's values, the
         # kind its placeholder receives, and the kind of the value the last node produced
         self.kinds: dict[str, Kind] = {}
@@ -144,6 +157,12 @@ class _ShapeInference:
     def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
         layer = mod.layer
         assert layer is not None
+        key = _layer_key(mod, shape) if mod.resolved_args is None else None
+        if key is not None:
+            seen = self.layers_seen.get(key)
+            if seen is not None:      # the same layer call on the same input: the same result
+                mod.resolved_args, mod.in_shape, mod.out_shape = dict(seen[0]), shape, seen[1]
+                return seen[1]
         values = {k: v if v.__class__ in _PLAIN else self.subst(v) for k, v in mod.args.items()}
         for size in layer.in_sizes:
             if not size.compare and values.get(size.param) is not None:
@@ -163,6 +182,7 @@ class _ShapeInference:
                            notes=(origin.note(shape),))
                 if size.dim is None or not isinstance(stated, int):
                     return _UNKNOWN
+                key = None            # another call like this one must report its own error
                 # go on as if the stated size had arrived, to find later, independent errors
                 shape = tuple(stated if i == size.dim % len(shape) else d
                               for i, d in enumerate(shape))
@@ -186,6 +206,8 @@ class _ShapeInference:
                        notes=(origin.note(shape),))
             return _UNKNOWN
         mod.out_shape = out
+        if key is not None:
+            self.layers_seen[key] = (dict(mod.resolved_args), out)
         return out
 
     def resolve(self, mod: ModuleIR, values: dict[str, Any], shape: Shape, span: Span) -> bool:
