@@ -49,6 +49,7 @@ class Emitter:
         self.holder: dict[str, str] = {}         # variable name -> node id holding it now
         self.reads: dict[str, tuple[str, ...]] = {}   # inlined node id -> the nodes it reads
         self.comments: dict[Any, str] = {}       # shape -> its comment (shapes repeat)
+        self.emitted: dict[tuple, str] = {}      # function and argument sources -> its source
         self.uses_modules = False
 
     def var_for(self, nid: str, base: str, last_use: dict[str, int], now: int) -> str:
@@ -68,9 +69,11 @@ class Emitter:
         uses: dict[str, list[str]] = {}           # node id -> the nodes that read it
         last_use = dict(outer_uses)
         in_loops: set[str] = set()                # nodes read inside a loop: never inlined
+        operands: dict[str, list[Ref]] = {}       # node id -> the values it reads
         for now, n in enumerate(order):
             data = attrs[n]
-            for ref in _refs(data):
+            operands[n] = _refs(data)
+            for ref in operands[n]:
                 uses.setdefault(ref.node, []).append(n)
                 if last_use.get(ref.node, -1) < now:
                     last_use[ref.node] = now
@@ -105,10 +108,9 @@ class Emitter:
                 into = attrs[consumers[0]]["op"] if len(consumers) == 1 else None
                 if into in _INLINE_INTO and n not in in_loops and \
                         _one_expression(order, attrs, uses, pos, now, pos[consumers[0]]):
-                    operands = _refs(data)
-                    depth = 1 + max((self.depth.get(r.node, 0) for r in operands), default=0)
+                    depth = 1 + max((self.depth.get(r.node, 0) for r in operands[n]), default=0)
                     if depth < _INLINE_INTO[into]:
-                        self.inline(n, expr, depth, operands, last_use, pos[consumers[0]])
+                        self.inline(n, expr, depth, operands[n], last_use, pos[consumers[0]])
                         continue
                 self.assign(n, data, expr, last_use, now)
                 continue
@@ -200,7 +202,11 @@ class Emitter:
                                         hint="give the input a concrete shape with --input")])
         if fn.factory:
             kwargs.update(device="device", dtype="dtype", generator="generator")
-        return fn.emit(*args, **kwargs)
+        key = (fn.name, *args, *kwargs.items())      # sources are strings: hashable
+        expr = self.emitted.get(key)
+        if expr is None:                             # a forward repeats the same few calls
+            expr = self.emitted[key] = fn.emit(*args, **kwargs)
+        return expr
 
 
 def _one_expression(order: list[str], attrs: dict, uses: dict, pos: dict, start: int,

@@ -822,8 +822,10 @@ class _BodyBuilder:
         """Evaluate an expression: a compile-time value, or a ``Ref`` to a new graph node."""
         if expr.__class__ in _LITERALS:
             return expr.value
-        if isinstance(expr, ast.Name):
+        if expr.__class__ is ast.Name:
             return self.name(expr, running)
+        if expr.__class__ is ast.Call:
+            return self.call(expr, running, factories)
         if isinstance(expr, ast.ListLit):
             items = tuple(self.expr(i, running, factories) for i in expr.items)
             if any(isinstance(i, Ref) for i in items):
@@ -966,18 +968,21 @@ class _BodyBuilder:
                       f"param", expr.span,
                       hint=f"write `const t = {name}(...)` and use t")
         n_tensors = len(expr.args) if fn.tensors < 0 else fn.tensors
+        operands = expr.args[:n_tensors]
         tensor_args = []
-        for a in expr.args[:n_tensors]:
+        tensors = False
+        for a in operands:
             value = self.expr(a, running, factories)
-            if not isinstance(value, Ref) and (not isinstance(value, (int, float)) or
-                                               isinstance(value, bool)):
+            if value.__class__ is Ref:
+                tensors = True
+            elif not isinstance(value, (int, float)) or isinstance(value, bool):
                 self.fail("type error", f"{name}() needs a tensor here, not {_show_value(value)}",
                           a.span)
             tensor_args.append(value)
         if len(tensor_args) < n_tensors or (fn.tensors < 0 and not tensor_args):
             self.fail("argument error", f"{name}() needs {max(n_tensors, 1)} tensor argument"
                       f"{'' if n_tensors == 1 else 's'}", expr.span)
-        if not any(isinstance(t, Ref) for t in tensor_args) and not fn.factory:
+        if not tensors and not fn.factory:
             self.fail("type error", f"{name}() needs at least one tensor argument", expr.span)
         static_params = fn.static_params
         statics = expr.args[n_tensors:] if fn.tensors >= 0 else ()
@@ -991,7 +996,7 @@ class _BodyBuilder:
             if diagnostics:
                 raise SpecError(diagnostics, self.elab.program.sources)
         return Ref(self.call_function(fn, tuple(tensor_args), kwargs, expr.span,
-                                      operand_spans=tuple(a.span for a in expr.args[:n_tensors]),
+                                      operand_spans=tuple([a.span for a in operands]),
                                       arg_spans={k: a.span for k, a in bound.items()}))
 
     def call_function(self, fn: FunctionDef, args: tuple, kwargs: dict, span: Span, *,

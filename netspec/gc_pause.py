@@ -50,8 +50,11 @@ def promote_all() -> None:
 
 
 def gc_paused(fn: F) -> F:
+    """Run ``fn`` paused, promoting what it made: a stage's output (an IR, a module tree) lives
+    on, and left young it would all be traversed by the first collection after the stage, about
+    a microsecond a node, and again by the next generation's."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with paused():
+        with paused(promote=True):
             return fn(*args, **kwargs)
     return run  # type: ignore[return-value]
