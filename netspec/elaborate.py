@@ -23,7 +23,8 @@ from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, d
 from netspec.functions import FUNCTION_NAMES, lookup_function
 from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
-from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, new_graph
+from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, layer_ir,
+                        new_graph)
 from netspec.layers import LAYER_NAMES, lookup_layer
 from netspec.limits import current as current_limits
 from netspec.program import Program
@@ -548,15 +549,13 @@ class _BodyBuilder:
         recipe = self.elab.bindings.get(key) if key is not None else None
         if recipe.__class__ is tuple:    # the same literal call again: bound as before
             spans = [a.span for a in args] + [k.span for k in keywords]
-            return ModuleIR("layer", layer.name, span, layer=layer,
-                            args={k: v for k, v, _ in recipe},
-                            arg_spans={k: spans[i] for k, _, i in recipe})
+            return layer_ir(layer, span, {k: v for k, v, _ in recipe},
+                            {k: spans[i] for k, _, i in recipe})
         bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
         if key is not None:
             self.elab.bindings[key] = _binding_recipe(bound, args, keywords)
-        return ModuleIR("layer", layer.name, span, layer=layer,
-                        args={k: a.value for k, a in bound.items()},
-                        arg_spans={k: a.span for k, a in bound.items()})
+        return layer_ir(layer, span, {k: a.value for k, a in bound.items()},
+                        {k: a.span for k, a in bound.items()})
 
     def bind_call(self, callee: str, params: tuple[Param, ...],
                   positional: tuple[Param, ...] | None, args: tuple, keywords: tuple,
