@@ -532,6 +532,44 @@ def _permute_shape(x: Shape, *, dims: tuple[int, ...]) -> Shape:
     return tuple(x[d] for d in order)
 
 
+def _index_range(size: Dim, index: int, arg: str, dim: int, *, end: bool = False) -> None:
+    """Refuse an index provably outside ``-size..size - 1`` (``end``: up to ``size`` itself).
+    A named symbol is at least 2, so only indices beyond -2..1 are unknown for it."""
+    top = 1 if end else 0
+    if isinstance(size, int):
+        if not -size <= index < size + top:
+            raise ShapeRuleError(f"{arg}={index} is out of range for dim {dim}, of size {size}",
+                                 arg=arg, hint=f"expected {-size}..{size - 1 + top}")
+
+
+def _select_shape(x: Shape, *, dim: int, index: int) -> Shape:
+    """One index of a dim, which goes away: ``select(x, 1, -1)`` is ``x[:, -1]``."""
+    if not x:
+        raise ShapeRuleError("select cannot be applied to a 0-D tensor", operand=0)
+    d = _norm_dim(dim, x)
+    _index_range(x[d], index, "index", dim)
+    return tuple(x[:d]) + tuple(x[d + 1:])
+
+
+def _narrow_shape(x: Shape, *, dim: int, start: int, length: int) -> Shape:
+    """``length`` entries of a dim from ``start`` (negative counts from the end): ``narrow(x, 1,
+    0, 3)`` is ``x[:, 0:3]``."""
+    if not x:
+        raise ShapeRuleError("narrow cannot be applied to a 0-D tensor", operand=0)
+    d = _norm_dim(dim, x)
+    if length < 0:
+        raise ShapeRuleError(f"length={length} must not be negative", arg="length")
+    size = x[d]
+    _index_range(size, start, "start", dim, end=True)
+    if isinstance(size, int):
+        first = start + size if start < 0 else start
+        if first + length > size:
+            raise ShapeRuleError(f"start {first} + length {length} runs past dim {dim}, of "
+                                 f"size {size}", arg="length",
+                                 hint=f"at most {size - first} from there")
+    return tuple(x[:d]) + (length,) + tuple(x[d + 1:])
+
+
 def _unsqueeze_shape(x: Shape, *, dim: int) -> Shape:
     """Insert a dim of size 1."""
     d = _norm_dim(dim, x, extra=1)
@@ -663,6 +701,11 @@ _define("squeeze", (Param("x"), Param("dim", DimsArg, None)), _squeeze_shape,
 _define("expand", (Param("x"), Param("*size", Any)), _expand_shape, _expand_emit,
         doc="broadcast to a larger shape without copying")
 _define("t", (Param("x"),), _t_shape, doc="transpose a matrix")
+_define("select", (Param("x"), Param("dim", int), Param("index", int)), _select_shape,
+        positional=2, doc="one index of a dim, which goes away (x[:, i])")
+_define("narrow", (Param("x"), Param("dim", int), Param("start", int),
+                   Param("length", int)), _narrow_shape, positional=3,
+        doc="length entries of a dim from start (x[:, start:start + length])")
 _define("contiguous", (Param("x"),), _same, lambda x: f"{_atom(_tensor_src(x))}.contiguous()",
         doc="a contiguous copy if needed")
 _define("cat", (Param("*tensors"), Param("dim", int, 0)), _cat_shape, tensors=-1,
@@ -920,7 +963,7 @@ for _name in ("div", "sigmoid", "tanh", "exp", "log", "log1p", "sqrt", "rsqrt", 
               "reciprocal", "rand", "randn", "zeros", "ones", "eye", "linspace"):
     DTYPE_RULES[_name] = _to_float
 for _name in ("flatten", "reshape", "view", "transpose", "permute", "unsqueeze", "squeeze",
-              "expand", "t", "contiguous", "amax", "amin", "max", "min"):
+              "expand", "t", "contiguous", "amax", "amin", "max", "min", "select", "narrow"):
     DTYPE_RULES[_name] = _kept
 DTYPE_RULES["sum"] = DTYPE_RULES["prod"] = _counted
 DTYPE_RULES["neg"] = _refusing(_kept, ("bool",), "torch cannot negate", "use logical_not(x) "

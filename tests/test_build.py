@@ -87,14 +87,14 @@ def test_recurrent_steps_in_nested_chains_repeats_and_lets_pass_on_the_output():
     assert torch.equal(model(x), h)
 
 
-def test_one_hot_constant_takes_the_last_step():
-    """The recipe of docs/language.md for the last step of a sequence, without slicing."""
-    text = ("block LastStep(steps: int = 6) {\n    input x: [N, steps, 4]\n"
-            "    lstm: LSTM(16, batch_first=true)\n"
-            "    const last = arange(steps) == steps - 1\n"
-            "    transpose(x, 1, 2) @ last\n}\n")
-    model = netspec.build(text, seed=0)
+def test_select_and_narrow_take_steps_of_a_sequence():
+    """The recipe of docs/language.md for the last step of a sequence, and a range of steps."""
+    last = netspec.build("block Last { input x: [N, 6, 4]; lstm: LSTM(16, batch_first=true)\n"
+                         "select(x, 1, -1) }", seed=0)
+    both = netspec.build("block Both { input x: [N, 6, 4]; lstm: LSTM(16, batch_first=true)\n"
+                         "return select(x, 1, -1) + sum(narrow(x, 1, -3, 3), dim=1) }", seed=0)
     x = torch.randn(3, 6, 4)
-    output, (h_n, _) = model.lstm(x)
-    assert torch.equal(model(x), output[:, -1])
-    assert torch.equal(model(x), h_n[-1])
+    output, (h_n, _) = last.lstm(x)
+    assert torch.equal(last(x), output[:, -1])
+    assert torch.equal(last(x), h_n[-1])
+    assert torch.equal(both(x), output[:, -1] + output[:, -3:].sum(dim=1))
