@@ -279,7 +279,9 @@ def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
             raise LintError(f"{where}: branch {nid} survived shape inference")
         if shaped and "shape" not in data:
             raise LintError(f"{where}: node {nid} has no shape")
-        for ref in refs(data["args"], data["kwargs"]):
+        args, kwargs = data["args"], data["kwargs"]
+        for ref in args if not kwargs and len(args) == 1 and args[0].__class__ is Ref else \
+                refs(args, kwargs):
             if ref.node not in position and ref.node not in outer:
                 raise LintError(f"{where}: node {nid} uses {ref.node} before it is defined")
         if op == "call_module" and data["target"] not in mod.children:
@@ -295,5 +297,8 @@ def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
         raise LintError(f"{where}: a graph needs exactly one placeholder and one output")
     # the passes visit nodes in insertion order, so it must be a topological order (which
     # also rules out cycles)
-    if any(position[u] >= position[v] for u, v in graph.edges):
-        raise LintError(f"{where}: an edge goes backwards in the node order")
+    for v, sources in graph._pred.items():
+        at = position[v]
+        for u in sources:
+            if position[u] >= at:
+                raise LintError(f"{where}: an edge goes backwards in the node order")
