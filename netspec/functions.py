@@ -200,6 +200,12 @@ def _atom(src: str) -> str:
     return src if src.startswith("(") and _closes_at_end(src) else f"({src})"
 
 
+def _bare(src: str) -> str:
+    """A tensor argument without the parentheses of an operator expression, which a call's
+    commas already delimit: ``torch.relu(x + y)``, not ``torch.relu((x + y))``."""
+    return src[1:-1] if src.startswith("(") and _closes_at_end(src) else src
+
+
 def _closes_at_end(src: str) -> bool:
     """Whether the bracket opened by the first character closes at the last one."""
     depth = 0
@@ -240,7 +246,7 @@ def _call(target: str, params: tuple[Param, ...], *, tensors: int = 1, positiona
     rename, written_with = rename or {}, written_with or {}
 
     def emit(*tensor_srcs: str, **static_srcs: Any) -> str:
-        srcs = [_tensor_src(s) if wrap else s for s in tensor_srcs]
+        srcs = [_bare(_tensor_src(s) if wrap else s) for s in tensor_srcs]
         parts = [_tuple_src(srcs)] if tensors < 0 else srcs
         written = {k for k, p in statics.items()
                    if k in static_srcs and not _is_default(static_srcs[k], p.default)}

@@ -473,7 +473,7 @@ def test_unknown_symbolic_pairs_are_accepted():
     ("matmul", ["x", "w"], {}, "(x @ w)"),
     ("pow", ["x", "2"], {}, "(x ** 2)"),
     ("neg", ["a"], {}, "(-a)"),
-    ("relu", ["(x @ w + 1)"], {}, "torch.relu((x @ w + 1))"),
+    ("relu", ["(x @ w + 1)"], {}, "torch.relu(x @ w + 1)"),
     ("softmax", ["x"], {"dim": "1"}, "F.softmax(x, dim=1)"),
     ("mean", ["x"], {}, "torch.mean(x)"),
     ("mean", ["x"], {"dim": "None", "keepdim": "False"}, "torch.mean(x)"),
