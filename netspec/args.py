@@ -149,13 +149,7 @@ def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
     key = _memo_key(params, ((k, a.value) for k, a in bound.items()))
     if key is not None and key in _VALIDATED:
         return dict(_VALIDATED[key][1])
-    errors_before = len(diagnostics)
-    values = _validate(params, bound, callee=callee, diagnostics=diagnostics)
-    if key is not None and len(diagnostics) == errors_before:
-        if len(_VALIDATED) >= _MEMO_SIZE:
-            _VALIDATED.clear()
-        _VALIDATED[key] = (params, dict(values))
-    return values
+    return _validate_and_keep(key, params, bound, callee=callee, diagnostics=diagnostics)
 
 
 def validate_values(params: Sequence[Param], values: dict[str, Any], spans: dict[str, Span],
@@ -165,7 +159,19 @@ def validate_values(params: Sequence[Param], values: dict[str, Any], spans: dict
     if key is not None and key in _VALIDATED:      # the usual case: no Args to build
         return dict(_VALIDATED[key][1])
     bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
-    return validate(params, bound, callee=callee, diagnostics=diagnostics)
+    return _validate_and_keep(key, params, bound, callee=callee, diagnostics=diagnostics)
+
+
+def _validate_and_keep(key: tuple | None, params: Sequence[Param], bound: dict[str, Arg], *,
+                       callee: str, diagnostics: list[Diagnostic]) -> dict[str, Any]:
+    """``_validate``, keeping valid arguments under their memo key (if they have one)."""
+    errors_before = len(diagnostics)
+    values = _validate(params, bound, callee=callee, diagnostics=diagnostics)
+    if key is not None and len(diagnostics) == errors_before:
+        if len(_VALIDATED) >= _MEMO_SIZE:
+            _VALIDATED.clear()
+        _VALIDATED[key] = (params, dict(values))
+    return values
 
 
 # (id of the parameter list, then name, type, value of each argument) -> (the parameter list,

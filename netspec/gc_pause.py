@@ -23,7 +23,8 @@ def paused(promote: bool = False) -> Iterator[None]:
 
     With ``promote``, what was made inside is moved to the oldest generation on the way out
     (``promote_all``): for objects that live on, such as an import's or an AST's, whose first
-    collection would otherwise traverse them all at once.
+    collection would otherwise traverse them all at once. Not when the block raises: what it
+    made is then garbage, some of it in cycles through the traceback, for the next collection.
     """
     if not gc.isenabled():
         yield
@@ -31,9 +32,9 @@ def paused(promote: bool = False) -> Iterator[None]:
     gc.disable()
     try:
         yield
-    finally:
         if promote:
             promote_all()
+    finally:
         gc.enable()
 
 
