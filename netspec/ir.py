@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -113,7 +112,19 @@ class ModuleIR:
 
 
 _uids = itertools.count()
-_NO_ITEMS: Any = MappingProxyType({})    # read-only: shared by every layer
+class _NoItems(dict):
+    """An empty dict that refuses items, shared by every layer's IR. A dict, unlike a
+    ``MappingProxyType``, so a built model, which keeps its IR, can still be deep-copied."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a layer's ModuleIR has no children, tensors or block arguments")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _refuse  # type: ignore
+
+
+_NO_ITEMS: Any = _NoItems()
 
 
 def layer_ir(layer: LayerDef, span: Span, args: dict[str, Any],

@@ -3,6 +3,8 @@ materialised weights equal a layer constructed by torch under the same seed."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -98,3 +100,15 @@ def test_select_and_narrow_take_steps_of_a_sequence():
     assert torch.equal(last(x), output[:, -1])
     assert torch.equal(last(x), h_n[-1])
     assert torch.equal(both(x), output[:, -1] + output[:, -3:].sum(dim=1))
+
+
+def test_a_built_model_deep_copies_into_an_independent_twin():
+    model = netspec.build("specs/resnet.net", seed=0).eval()
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(twin(x), model(x))
+        next(twin.parameters()).zero_()
+        assert not torch.equal(twin(x), model(x))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(model.parameters(),
+                                                              twin.parameters()))
