@@ -138,9 +138,18 @@ class Call(Node):
 
 @node
 class Index(Node):
-    """``value[index]``."""
+    """``value[i]``, ``value[a:b]`` or ``value[i, a:b]``: one item per subscript."""
     value: "Expr"
-    index: "Expr"
+    items: "tuple[Expr | Slice, ...]"
+    span: Span
+
+
+@node
+class Slice(Node):
+    """``start:stop:step`` in a subscript; a part left out is None."""
+    start: "Expr | None"
+    stop: "Expr | None"
+    step: "Expr | None"
     span: Span
 
 

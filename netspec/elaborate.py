@@ -20,7 +20,7 @@ from netspec import ast
 from netspec.args import Arg, bind, validate
 from netspec.dims import Sym
 from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, did_you_mean
-from netspec.functions import FUNCTION_NAMES, lookup_function
+from netspec.functions import FUNCTION_NAMES, SliceValue, lookup_function
 from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
 from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, layer_ir,
@@ -928,7 +928,10 @@ class _BodyBuilder:
     def index(self, expr: ast.Index, running: str | None, factories: bool) -> Any:
         if isinstance(expr.value, ast.Name) and expr.value.id in self.mod.tensors:
             decl = self.mod.tensors[expr.value.id]
-            key = self.static(expr.index)
+            if len(expr.items) != 1 or isinstance(expr.items[0], ast.Slice):
+                self.fail("type error", f"'{decl.name}' takes one key or position",
+                          expr.span, hint=f"read an entry with {decl.name}[key], then index it")
+            key = self.static(expr.items[0])
             if decl.container == "tensor":
                 self.fail("type error", f"'{decl.name}' is a single tensor, not a list or dict",
                           expr.span)
@@ -937,17 +940,52 @@ class _BodyBuilder:
             if not isinstance(lookup, str) or lookup not in decl.items:
                 keys = ", ".join(decl.items)
                 self.fail("name error", f"'{decl.name}' has no entry {_show_value(key)}",
-                          expr.index.span, hint=f"its entries are: {keys}")
+                          expr.items[0].span, hint=f"its entries are: {keys}")
             return Ref(self.get_attr(decl.name, lookup, expr.span))
         value = self.expr(expr.value, running, factories)
-        index = self.static(expr.index)
-        if isinstance(value, tuple):
+        if value.__class__ is Ref:
+            return self.subscript(value, expr)
+        if isinstance(value, tuple) and len(expr.items) == 1:
+            item = expr.items[0]
+            if isinstance(item, ast.Slice):
+                return value[self.slice(item).as_slice()]
+            index = self.static(item)
             if not isinstance(index, int) or not -len(value) <= index < len(value):
                 self.fail("value error", f"index {_show_value(index)} is out of range for a "
-                          f"list of {len(value)}", expr.index.span)
+                          f"list of {len(value)}", item.span)
             return value[index]
-        self.fail("type error", "only lists and const/param lists and dicts can be indexed",
-                  expr.span)
+        self.fail("type error", "only tensors, lists and const/param lists and dicts can be "
+                  "indexed", expr.span, hint="a list takes one index or slice" if
+                  isinstance(value, tuple) else None)
+
+    def subscript(self, value: Ref, expr: ast.Index) -> Ref:
+        """``x[i, a:b]`` on a tensor: a ``getitem`` node, its items known at compile time."""
+        items: list[Any] = []
+        spans: dict[str, Span] = {"index": expr.span}
+        for d, item in enumerate(expr.items):
+            if isinstance(item, ast.Slice):
+                items.append(self.slice(item))
+            else:
+                index = self.static(item)
+                if not isinstance(index, int) or isinstance(index, bool):
+                    self.fail("type error", f"a tensor subscript must be an integer or a slice, "
+                              f"not {_show_value(index)}", item.span)
+                items.append(index)
+            spans[f"index{d}"] = item.span
+        return Ref(self.call_function(lookup_function("getitem"), (value,),
+                                      {"index": tuple(items)}, expr.span,
+                                      operand_spans=(expr.value.span,), arg_spans=spans))
+
+    def slice(self, item: ast.Slice) -> SliceValue:
+        """A slice's bounds, each an integer known at compile time or left out."""
+        bounds = []
+        for part in (item.start, item.stop, item.step):
+            bound = None if part is None else self.static(part)
+            if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
+                self.fail("type error", f"a slice bound must be an integer, not "
+                          f"{_show_value(bound)}", part.span)
+            bounds.append(bound)
+        return SliceValue(*bounds)
 
     def call(self, expr: ast.Call, running: str | None, factories: bool) -> Any:
         if not isinstance(expr.func, ast.Name):

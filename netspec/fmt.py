@@ -763,10 +763,22 @@ class _Builder:
             func, lpar = ch[0], ch[1]
             return [self.expr(func), self.between(_end(func), _start(lpar)),
                     self.delimited(lpar, ch[-1], _arguments(ch[2:-1]), self.argument)]
-        if kind == "index":                 # operand "[" expr "]"
-            value, _, index, _ = ch
+        if kind == "index":                 # operand "[" (expr | subscripts) "]"
+            value, lsqb, index, rsqb = ch
+            if _is(index, "subscripts"):      # x[:, -1]: items as in a list
+                items = [c for c in _unroll(index) if not isinstance(c, Token) or c.type != "COMMA"]
+                return [self.expr(value), self.between(_end(value), _start(lsqb)),
+                        self.delimited(lsqb, rsqb, items, self.expr)]
             return [self.expr(value), "[", self.between(_end(value), _start(index)),
                     self.expr(index), self.between(_end(index), _end(node) - 1), "]"]
+        if kind == "slice":                 # [start] ":" [stop] [":" step], written tight
+            doc: list = []
+            for k, part in enumerate(ch):
+                if k:
+                    doc.append(self.between(_end(ch[k - 1]), _start(part)))
+                doc.append(":" if isinstance(part, Token) and part.type == "COLON"
+                           else self.expr(part))
+            return doc
         if kind == "attr":                  # operand "." NAME
             value, _, name = ch
             return [self.expr(value), ".", self.between(_end(value), _start(name)), str(name)]

@@ -70,7 +70,7 @@ _SYMBOL = re.compile(r"[A-Za-z_]\w*(@\d+)?")  # a named symbol, maybe tagged wit
 Number = int | float
 SizeArg = int | tuple[int, ...]
 
-__all__ = ["FUNCTION_NAMES", "lookup_function"]
+__all__ = ["FUNCTION_NAMES", "SliceValue", "lookup_function"]
 
 
 # -- dims -----------------------------------------------------------------------------------------
@@ -272,13 +272,14 @@ def _call(target: str, params: tuple[Param, ...], *, tensors: int = 1, positiona
 
 def _define(name: str, params: tuple[Param, ...] | list[Param], shape: Callable[..., Shape],
             emit: Callable[..., str] | None = None, *, target: str | None = None, tensors: int = 1,
-            factory: bool = False, doc: str = "", **call_options: Any) -> FunctionDef:
+            factory: bool = False, doc: str = "", label: Callable[..., str] | None = None,
+            **call_options: Any) -> FunctionDef:
     """Register a function; ``emit`` defaults to a ``_call`` of ``target``."""
     params = tuple(params)
     if emit is None:
         emit = _call(target or f"torch.{name}", params, tensors=tensors, **call_options)
     return register_function(FunctionDef(name=name, params=params, shape=shape, emit=emit,
-                                         tensors=tensors, factory=factory, doc=doc))
+                                         tensors=tensors, factory=factory, doc=doc, label=label))
 
 
 # -- elementwise ----------------------------------------------------------------------------------
@@ -538,13 +539,15 @@ def _permute_shape(x: Shape, *, dims: tuple[int, ...]) -> Shape:
     return tuple(x[d] for d in order)
 
 
-def _index_range(size: Dim, index: int, arg: str, dim: int, *, end: bool = False) -> None:
+def _index_range(size: Dim, index: int, arg: str, dim: int, *, end: bool = False,
+                 name: str | None = None) -> None:
     """Refuse an index provably outside ``-size..size - 1`` (``end``: up to ``size`` itself).
     A named symbol is at least 2, so only indices beyond -2..1 are unknown for it."""
     top = 1 if end else 0
     if isinstance(size, int):
         if not -size <= index < size + top:
-            raise ShapeRuleError(f"{arg}={index} is out of range for dim {dim}, of size {size}",
+            raise ShapeRuleError(f"{name or arg}={index} is out of range for dim {dim}, of "
+                                 f"size {size}",
                                  arg=arg, hint=f"expected {-size}..{size - 1 + top}")
 
 
@@ -574,6 +577,92 @@ def _narrow_shape(x: Shape, *, dim: int, start: int, length: int) -> Shape:
                                  f"size {size}", arg="length",
                                  hint=f"at most {size - first} from there")
     return tuple(x[:d]) + (length,) + tuple(x[d + 1:])
+
+
+class SliceValue:
+    """A slice in a tensor subscript, ``start:stop:step`` (each an int or None). Its repr is
+    how it is written, so a subscript's source is its items' reprs: ``x[:, 1:3]``."""
+
+    __slots__ = ("start", "stop", "step")
+
+    def __init__(self, start: int | None, stop: int | None, step: int | None):
+        self.start, self.stop, self.step = start, stop, step
+
+    def __repr__(self) -> str:
+        text = f"{_bound(self.start)}:{_bound(self.stop)}"
+        return text if self.step is None else f"{text}:{self.step}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SliceValue) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple:
+        return self.start, self.stop, self.step
+
+    def as_slice(self) -> slice:
+        return slice(self.start, self.stop, self.step)
+
+    def length(self, size: Dim) -> Dim:
+        """The length of this slice of a dim of ``size``, as Python (and torch) slice it."""
+        start, stop, step = self.start, self.stop, 1 if self.step is None else self.step
+        if step <= 0:
+            raise ShapeRuleError(f"the step of {self!r} must be positive", arg="index",
+                                 hint="torch slices with a positive step only")
+        if isinstance(size, int):
+            return len(range(*slice(start, stop, step).indices(size)))
+        # A dim of symbolic size is taken to be as long as the bounds need. Each bound counts
+        # from the start (>= 0) or from the end (< 0, or a left-out stop).
+        a = 0 if start is None else start
+        b = 0 if stop is None else stop
+        a_from_end, b_from_end = a < 0, stop is None or b < 0
+        if not a_from_end and not b_from_end:
+            whole: Dim = max(b - a, 0)
+        elif a_from_end and b_from_end:
+            whole = max(b - a, 0)
+        elif b_from_end:
+            whole = size + b - a
+        else:
+            raise ShapeRuleError(f"the length of {self!r} of a dim of size {size} is not known "
+                                 "at compile time", arg="index",
+                                 hint="give the input a concrete shape with --input")
+        if isinstance(whole, int) and whole == 0:
+            return 0
+        return whole if step == 1 else (whole - 1) // step + 1
+
+
+def _bound(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
+    """``x[i, a:b, ...]``: an integer item removes its dim, a slice keeps it with the slice's
+    length; dims after the last item are kept."""
+    items = index if isinstance(index, tuple) else (index,)
+    if len(items) > len(x):
+        raise ShapeRuleError(f"{len(items)} subscripts for the {len(x)}-D input "
+                             f"{fmt_shape(x)}", arg="index",
+                             hint=f"at most {len(x)}: one per dim")
+    out = []
+    for d, item in enumerate(items):
+        if isinstance(item, SliceValue):
+            try:
+                out.append(item.length(x[d]))
+            except ShapeRuleError as exc:
+                raise ShapeRuleError(exc.message, arg=f"index{d}", hint=exc.hint) from None
+        elif isinstance(item, int) and not isinstance(item, bool):
+            _index_range(x[d], item, f"index{d}", d, name="index")
+        else:
+            raise ShapeRuleError(f"a subscript must be an integer or a slice, not {item!r}",
+                                 arg=f"index{d}")
+    return tuple(out) + tuple(x[len(items):])
+
+
+def _getitem_emit(x: str, index: str = "()") -> str:
+    """``x[i, a:b]``, from the source of the subscript's tuple (its items' reprs)."""
+    inner = index[1:-1] if index.startswith("(") and index.endswith(")") else index
+    return f"{_atom(_tensor_src(x))}[{inner.rstrip(',')}]"
 
 
 def _unsqueeze_shape(x: Shape, *, dim: int) -> Shape:
@@ -707,6 +796,9 @@ _define("squeeze", (Param("x"), Param("dim", DimsArg, None)), _squeeze_shape,
 _define("expand", (Param("x"), Param("*size", Any)), _expand_shape, _expand_emit,
         doc="broadcast to a larger shape without copying")
 _define("t", (Param("x"),), _t_shape, doc="transpose a matrix")
+_define("getitem", (Param("x"), Param("index", Any)), _getitem_shape, _getitem_emit,
+        doc="x[i, a:b, ...], written as a subscript",
+        label=lambda index: "[" + ", ".join(map(repr, index)) + "]")
 _define("select", (Param("x"), Param("dim", int), Param("index", int)), _select_shape,
         positional=2, doc="one index of a dim, which goes away (x[:, i])")
 _define("narrow", (Param("x"), Param("dim", int), Param("start", int),
@@ -969,7 +1061,8 @@ for _name in ("div", "sigmoid", "tanh", "exp", "log", "log1p", "sqrt", "rsqrt", 
               "reciprocal", "rand", "randn", "zeros", "ones", "eye", "linspace"):
     DTYPE_RULES[_name] = _to_float
 for _name in ("flatten", "reshape", "view", "transpose", "permute", "unsqueeze", "squeeze",
-              "expand", "t", "contiguous", "amax", "amin", "max", "min", "select", "narrow"):
+              "expand", "t", "contiguous", "amax", "amin", "max", "min", "select", "narrow",
+              "getitem"):
     DTYPE_RULES[_name] = _kept
 DTYPE_RULES["sum"] = DTYPE_RULES["prod"] = _counted
 DTYPE_RULES["neg"] = _refusing(_kept, ("bool",), "torch cannot negate", "use logical_not(x) "

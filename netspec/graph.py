@@ -447,15 +447,20 @@ class _Drawer:
     def function(self, g: Any, data: dict, values: dict[str, _Val]) -> _Val:
         node = self.new_id()
         target = data["target"]
-        extras = [_value(a) for a in data["args"] if not isinstance(a, (Ref, tuple, list))]
         fn = FUNCTIONS.get(target)
-        defaults = {p.name: p.default for p in fn.params} if fn else {}
-        for k, v in (data.get("static") or data["kwargs"]).items():
-            if isinstance(v, Ref) or (k in defaults and defaults[k] is not REQUIRED
-                                      and defaults[k] == v):
-                continue
-            extras.append(f"{k}={_value(v)}")
-        g.node(node, _text(" ".join([target, *extras])), **_FUNCTION)
+        statics = data.get("static") or data["kwargs"]
+        if fn is not None and fn.label is not None:      # drawn as written: [:, -1]
+            text = fn.label(**statics)
+        else:
+            extras = [_value(a) for a in data["args"] if not isinstance(a, (Ref, tuple, list))]
+            defaults = {p.name: p.default for p in fn.params} if fn else {}
+            for k, v in statics.items():
+                if isinstance(v, Ref) or (k in defaults and defaults[k] is not REQUIRED
+                                          and defaults[k] == v):
+                    continue
+                extras.append(f"{k}={_value(v)}")
+            text = " ".join([target, *extras])
+        g.node(node, _text(text), **_FUNCTION)
         for ref in refs(data["args"], data["kwargs"]):
             if ref.node in values:
                 self.edge(values[ref.node], node)

@@ -700,10 +700,27 @@ class _AstBuilder:
         items.append(last.node if last.__class__ is _Paren else last)
         return items
 
-    def index(self, c: list) -> ast.Index:  # operand "[" expr "]"
-        value, _, index, rsqb = c
+    def index(self, c: list) -> ast.Index:  # operand "[" (expr | subscripts) "]"
+        value, _, inside, rsqb = c
         value = self.operand(value)
-        return ast.Index(_node(value), _node(index), self.between(_first(value), rsqb))
+        items = tuple(inside) if inside.__class__ is list else (_node(inside),)
+        return ast.Index(_node(value), items, self.between(_first(value), rsqb))
+
+    def subscripts(self, c: list) -> list:  # items, commas between, maybe one after the last
+        return [_node(item) for item in c if item.__class__ is not Token]
+
+    def slice(self, c: list) -> ast.Slice:  # [start] ":" [stop] [":" step]
+        parts: list[Any] = [None, None, None]
+        at = 0
+        for child in c:
+            if child.__class__ is Token:
+                at += 1
+            else:
+                parts[at] = _node(child)
+        first, last = c[0], c[-1]
+        return ast.Slice(*parts, self.between(first if first.__class__ is Token else
+                                              _first(first), last if last.__class__ is Token
+                                              else _last(last)))
 
     def attr(self, c: list) -> ast.Attr:  # operand "." NAME
         value, _, name = c

@@ -90,9 +90,10 @@ def test_recurrent_steps_in_nested_chains_repeats_and_lets_pass_on_the_output():
 
 
 def test_select_and_narrow_take_steps_of_a_sequence():
-    """The recipe of docs/language.md for the last step of a sequence, and a range of steps."""
+    """The recipe of docs/language.md for the last step of a sequence, and the functions that
+    say the same: select, and narrow for a range of steps."""
     last = netspec.build("block Last { input x: [N, 6, 4]; lstm: LSTM(16, batch_first=true)\n"
-                         "select(x, 1, -1) }", seed=0)
+                         "x[:, -1] }", seed=0)
     both = netspec.build("block Both { input x: [N, 6, 4]; lstm: LSTM(16, batch_first=true)\n"
                          "return select(x, 1, -1) + sum(narrow(x, 1, -3, 3), dim=1) }", seed=0)
     x = torch.randn(3, 6, 4)

@@ -49,6 +49,7 @@ TORCH = {
     "flatten": torch.flatten, "reshape": lambda x: x.reshape(-1), "view": lambda x: x.view(-1),
     "transpose": lambda x: x.transpose(0, 1), "permute": lambda x: x.permute(1, 0),
     "select": lambda x: x.select(0, -1), "narrow": lambda x: x.narrow(0, 0, 1),
+    "getitem": lambda x: x[-1],
     "unsqueeze": lambda x: x.unsqueeze(0), "squeeze": torch.squeeze,
     "expand": lambda x: x.expand(2, 3), "t": torch.t, "contiguous": lambda x: x.contiguous(),
     "amax": torch.amax, "amin": torch.amin, "max": torch.max, "min": torch.min,

@@ -25,6 +25,25 @@ SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.net"))
 
 # (id, messy input, exact expected output)
 CASES = [
+    ("subscripts-tight-slices-spaced-items", """\
+block Last {
+input x:[N,6,4]
+y = x[ :,-1 ]
+z = x[1 : , ::2,  # every other step
+0:3 ]
+return y+z[ 0 ]
+}""", """\
+block Last {
+    input x: [N, 6, 4]
+    y = x[:, -1]
+    z = x[
+        1:,
+        ::2,  # every other step
+        0:3,
+    ]
+    return y + z[0]
+}
+"""),
     ("spacing", """\
 block  MLP ( classes:int=10 ) {
 input x:[N,784]

@@ -10,11 +10,19 @@ import torch
 import torch.nn.functional as F
 
 from netspec.dims import Sym
-from netspec.functions import FUNCTION_NAMES, lookup_function
+from netspec.functions import FUNCTION_NAMES, SliceValue, lookup_function
 from netspec.registry import BINARY_OPS, FUNCTIONS, UNARY_OPS, FunctionDef, ShapeRuleError
 
 N = Sym.symbol("N")
 H = Sym.symbol("H")
+
+
+def S(start=None, stop=None, step=None):
+    """A slice of a subscript, ``start:stop:step``."""
+    return SliceValue(start, stop, step)
+
+
+ALL = S()          # `:`
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -184,6 +192,12 @@ CASES += [
     case("permute", [(2, 3, 4)], {"dims": (2, 0, 1)}, lambda x: x.permute(2, 0, 1)),
     case("permute", [(2, 3)], {"dims": (-1, 0)}, lambda x: x.permute(1, 0)),
     case("permute", [()], {"dims": ()}, lambda x: x.permute(())),
+    case("getitem", [(2, 3, 4)], {"index": (ALL, -1)}, lambda x: x[:, -1]),
+    case("getitem", [(2, 3, 4)], {"index": (0,)}, lambda x: x[0]),
+    case("getitem", [(2, 3, 4)], {"index": (S(1, None), S(None, None, 2), S(-3, -1))},
+         lambda x: x[1:, ::2, -3:-1]),
+    case("getitem", [(2, 3, 4)], {"index": (S(5, 9), 0)}, lambda x: x[5:9, 0]),   # empty
+    case("getitem", [(2, 3, 4)], {"index": (-2, S(0, 3, 2), S(3, 1))}, lambda x: x[-2, 0:3:2, 3:1]),
     case("select", [(2, 3, 4)], {"dim": 1, "index": -1}, lambda x: x[:, -1]),
     case("select", [(2, 3, 4)], {"dim": -1, "index": 0}, lambda x: x[..., 0]),
     case("select", [(5,)], {"dim": 0, "index": -5}, lambda x: x[-5]),
@@ -311,6 +325,11 @@ ERRORS = [
     case("permute", [(2, 3, 4)], {"dims": (0, 1, 1)}, ("dims", None)),
     case("permute", [(2, 3)], {"dims": (0, 2)}, ("dims", None)),
     case("unsqueeze", [(2, 3)], {"dim": 3}, ("dim", None)),
+    case("getitem", [(2, 3)], {"index": (0, 0, 0)}, ("index", None)),
+    case("getitem", [(2, 3)], {"index": (ALL, 3)}, ("index1", None)),
+    case("getitem", [(2, 3)], {"index": (-3,)}, ("index0", None)),
+    case("getitem", [(2, 3)], {"index": (S(None, None, 0),)}, ("index0", None)),
+    case("getitem", [(2, 3)], {"index": (ALL, S(None, None, -1))}, ("index1", None)),
     case("select", [(2, 3)], {"dim": 1, "index": 3}, ("index", None)),
     case("select", [(2, 3)], {"dim": 1, "index": -4}, ("index", None)),
     case("select", [(2, 3)], {"dim": 2, "index": 0}, ("dim", None)),
@@ -425,6 +444,10 @@ def shape_of(name, *shapes, **kwargs):
     ("squeeze", [(N, 1, 3)], {}, (N, 3)),
     ("transpose", [(N, 3)], {"dim0": 0, "dim1": 1}, (3, N)),
     ("select", [(N, 12, 32)], {"dim": 1, "index": -1}, (N, 32)),
+    ("getitem", [(N, 12, 32)], {"index": (ALL, -1, S(None, 8))}, (N, 8)),
+    ("getitem", [(N, 12)], {"index": (S(1, -1),)}, (N - 2, 12)),     # as long as it needs
+    ("getitem", [(N, 12)], {"index": (S(-3, None),)}, (3, 12)),
+    ("getitem", [(N, 12)], {"index": (S(None, None, 2),)}, ((N - 1) // 2 + 1, 12)),
     ("select", [(N, 12)], {"dim": 0, "index": 7}, (12,)),      # N may be 8 or more
     ("narrow", [(N, 12)], {"dim": 0, "start": 1, "length": 1}, (1, 12)),
     ("permute", [(N, 3, H)], {"dims": (2, 0, 1)}, (H, N, 3)),
@@ -452,6 +475,7 @@ def test_symbolic(name, shapes, kwargs, expected):
     ("cat", [(N, 3), (N + 1, 3)], {"dim": 1}, (None, 1)),
     ("softmax", [(N, 10)], {"dim": 2}, ("dim", None)),
     ("reshape", [(N, 4)], {"shape": ((N, 4),)}, ("shape", None)),
+    ("getitem", [(N, 4)], {"index": (S(-3, 5),)}, ("index0", None)),   # its length depends on N
 ])
 def test_symbolic_errors(name, shapes, kwargs, culprit):
     with pytest.raises(ShapeRuleError) as err:

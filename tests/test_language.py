@@ -223,6 +223,37 @@ def test_a_single_function_call_is_written_into_the_next_module_call() -> None:
     assert "x = torch.sigmoid(x) * 2" in code                  # a longer one keeps its line
 
 
+def test_tensor_subscripts_are_pytorchs() -> None:
+    model = build("""
+block Steps { input x: [N, 6, 16]
+    first = x[:, 0]
+    rest = x[:, 1:, ::2]
+    return first[:, :8] + sum(rest, dim=1) + mean(x[-1, -2:, 3:11])
+}""")
+    x = torch.randn(3, 6, 16)
+    expected = x[:, 0][:, :8] + x[:, 1:, ::2].sum(dim=1) + x[-1, -2:, 3:11].mean()
+    assert torch.equal(model(x), expected)
+    code = type(model).code
+    assert "x[:, 1:, ::2]" in code and "x[:, 0]" in code      # written as subscripts
+
+
+def test_subscript_shapes_follow_the_symbolic_batch() -> None:
+    analysis = netspec.analyze("block A { input x: [N, 8]; x[1:, :3] }")
+    n = analysis.ir.input_dims[0]
+    assert analysis.ir.out_shape == (n - 1, 3)
+    model = build("block A { input x: [N, 8]; x[1:, :3] }")
+    x = torch.randn(5, 8)
+    assert torch.equal(model(x), x[1:, :3])
+
+
+def test_lists_take_an_index_or_a_slice() -> None:
+    model = build("""
+block Widths { input x: [N, 4]
+    repeat 2 { Linear([8, 16, 32][1:][i]) }
+}""")
+    assert [m.out_features for m in model.children()] == [16, 32]
+
+
 def test_add_and_concat_branches() -> None:
     model = build("""
 block A { input x: [N, 4]

@@ -65,7 +65,10 @@ def _render(node) -> str:
                                                    for k in node.keywords]
         return f"{_render(node.func)}({', '.join(args)})"
     if isinstance(node, ast.Index):
-        return f"{_render(node.value)}[{_render(node.index)}]"
+        return f"{_render(node.value)}[{', '.join(_render(i) for i in node.items)}]"
+    if isinstance(node, ast.Slice):
+        parts = ["" if p is None else _render(p) for p in (node.start, node.stop, node.step)]
+        return ":".join(parts if node.step is not None else parts[:2])
     if isinstance(node, ast.Attr):
         return f"{_render(node.value)}.{node.name}"
     if isinstance(node, ast.ListLit):
@@ -149,6 +152,8 @@ PRECEDENCE = [
     ("not -a < b", "(not ((-a) < b))"),
     ("a and b or c and d", "((a and b) or (c and d))"),
     ("[1, -2.5, -x][0] ** 2", "([1, -2.5, (-x)][0] ** 2)"),
+    ("-x[:, a + 1:-1, ::2][0]", "(-x[:, (a + 1):-1, ::2][0])"),
+    ("x[1:2:3, (4):]", "x[1:2:3, 4:]"),
 ]
 
 
