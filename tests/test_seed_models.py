@@ -316,12 +316,13 @@ def test_lstm_classifier_seeded_equals_its_twin_built_under_the_same_seed():
 
 def test_lstm_classifier_standalone_source_reads_like_its_twin():
     """nn.LSTM takes *args in torch; the source still gives the sizes by position, and the
-    forward picks the output out of the LSTM's tuple."""
+    forward picks the output out of the LSTM's tuple and its last step by a subscript."""
     from netspec.emit_python import python_source
 
     source = python_source(netspec.analyze(SPECS / "lstm_classifier.net"))
     assert "self.lstm = nn.LSTM(8, 32, num_layers=2, batch_first=True, dropout=0.1)\n" in source
     assert "x = mods['lstm'](x)[0]  # [N, 12, 32]\n" in source
+    assert "x = mods['head'](x[:, -1])  # [N, 5]\n" in source       # the last step, as written
 
 
 # -- the seed's AlexNet typos are caught ------------------------------------------------------

@@ -444,7 +444,7 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, x):
         output, _ = self.lstm(x)        # [N, T, hidden]: the last layer's h at every step
-        return self.head(output.mean(dim=1))
+        return self.head(output[:, -1])
 
 
 def randomize_batchnorm(model: nn.Module) -> nn.Module:
