@@ -926,15 +926,13 @@ class _BodyBuilder:
         return self.attr_nodes[cache_key]
 
     def index(self, expr: ast.Index, running: str | None, factories: bool) -> Any:
-        if isinstance(expr.value, ast.Name) and expr.value.id in self.mod.tensors:
+        if isinstance(expr.value, ast.Name) and expr.value.id in self.mod.tensors and \
+                self.mod.tensors[expr.value.id].container != "tensor":   # one is subscripted
             decl = self.mod.tensors[expr.value.id]
             if len(expr.items) != 1 or isinstance(expr.items[0], ast.Slice):
                 self.fail("type error", f"'{decl.name}' takes one key or position",
                           expr.span, hint=f"read an entry with {decl.name}[key], then index it")
             key = self.static(expr.items[0])
-            if decl.container == "tensor":
-                self.fail("type error", f"'{decl.name}' is a single tensor, not a list or dict",
-                          expr.span)
             lookup = str(key) if decl.container == "list" and isinstance(key, int) and \
                 not isinstance(key, bool) else key
             if not isinstance(lookup, str) or lookup not in decl.items:

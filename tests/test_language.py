@@ -237,6 +237,18 @@ block Steps { input x: [N, 6, 16]
     assert "x[:, 1:, ::2]" in code and "x[:, 0]" in code      # written as subscripts
 
 
+def test_a_const_tensor_is_subscripted_and_a_const_list_indexed() -> None:
+    model = build("""
+block Proj { input x: [N, 4]
+    const w = rand(4, 6)
+    const ws = [rand(4, 2), rand(4, 3)]
+    return x @ w[:, :2] + x @ ws[0] + x @ ws[1][:, 1:]
+}""")
+    x = torch.randn(3, 4)
+    w, w0, w1 = model.w, model.ws[0], model.ws[1]
+    assert torch.allclose(model(x), x @ w[:, :2] + x @ w0 + x @ w1[:, 1:])
+
+
 def test_subscript_shapes_follow_the_symbolic_batch() -> None:
     analysis = netspec.analyze("block A { input x: [N, 8]; x[1:, :3] }")
     n = analysis.ir.input_dims[0]
