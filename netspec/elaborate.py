@@ -957,7 +957,7 @@ class _BodyBuilder:
                   isinstance(value, tuple) else None)
 
     def subscript(self, value: Ref, expr: ast.Index) -> Ref:
-        """``x[i, a:b]`` on a tensor: a ``getitem`` node, its items known at compile time."""
+        """``x[i, a:b, none]`` on a tensor: a ``getitem`` node, its items known at compile time."""
         items: list[Any] = []
         spans: dict[str, Span] = {"index": expr.span}
         for d, item in enumerate(expr.items):
@@ -965,9 +965,10 @@ class _BodyBuilder:
                 items.append(self.slice(item))
             else:
                 index = self.static(item)
-                if not isinstance(index, int) or isinstance(index, bool):
-                    self.fail("type error", f"a tensor subscript must be an integer or a slice, "
-                              f"not {_show_value(index)}", item.span)
+                if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+                    self.fail("type error", f"a tensor subscript must be an integer, a slice or "
+                              f"none, not {_show_value(index)}", item.span,
+                              hint="write an integer index, or none for a new dim of size 1")
                 items.append(index)
             spans[f"index{d}"] = item.span
         return Ref(self.call_function(lookup_function("getitem"), (value,),

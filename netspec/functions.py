@@ -637,26 +637,31 @@ def _bound(value: int | None) -> str:
 
 
 def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
-    """``x[i, a:b, ...]``: an integer item removes its dim, a slice keeps it with the slice's
-    length; dims after the last item are kept."""
+    """``x[i, a:b, None, ...]``: an integer item removes its dim, a slice keeps it with the
+    slice's length, ``None`` inserts a dim of size 1; dims after the last item are kept."""
     items = index if isinstance(index, tuple) else (index,)
-    if len(items) > len(x):
-        raise ShapeRuleError(f"{len(items)} subscripts for the {len(x)}-D input "
-                             f"{fmt_shape(x)}", arg="index",
-                             hint=f"at most {len(x)}: one per dim")
+    used = sum(item is not None for item in items)
+    if used > len(x):
+        raise ShapeRuleError(f"{used} subscripts for the {len(x)}-D input {fmt_shape(x)}",
+                             arg="index", hint=f"at most {len(x)}: one per dim")
     out = []
-    for d, item in enumerate(items):
+    d = 0                       # the input dim the next item reads
+    for k, item in enumerate(items):
+        if item is None:
+            out.append(1)
+            continue
         if isinstance(item, SliceValue):
             try:
                 out.append(item.length(x[d]))
             except ShapeRuleError as exc:
-                raise ShapeRuleError(exc.message, arg=f"index{d}", hint=exc.hint) from None
+                raise ShapeRuleError(exc.message, arg=f"index{k}", hint=exc.hint) from None
         elif isinstance(item, int) and not isinstance(item, bool):
-            _index_range(x[d], item, f"index{d}", d, name="index")
+            _index_range(x[d], item, f"index{k}", d, name="index")
         else:
-            raise ShapeRuleError(f"a subscript must be an integer or a slice, not {item!r}",
-                                 arg=f"index{d}")
-    return tuple(out) + tuple(x[len(items):])
+            raise ShapeRuleError(f"a subscript must be an integer, a slice or none, not "
+                                 f"{item!r}", arg=f"index{k}")
+        d += 1
+    return tuple(out) + tuple(x[d:])
 
 
 def _getitem_emit(x: str, index: str = "()") -> str:

@@ -194,6 +194,8 @@ CASES += [
     case("permute", [()], {"dims": ()}, lambda x: x.permute(())),
     case("getitem", [(2, 3, 4)], {"index": (ALL, -1)}, lambda x: x[:, -1]),
     case("getitem", [(2, 3, 4)], {"index": (0,)}, lambda x: x[0]),
+    case("getitem", [(2, 3, 4)], {"index": (None, ALL, None, 1)}, lambda x: x[None, :, None, 1]),
+    case("getitem", [(2, 3)], {"index": (0, 1, None)}, lambda x: x[0, 1, None]),
     case("getitem", [(2, 3, 4)], {"index": (S(1, None), S(None, None, 2), S(-3, -1))},
          lambda x: x[1:, ::2, -3:-1]),
     case("getitem", [(2, 3, 4)], {"index": (S(5, 9), 0)}, lambda x: x[5:9, 0]),   # empty
@@ -326,6 +328,7 @@ ERRORS = [
     case("permute", [(2, 3)], {"dims": (0, 2)}, ("dims", None)),
     case("unsqueeze", [(2, 3)], {"dim": 3}, ("dim", None)),
     case("getitem", [(2, 3)], {"index": (0, 0, 0)}, ("index", None)),
+    case("getitem", [(2, 3)], {"index": (None, 0, 3)}, ("index2", None)),
     case("getitem", [(2, 3)], {"index": (ALL, 3)}, ("index1", None)),
     case("getitem", [(2, 3)], {"index": (-3,)}, ("index0", None)),
     case("getitem", [(2, 3)], {"index": (S(None, None, 0),)}, ("index0", None)),
