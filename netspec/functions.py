@@ -803,7 +803,7 @@ _define("expand", (Param("x"), Param("*size", Any)), _expand_shape, _expand_emit
 _define("t", (Param("x"),), _t_shape, doc="transpose a matrix")
 _define("getitem", (Param("x"), Param("index", Any)), _getitem_shape, _getitem_emit,
         doc="x[i, a:b, ...], written as a subscript",
-        label=lambda index: "[" + ", ".join(map(repr, index)) + "]")
+        label=lambda index: "[" + ", ".join("none" if i is None else repr(i) for i in index) + "]")
 _define("select", (Param("x"), Param("dim", int), Param("index", int)), _select_shape,
         positional=2, doc="one index of a dim, which goes away (x[:, i])")
 _define("narrow", (Param("x"), Param("dim", int), Param("start", int),

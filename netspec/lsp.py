@@ -23,6 +23,7 @@ from netspec import ast
 from netspec.dims import fmt_shape
 from netspec.elaborate import RUNNING
 from netspec.errors import Diagnostic, LimitError, NetspecError, SpecError, Span
+from netspec.functions import lookup_function
 from netspec.ir import ModuleIR
 from netspec.limits import current as current_limits
 
@@ -431,6 +432,9 @@ def _describe_node(node: _Node) -> tuple[str, str]:
         return (f"{label}: {what}" if label else what), f"{ins} -> {out}"
     if op == "call_function":
         kwargs = data.get("static", data.get("kwargs")) or {}
+        fn = lookup_function(data["target"])
+        if fn is not None and fn.label is not None:      # as written: [:, -1]
+            return fn.label(**kwargs), f"{ins} -> {out}"
         args = ", ".join(f"{k}={_show(v)}" for k, v in kwargs.items())
         return f"{data['target']}({args})", f"{ins} -> {out}"
     if op == "get_attr":

@@ -108,6 +108,11 @@ block Deep {
     assert "×" not in expanded
 
 
+def test_a_subscript_is_drawn_as_written():
+    dot = to_dot(netspec.analyze("block S { input x: [N, 6, 16]; x[:, none, 1:, ::2] }"))
+    assert labels(dot, r"^\[:, none, 1:, ::2\]$")
+
+
 # ---- sharing, ties and constants ----------------------------------------------------------------
 
 def test_a_let_module_used_twice_is_marked_shared():

@@ -383,6 +383,13 @@ def test_hover_in_every_instance_of_a_block() -> None:
     assert "fc: Linear(in_features=512, out_features=1000)" in hover
 
 
+def test_hover_on_a_subscript_shows_it_as_written() -> None:
+    text = "block S {\n    input x: [N, 4, 5]\n    y = x[:, none, 1:3]\n}\n"
+    doc = analyse_document(text)
+    hover = hover_text(doc, 3, text.split("\n")[2].index("[") + 1)
+    assert hover == "```netspec\n[:, none, 1:3]\n```\n`[N, 4, 5] -> [N, 1, 2, 5]`"
+
+
 def test_hover_in_a_block_the_entry_does_not_use() -> None:
     spec = ROOT / "specs" / "nest_mlp.net"
     text = spec.read_text()
