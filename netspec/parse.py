@@ -12,7 +12,6 @@ import ast as pyast
 import copy
 import dataclasses
 import difflib
-import gc
 import hashlib
 import os
 import pickle
@@ -30,7 +29,7 @@ from lark import Token
 
 from netspec import ast
 from netspec.errors import Diagnostic, LimitError, SourceMap, Span, SpecError
-from netspec.gc_pause import paused, promote_all
+from netspec.gc_pause import paused
 from netspec.limits import current as current_limits
 
 _GRAMMAR_CANDIDATES = (
@@ -1071,25 +1070,22 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
 def parse(text: str, file: str = "<string>") -> ast.SpecFile:
     """Parse one ``.net`` source text into a ``SpecFile``; syntax errors raise ``SpecError``."""
     parser = _parser()[0]
-    collecting = gc.isenabled()
-    gc.disable()      # parsing allocates many small objects that live until the AST is built
     depth = sys.getrecursionlimit()
     sys.setrecursionlimit(max(depth, _RECURSION))   # `a ** b ** ...` nests as it is read
+    # many small objects, alive until the AST is built, and the AST lives on: promoted
     try:
-        try:
-            return _parse_with(parser, text, file)
-        except _TooMany as exc:       # the parse so far was good: no need to parse it again
-            raise _too_many(exc, SourceMap({file: text})) from None
-        except (lark.exceptions.UnexpectedInput, _Unlexable, _TooDeep, SpecError,
-                RecursionError):
-            # the text has an error: parse it again with Lark's own lexer, which reads the same
-            # tokens up to the error and reports the error as Lark finds it
-            return _located(_reference_parser(), text, file)
+        with paused(promote=True):
+            try:
+                return _parse_with(parser, text, file)
+            except _TooMany as exc:     # the parse so far was good: no need to parse it again
+                raise _too_many(exc, SourceMap({file: text})) from None
+            except (lark.exceptions.UnexpectedInput, _Unlexable, _TooDeep, SpecError,
+                    RecursionError):
+                # the text has an error: parse it again with Lark's own lexer, which reads the
+                # same tokens up to the error and reports the error as Lark finds it
+                return _located(_reference_parser(), text, file)
     finally:
         sys.setrecursionlimit(depth)
-        if collecting:
-            promote_all()
-            gc.enable()
 
 
 def _parse_with(parser: lark.Lark, text: str, file: str) -> ast.SpecFile:
