@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import networkx as nx
 
@@ -69,7 +69,7 @@ class Emitter:
         uses: dict[str, list[str]] = {}           # node id -> the nodes that read it
         last_use = dict(outer_uses)
         in_loops: set[str] = set()                # nodes read inside a loop: never inlined
-        operands: dict[str, list[Ref]] = {}       # node id -> the values it reads
+        operands: dict[str, Sequence[Ref]] = {}   # node id -> the values it reads
         for now, n in enumerate(order):
             data = attrs[n]
             operands[n] = _refs(data)
@@ -128,7 +128,7 @@ class Emitter:
             raise AssertionError(op)
         return result
 
-    def inline(self, nid: str, expr: str, depth: int, operands: list[Ref], last_use: dict,
+    def inline(self, nid: str, expr: str, depth: int, operands: Sequence[Ref], last_use: dict,
                at: int) -> None:
         """Use ``expr`` in place of a variable for ``nid``, whose one consumer is the node at
         position ``at``. The variables the expression reads are kept until then: an inlined
@@ -250,7 +250,7 @@ def strip_parens(expr: str) -> str:
     return expr
 
 
-def _refs(data: dict) -> list[Ref]:
+def _refs(data: dict) -> Sequence[Ref]:
     return refs(data["args"], data["kwargs"])
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import networkx as nx
 
@@ -112,6 +112,8 @@ class ModuleIR:
 
 
 _uids = itertools.count()
+
+
 class _NoItems(dict):
     """An empty dict that refuses items, shared by every layer's IR. A dict, unlike a
     ``MappingProxyType``, so a built model, which keeps its IR, can still be deep-copied."""
@@ -125,6 +127,7 @@ class _NoItems(dict):
 
 
 _NO_ITEMS: Any = _NoItems()
+_NO_NAMES: Any = frozenset()
 
 
 def layer_ir(layer: LayerDef, span: Span, args: dict[str, Any],
@@ -137,9 +140,6 @@ def layer_ir(layer: LayerDef, span: Span, args: dict[str, Any],
     # init_rules, input_dims, input_span, expects, block_args
     return ModuleIR("layer", layer.name, span, layer, args, arg_spans, None, _NO_ITEMS,
                     _NO_NAMES, _NO_ITEMS, (), (), None, None, (), _NO_ITEMS)
-
-
-_NO_NAMES: Any = frozenset()
 
 
 def join_path(path: str, name: str) -> str:
@@ -175,9 +175,7 @@ def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: 
                         "span": span, **attrs}
     succ[nid] = {}
     preds = graph._pred[nid] = {}
-    sources = args if not kwargs and len(args) == 1 and args[0].__class__ is Ref else \
-        refs(args, kwargs)       # the first: one tensor argument, the usual node
-    for ref in sources:
+    for ref in refs(args, kwargs):
         source = ref.node
         if source in succ:       # a fragment may use values of the enclosing graph
             preds[source] = succ[source][nid] = {}
@@ -187,8 +185,10 @@ def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: 
     return nid
 
 
-def refs(args: tuple, kwargs: dict) -> list[Ref]:
+def refs(args: tuple, kwargs: dict) -> Sequence[Ref]:
     """The ``Ref``s among a node's arguments, in order (looking one level into lists)."""
+    if not kwargs and len(args) == 1 and args[0].__class__ is Ref:
+        return args                               # one tensor argument: most nodes
     out = [a for a in args if a.__class__ is Ref]
     if not kwargs and len(out) == len(args):      # the usual node: tensor arguments only
         return out
@@ -290,9 +290,7 @@ def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
             raise LintError(f"{where}: branch {nid} survived shape inference")
         if shaped and "shape" not in data:
             raise LintError(f"{where}: node {nid} has no shape")
-        args, kwargs = data["args"], data["kwargs"]
-        for ref in args if not kwargs and len(args) == 1 and args[0].__class__ is Ref else \
-                refs(args, kwargs):
+        for ref in refs(data["args"], data["kwargs"]):
             if ref.node not in position and ref.node not in outer:
                 raise LintError(f"{where}: node {nid} uses {ref.node} before it is defined")
         if op == "call_module" and data["target"] not in mod.children:
