@@ -146,7 +146,7 @@ def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
     Values that still hold unbound dim symbols are passed through unchecked. Valid arguments
     that are all plain scalars are memoised: a deep model repeats a few configurations.
     """
-    key = _memo_key(params, ((k, a.value) for k, a in bound.items()))
+    key = memo_key(params, ((k, a.value) for k, a in bound.items()))
     if key is not None and key in _VALIDATED:
         return dict(_VALIDATED[key][1])
     return _validate_and_keep(key, params, bound, callee=callee, diagnostics=diagnostics)
@@ -155,7 +155,7 @@ def validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
 def validate_values(params: Sequence[Param], values: dict[str, Any], spans: dict[str, Span],
                     span: Span, *, callee: str, diagnostics: list[Diagnostic]) -> dict[str, Any]:
     """``validate`` for evaluated values with their spans (``span`` for those without one)."""
-    key = _memo_key(params, values.items())
+    key = memo_key(params, values.items())
     if key is not None and key in _VALIDATED:      # the usual case: no Args to build
         return dict(_VALIDATED[key][1])
     bound = {k: Arg(v, spans.get(k, span)) for k, v in values.items()}
@@ -180,7 +180,7 @@ _VALIDATED: dict[tuple, tuple[Sequence[Param], dict[str, Any]]] = {}
 _MEMO_SIZE = 4096
 
 
-def _memo_key(params: Sequence[Param], values: Iterable[tuple[str, Any]]) -> tuple | None:
+def memo_key(params: Sequence[Param], values: Iterable[tuple[str, Any]]) -> tuple | None:
     """The memo key of a call whose values are all plain scalars (the types keep 1, 1.0 and
     True apart, which compare equal); None otherwise."""
     key: list[Any] = [id(params)]

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import networkx as nx
 
-from netspec.args import has_symbols, validate_values
+from netspec.args import has_symbols, memo_key, validate_values
 from netspec.dims import Shape, Sym, fmt_shape
 from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
@@ -40,12 +40,9 @@ def _layer_key(mod: ModuleIR, shape: Shape) -> tuple | None:
     """A key for a layer call with plain arguments (no dim symbols) on an input shape: two
     calls with equal keys resolve the same arguments and give the same output shape. A spec
     repeats a few layer calls many times (``Linear(16)``, ``ReLU()``, ``Conv2d(64, 3)``)."""
-    key: list = [id(mod.layer), shape]
-    for k, v in mod.args.items():
-        if v.__class__ not in _PLAIN:
-            return None
-        key += (k, v.__class__, v)       # the class keeps 1, 1.0 and true apart
-    return tuple(key)
+    assert mod.layer is not None
+    args = memo_key(mod.layer.params, mod.args.items())
+    return None if args is None else (id(mod.layer), shape, args)
 
 
 class _Origin:
