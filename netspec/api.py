@@ -212,11 +212,12 @@ def check_init_rules(analysis: Analysis) -> None:
     The rules are matched against the parameters the layers' tensor tables name; only a layer
     without a table needs torch to say what it holds (a build on the meta device).
     """
-    if any(mod.init_rules for _, mod in analysis.ir.walk()) and static_tensors(analysis) is None:
+    if any(mod.init_rules for _, mod in analysis.ir.walk()) and \
+            matched_static_model(analysis) is None:
         build_analysis(analysis, device="meta")
 
 
-def static_tensors(analysis: Analysis):
+def matched_static_model(analysis: Analysis):
     """The model's modules and tensors from the layers' tensor tables, its init rules matched
     as a build matches them (one matching nothing is an error); None when some layer has no
     table, so that only a build can tell what it holds."""

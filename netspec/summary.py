@@ -34,7 +34,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from netspec.api import Analysis, build_analysis, static_tensors
+from netspec.api import Analysis, build_analysis, matched_static_model
 from netspec.dims import Sym, fmt_shape, numel
 from netspec.init import describe, plan_sites
 from netspec.ir import ModuleIR, Ref, is_sequential, join_path
@@ -319,7 +319,7 @@ def model_tensors(analysis: Analysis, *, build: bool = False) -> StaticModel:
     Otherwise (or with ``build``) they are read off the model built on the ``meta`` device.
     Either way init rules are matched, as a build matches them: one matching nothing is an error.
     """
-    model = None if build else static_tensors(analysis)
+    model = None if build else matched_static_model(analysis)
     return model if model is not None else read_module(built_modules(analysis)[0])
 
 
