@@ -51,6 +51,7 @@ import ast
 import functools
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from netspec.dims import Dim, Shape, Sym, fmt_shape, numel
@@ -579,27 +580,18 @@ def _narrow_shape(x: Shape, *, dim: int, start: int, length: int) -> Shape:
     return tuple(x[:d]) + (length,) + tuple(x[d + 1:])
 
 
+@dataclass(frozen=True, slots=True, repr=False)
 class SliceValue:
     """A slice in a tensor subscript, ``start:stop:step`` (each an int or None). Its repr is
     how it is written, so a subscript's source is its items' reprs: ``x[:, 1:3]``."""
 
-    __slots__ = ("start", "stop", "step")
-
-    def __init__(self, start: int | None, stop: int | None, step: int | None):
-        self.start, self.stop, self.step = start, stop, step
+    start: int | None
+    stop: int | None
+    step: int | None
 
     def __repr__(self) -> str:
         text = f"{_bound(self.start)}:{_bound(self.stop)}"
         return text if self.step is None else f"{text}:{self.step}"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SliceValue) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def _key(self) -> tuple:
-        return self.start, self.stop, self.step
 
     def as_slice(self) -> slice:
         return slice(self.start, self.stop, self.step)
@@ -617,10 +609,8 @@ class SliceValue:
         a = 0 if start is None else start
         b = 0 if stop is None else stop
         a_from_end, b_from_end = a < 0, stop is None or b < 0
-        if not a_from_end and not b_from_end:
+        if a_from_end == b_from_end:      # both from the start, or both from the end
             whole: Dim = max(b - a, 0)
-        elif a_from_end and b_from_end:
-            whole = max(b - a, 0)
         elif b_from_end:
             whole = size + b - a
         else:

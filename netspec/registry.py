@@ -100,7 +100,7 @@ class FunctionDef:
     tensors: int = 1                       # how many leading params are tensors; -1 = variadic
     factory: bool = False                  # creates a tensor from static args (rand, zeros)
     doc: str = ""
-    # (**static_args) -> how a drawing labels a call; None: the name and its static arguments
+    # (**static_args) -> how a call is shown (drawings, hovers); None: its name and arguments
     label: Callable[..., str] | None = field(default=None, repr=False, compare=False)
     _schema: Any = field(default=None, repr=False, compare=False)
 
