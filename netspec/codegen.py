@@ -195,6 +195,12 @@ class Emitter:
         fn = lookup_function(data["target"])
         args = [self.src(a) for a in data["args"]]
         static = data.get("static", data["kwargs"])
+        if not static and not fn.factory:            # relu(x), x + y: tensors only
+            key = (fn.name, *args)
+            expr = self.emitted.get(key)
+            if expr is None:
+                expr = self.emitted[key] = fn.emit(*args)
+            return expr
         try:
             kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
         except ValueError as exc:

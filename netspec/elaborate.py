@@ -334,13 +334,16 @@ class _BodyBuilder:
              notes: tuple[str, ...] = ()) -> Any:
         raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
 
-    def node(self, base: str, op: str, **kw: Any) -> str:
+    def node(self, base: str, op: str, *, target: Any = None, args: tuple = (),
+             kwargs: dict | None = None, span: Span | None = None, **attrs: Any) -> str:
+        """A new node ``{base}_{k}`` of this body's graph, its value named ``base``."""
         elab = self.elab
         elab.nodes += 1
         if elab.nodes > elab.limits.max_nodes:
-            elab.count(0, kw.get("span"))        # refuses the spec
+            elab.count(0, span)                  # refuses the spec
         nid = f"{base}_{next(self.ids)}"
-        add_node(self.graph, nid, op, name=base, **kw)
+        add_node(self.graph, nid, {"op": op, "target": target, "args": args,
+                                   "kwargs": kwargs or {}, "span": span, "name": base, **attrs})
         return nid
 
     # ---- bodies ---------------------------------------------------------------------------
@@ -1022,23 +1025,30 @@ class _BodyBuilder:
             self.fail("type error", f"{name}() needs at least one tensor argument", expr.span)
         static_params = fn.static_params
         statics = expr.args[n_tensors:] if fn.tensors >= 0 else ()
-        bound: dict[str, Arg] = {}
-        kwargs: dict[str, Any] = {}
-        if static_params or statics or expr.keywords:     # else nothing to bind: relu(x)
-            bound = self.bind_call(f"{name}()", static_params, static_params, statics,
-                                   expr.keywords, expr.span)
-            diagnostics: list[Diagnostic] = []
-            kwargs = validate(static_params, bound, callee=f"{name}()", diagnostics=diagnostics)
-            if diagnostics:
-                raise SpecError(diagnostics, self.elab.program.sources)
+        operand_spans = tuple([a.span for a in operands])
+        if not (static_params or statics or expr.keywords):     # nothing to bind: relu(x)
+            return Ref(self.call_function(fn, tuple(tensor_args), {}, expr.span,
+                                          operand_spans=operand_spans))
+        bound = self.bind_call(f"{name}()", static_params, static_params, statics,
+                               expr.keywords, expr.span)
+        diagnostics: list[Diagnostic] = []
+        kwargs = validate(static_params, bound, callee=f"{name}()", diagnostics=diagnostics)
+        if diagnostics:
+            raise SpecError(diagnostics, self.elab.program.sources)
         return Ref(self.call_function(fn, tuple(tensor_args), kwargs, expr.span,
-                                      operand_spans=tuple([a.span for a in operands]),
+                                      operand_spans=operand_spans,
                                       arg_spans={k: a.span for k, a in bound.items()}))
 
     def call_function(self, fn: FunctionDef, args: tuple, kwargs: dict, span: Span, *,
                       operand_spans: tuple = (), arg_spans: dict | None = None) -> str:
+        """A ``call_function`` node; ``arg_spans`` (where each static argument was written)
+        only where it has any."""
+        if arg_spans:
+            return self.node(RUNNING, "call_function", target=fn.name, args=args,
+                             kwargs=kwargs, span=span, operand_spans=operand_spans,
+                             arg_spans=arg_spans)
         return self.node(RUNNING, "call_function", target=fn.name, args=args, kwargs=kwargs,
-                         span=span, operand_spans=operand_spans, arg_spans=arg_spans or {})
+                         span=span, operand_spans=operand_spans)
 
 
 _MISSING = object()

@@ -159,23 +159,20 @@ def new_graph() -> nx.DiGraph:
     return nx.DiGraph()
 
 
-def add_node(graph: nx.DiGraph, nid: str, op: str, *, target: Any = None, args: tuple = (),
-             kwargs: dict | None = None, span: Span | None = None, **attrs: Any) -> str:
-    """Add a new node and the edges from every ``Ref`` among its arguments.
+def add_node(graph: nx.DiGraph, nid: str, data: dict[str, Any]) -> str:
+    """Add a new node with its attributes (``op``, ``target``, ``args``, ``kwargs``, ``span``
+    and any more) and the edges from every ``Ref`` among its arguments.
 
     The node and its edges go straight into the graph's adjacency dicts, as
     ``DiGraph.add_node``/``add_edge`` would write them (an edge's data dict shared by
     ``_succ`` and ``_pred``) but without their argument checks and nested calls, which took
     about half the time of adding a node.
     """
-    args = args if args.__class__ is tuple else tuple(args)
-    kwargs = dict(kwargs) if kwargs else {}
     succ = graph._succ
-    graph._node[nid] = {"op": op, "target": target, "args": args, "kwargs": kwargs,
-                        "span": span, **attrs}
+    graph._node[nid] = data
     succ[nid] = {}
     preds = graph._pred[nid] = {}
-    for ref in refs(args, kwargs):
+    for ref in refs(data["args"], data["kwargs"]):
         source = ref.node
         if source in succ:       # a fragment may use values of the enclosing graph
             preds[source] = succ[source][nid] = {}

@@ -42,7 +42,8 @@ def test_an_edge_against_the_node_order_is_caught():
 
 def test_a_use_before_definition_is_caught():
     ir = analysed()
-    add_node(ir.graph, "late_0", "call_function", target="relu", args=(Ref("nowhere"),))
+    add_node(ir.graph, "late_0", {"op": "call_function", "target": "relu",
+                                  "args": (Ref("nowhere"),), "kwargs": {}, "span": None})
     with pytest.raises(LintError, match="before it is defined"):
         lint(ir)
 
@@ -50,7 +51,8 @@ def test_a_use_before_definition_is_caught():
 def test_a_second_output_is_caught():
     ir = analysed()
     out = list(ir.graph.nodes)[-1]
-    add_node(ir.graph, "output_9", "output", args=(Ref(out),))
+    add_node(ir.graph, "output_9", {"op": "output", "target": None, "args": (Ref(out),),
+                                    "kwargs": {}, "span": None})
     with pytest.raises(LintError, match="exactly one placeholder and one output"):
         lint(ir)
 
@@ -78,9 +80,10 @@ def test_add_node_builds_what_networkx_own_calls_build():
              ("c", "call_function", (Ref("a"), [Ref("b"), Ref("a")])),
              ("d", "output", (Ref("c"), Ref("outer")))]     # "outer": of an enclosing graph
     for nid, op, args in nodes:
-        add_node(ours, nid, op, args=args, kwargs={"k": Ref("b")} if nid == "d" else None)
-        theirs.add_node(nid, op=op, target=None, args=tuple(args),
-                        kwargs={"k": Ref("b")} if nid == "d" else {}, span=None)
+        kwargs = {"k": Ref("b")} if nid == "d" else {}
+        add_node(ours, nid, {"op": op, "target": None, "args": args, "kwargs": kwargs,
+                             "span": None})
+        theirs.add_node(nid, op=op, target=None, args=args, kwargs=kwargs, span=None)
         for ref in [a for a in args if isinstance(a, Ref)] + \
                 [x for a in args if isinstance(a, list) for x in a] + \
                 ([Ref("b")] if nid == "d" else []):
