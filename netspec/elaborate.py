@@ -20,7 +20,7 @@ from netspec import ast
 from netspec.args import Arg, bind, validate
 from netspec.dims import Sym
 from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, did_you_mean
-from netspec.functions import FUNCTION_NAMES, SliceValue, lookup_function
+from netspec.functions import FUNCTION_NAMES, FUNCTIONS, SliceValue, lookup_function
 from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
 from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, layer_ir,
@@ -468,9 +468,13 @@ class _BodyBuilder:
 
     def link(self, link: ast.Link, value: str) -> str:
         node = link.node
-        structured = _STRUCTURED_STEPS.get(type(node))
+        structured = _STRUCTURED_STEPS.get(node.__class__)
         if structured is not None:
             return structured(self, link, value)
+        if node.__class__ is ast.Call and link.label is None and node.func.__class__ is ast.Name \
+                and node.func.id in FUNCTIONS and node.func.id not in self.lets \
+                and node.func.id not in self.elab.program.blocks:
+            return self.call(node, value, False).node      # a function step: relu(x)
         module = self.link_module(link)
         if module is not None:
             return self.apply(module, value, link)
