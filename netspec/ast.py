@@ -140,7 +140,7 @@ class Call(Node):
 class Index(Node):
     """``value[i]``, ``value[a:b]`` or ``value[i, a:b]``: one item per subscript."""
     value: "Expr"
-    items: "tuple[Expr | Slice, ...]"
+    items: "tuple[Expr | Slice | Ellipsis, ...]"
     span: Span
 
 
@@ -150,6 +150,12 @@ class Slice(Node):
     start: "Expr | None"
     stop: "Expr | None"
     step: "Expr | None"
+    span: Span
+
+
+@node
+class Ellipsis(Node):
+    """``...`` in a subscript: a full slice of every dim the other items leave."""
     span: Span
 
 

@@ -23,6 +23,8 @@ def static_source(value: Any, dims: dict[str, str]) -> str:
     """Python source for a compile-time value; symbolic dims read the input's shape."""
     if isinstance(value, Sym):
         return value.source(dims)
+    if value is ...:
+        return "..."                 # repr() writes Ellipsis
     if isinstance(value, tuple):
         inner = ", ".join(static_source(v, dims) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"

@@ -936,7 +936,7 @@ class _BodyBuilder:
         if isinstance(expr.value, ast.Name) and expr.value.id in self.mod.tensors and \
                 self.mod.tensors[expr.value.id].container != "tensor":   # one is subscripted
             decl = self.mod.tensors[expr.value.id]
-            if len(expr.items) != 1 or isinstance(expr.items[0], ast.Slice):
+            if len(expr.items) != 1 or isinstance(expr.items[0], (ast.Slice, ast.Ellipsis)):
                 self.fail("type error", f"'{decl.name}' takes one key or position",
                           expr.span, hint=f"read an entry with {decl.name}[key], then index it")
             key = self.static(expr.items[0])
@@ -950,7 +950,10 @@ class _BodyBuilder:
         value = self.expr(expr.value, running, factories)
         if value.__class__ is Ref:
             return self.subscript(value, expr)
-        if isinstance(value, tuple) and len(expr.items) == 1:
+        if isinstance(value, tuple):
+            if len(expr.items) != 1 or isinstance(expr.items[0], ast.Ellipsis):
+                self.fail("type error", "a list takes one index or slice", expr.span,
+                          hint="write lst[i] or lst[a:b]")
             item = expr.items[0]
             if isinstance(item, ast.Slice):
                 return value[self.slice(item).as_slice()]
@@ -959,17 +962,22 @@ class _BodyBuilder:
                 self.fail("value error", f"index {_show_value(index)} is out of range for a "
                           f"list of {len(value)}", item.span)
             return value[index]
-        self.fail("type error", "only tensors, lists and const/param lists and dicts can be "
-                  "indexed", expr.span, hint="a list takes one index or slice" if
-                  isinstance(value, tuple) else None)
+        self.fail("type error", f"only tensors, lists and const/param lists and dicts can be "
+                  f"indexed, not {_show_value(value)}", expr.span)
 
     def subscript(self, value: Ref, expr: ast.Index) -> Ref:
-        """``x[i, a:b, none]`` on a tensor: a ``getitem`` node, its items known at compile time."""
+        """``x[i, a:b, none, ...]`` on a tensor: a ``getitem`` node, its items known at compile
+        time."""
         items: list[Any] = []
         spans: dict[str, Span] = {"index": expr.span}
         for d, item in enumerate(expr.items):
             if isinstance(item, ast.Slice):
                 items.append(self.slice(item))
+            elif isinstance(item, ast.Ellipsis):
+                if ... in items:
+                    self.fail("syntax error", "a subscript can have only one ellipsis (...)",
+                              item.span, hint="remove this one")
+                items.append(...)
             else:
                 index = self.static(item)
                 if index is not None and (not isinstance(index, int) or isinstance(index, bool)):

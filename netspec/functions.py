@@ -628,9 +628,14 @@ def _bound(value: int | None) -> str:
 
 def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
     """``x[i, a:b, None, ...]``: an integer item removes its dim, a slice keeps it with the
-    slice's length, ``None`` inserts a dim of size 1; dims after the last item are kept."""
+    slice's length, ``None`` inserts a dim of size 1, ``...`` keeps as many dims as the other
+    items leave; dims after the last item are kept."""
     items = index if isinstance(index, tuple) else (index,)
-    used = sum(item is not None for item in items)
+    ellipses = [k for k, item in enumerate(items) if item is ...]
+    if len(ellipses) > 1:
+        raise ShapeRuleError("a subscript can have only one ellipsis (...)",
+                             arg=f"index{ellipses[1]}", hint="remove this one")
+    used = sum(item is not None and item is not ... for item in items)
     if used > len(x):
         raise ShapeRuleError(f"{used} subscripts for the {len(x)}-D input {fmt_shape(x)}",
                              arg="index", hint=f"at most {len(x)}: one per dim")
@@ -640,6 +645,10 @@ def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
         if item is None:
             out.append(1)
             continue
+        if item is ...:
+            out.extend(x[d:d + len(x) - used])
+            d += len(x) - used
+            continue
         if isinstance(item, SliceValue):
             try:
                 out.append(item.length(x[d]))
@@ -648,7 +657,7 @@ def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
         elif isinstance(item, int) and not isinstance(item, bool):
             _index_range(x[d], item, f"index{k}", d, name="index")
         else:
-            raise ShapeRuleError(f"a subscript must be an integer, a slice or none, not "
+            raise ShapeRuleError(f"a subscript must be an integer, a slice, none or ..., not "
                                  f"{item!r}", arg=f"index{k}")
         d += 1
     return tuple(out) + tuple(x[d:])
@@ -793,7 +802,8 @@ _define("expand", (Param("x"), Param("*size", Any)), _expand_shape, _expand_emit
 _define("t", (Param("x"),), _t_shape, doc="transpose a matrix")
 _define("getitem", (Param("x"), Param("index", Any)), _getitem_shape, _getitem_emit,
         doc="x[i, a:b, ...], written as a subscript",
-        label=lambda index: "[" + ", ".join("none" if i is None else repr(i) for i in index) + "]")
+        label=lambda index: "[" + ", ".join("none" if i is None else "..." if i is ... else
+                                            repr(i) for i in index) + "]")
 _define("select", (Param("x"), Param("dim", int), Param("index", int)), _select_shape,
         positional=2, doc="one index of a dim, which goes away (x[:, i])")
 _define("narrow", (Param("x"), Param("dim", int), Param("start", int),

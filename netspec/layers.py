@@ -1161,6 +1161,7 @@ _KINDS: dict[str, dict[str, str]] = {
     **dict.fromkeys(("Softsign", "Tanhshrink", "LocalResponseNorm"), _NUMBER_TO_FLOAT),
     "Embedding": {"int": "float"},
 }
+_INDEX_LAYERS = frozenset({"Embedding", "EmbeddingBag"})     # see LayerDef.indices
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
              "FeatureAlphaDropout")
 
@@ -1178,6 +1179,7 @@ def _fixed(table: dict[str, str]) -> Callable[[dict[str, Any]], dict[str, str]]:
 
 for _name, _layer_def in LAYERS.items():
     _layer_def.kinds = _dropout_kinds if _name in _DROPOUTS else _fixed(_KINDS.get(_name, _FLOAT))
+    _layer_def.indices = _name in _INDEX_LAYERS
 
 
 def lookup_layer(name: str) -> LayerDef | None:
@@ -1207,7 +1209,9 @@ def _introspect(name: str) -> LayerDef | None:
     cls = getattr(torch.nn, name, None)
     if not _plausible(name, cls):
         return None
-    return layer_from_class(cls, name)
+    layer = layer_from_class(cls, name)
+    layer.indices = name in _INDEX_LAYERS
+    return layer
 
 
 def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:

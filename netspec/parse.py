@@ -706,7 +706,8 @@ class _AstBuilder:
         return ast.Index(_node(value), items, self.between(_first(value), rsqb))
 
     def subscripts(self, c: list) -> list:  # items, commas between, maybe one after the last
-        return [_node(item) for item in c if item.__class__ is not Token]
+        return [ast.Ellipsis(self.t(item)) if item.__class__ is Token else _node(item)
+                for item in c if item.__class__ is not Token or item.type == "ELLIPSIS"]
 
     def slice(self, c: list) -> ast.Slice:  # [start] ":" [stop] [":" step]
         parts: list[Any] = [None, None, None]
@@ -864,6 +865,9 @@ _STRUCTURAL = {"','", "')'", "']'", "'}'", "';'", "a new line", "'->'"}
 _OPERATORS = {"'%'", "'*'", "'**'", "'+'", "'-'", "'/'", "'//'", "'@'", "'and'", "'or'",
               "a comparison"}
 _POSTFIX = {"'('", "'.'", "'['"}     # a call, an attribute or an index
+# what may begin an expression: listed in full, they would bury the one closer that may also come
+_EXPRESSION_START = {"'('", "'-'", "'['", "'false'", "'none'", "'not'", "'true'", "a name",
+                     "a number", "a string", "an integer"}
 
 
 def _describe(terminal: str, parser: lark.Lark) -> str:
@@ -1028,8 +1032,10 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, file: str, text: st
         expected.discard("a new line")
     if _OPERATORS <= expected:          # after an operand, which anything may follow
         expected = (expected - _OPERATORS - _POSTFIX) | {"an operator"}
-    if expected & _STRUCTURAL and tok.type not in ("$END",):
-        expected &= _STRUCTURAL  # "expected ',' or ')'" says more than every operator
+        if expected & _STRUCTURAL and tok.type not in ("$END",):
+            expected &= _STRUCTURAL  # "expected ',' or ')'" says more than every operator
+    elif _EXPRESSION_START <= expected:     # where an operand may start: after '[', ',', '='
+        expected = (expected - _EXPRESSION_START) | {"an expression"}
     expected = sorted(expected)
     hint = ("expected " + ", ".join(expected[:-1]) + (" or " if len(expected) > 1 else "")
             + expected[-1]) if expected else None

@@ -81,6 +81,9 @@ class LayerDef:
     # torch refuses left out; None when unknown (a user's layer, one found by introspection)
     kinds: Callable[[dict[str, Any]], dict[str, str]] | None = \
         field(default=None, repr=False, compare=False)
+    # its input holds integer indices (Embedding): its output is a float tensor even where the
+    # input's kind is unknown, and a float input is refused as not indices
+    indices: bool = False
 
     @functools.cached_property
     def positional(self) -> tuple[Param, ...]:

@@ -33,7 +33,6 @@ from netspec.tensors import layer_tensors
 
 _UNKNOWN = None  # the shape of a value downstream of an error
 _PLAIN = frozenset({int, float, bool, str, type(None)})   # values that hold no dim symbols
-_INDEX_LAYERS = frozenset({"Embedding", "EmbeddingBag"})   # they look up integer indices
 
 
 def _layer_key(mod: ModuleIR, shape: Shape) -> tuple | None:
@@ -109,7 +108,7 @@ class _ShapeInference:
                kind: Kind = None) -> Shape | None:
         if mod.kind == "layer":
             out = self.layer(mod, shape, span, origin)
-            if kind is None and mod.cls_name not in _INDEX_LAYERS:
+            if kind is None and not mod.layer.indices:
                 return out       # the usual case: an input of unknown kind, an unknown output
             if out is None:
                 return out
@@ -126,7 +125,7 @@ class _ShapeInference:
         """The kind of a layer's output for an input of this kind, its arguments resolved; False,
         having said so, where torch refuses the input. Embeddings need indices; the table says
         what every other layer of it takes and gives."""
-        if mod.cls_name in _INDEX_LAYERS:
+        if mod.layer.indices:
             if kind is None or kind == "int":
                 return "float"
             self.error("type error", f"{mod.cls_name} needs an integer tensor of indices, but "

@@ -44,6 +44,18 @@ block Last {
     return y + z[0]
 }
 """),
+    ("ellipsis-as-an-item", """\
+block Last {
+input x:[N,6,4]
+y = x[ ... ,-1 ]
+return y[...]
+}""", """\
+block Last {
+    input x: [N, 6, 4]
+    y = x[..., -1]
+    return y[...]
+}
+"""),
     ("spacing", """\
 block  MLP ( classes:int=10 ) {
 input x:[N,784]

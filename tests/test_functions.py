@@ -200,6 +200,12 @@ CASES += [
          lambda x: x[1:, ::2, -3:-1]),
     case("getitem", [(2, 3, 4)], {"index": (S(5, 9), 0)}, lambda x: x[5:9, 0]),   # empty
     case("getitem", [(2, 3, 4)], {"index": (-2, S(0, 3, 2), S(3, 1))}, lambda x: x[-2, 0:3:2, 3:1]),
+    case("getitem", [(2, 3, 4)], {"index": (..., -1)}, lambda x: x[..., -1]),
+    case("getitem", [(2, 3, 4)], {"index": (0, ...)}, lambda x: x[0, ...]),
+    case("getitem", [(2, 3, 4)], {"index": (None, ..., S(1, None))}, lambda x: x[None, ..., 1:]),
+    case("getitem", [(2, 3, 4)], {"index": (...,)}, lambda x: x[...]),
+    case("getitem", [(2, 3, 4)], {"index": (0, ..., 1, 2)}, lambda x: x[0, ..., 1, 2]),  # none
+    case("getitem", [(2, 3, 4)], {"index": (..., None)}, lambda x: x[..., None]),
     case("select", [(2, 3, 4)], {"dim": 1, "index": -1}, lambda x: x[:, -1]),
     case("select", [(2, 3, 4)], {"dim": -1, "index": 0}, lambda x: x[..., 0]),
     case("select", [(5,)], {"dim": 0, "index": -5}, lambda x: x[-5]),
@@ -333,6 +339,8 @@ ERRORS = [
     case("getitem", [(2, 3)], {"index": (-3,)}, ("index0", None)),
     case("getitem", [(2, 3)], {"index": (S(None, None, 0),)}, ("index0", None)),
     case("getitem", [(2, 3)], {"index": (ALL, S(None, None, -1))}, ("index1", None)),
+    case("getitem", [(2, 3)], {"index": (..., 0, 0, 0)}, ("index", None)),
+    case("getitem", [(2, 3)], {"index": (..., 3)}, ("index1", None)),
     case("select", [(2, 3)], {"dim": 1, "index": 3}, ("index", None)),
     case("select", [(2, 3)], {"dim": 1, "index": -4}, ("index", None)),
     case("select", [(2, 3)], {"dim": 2, "index": 0}, ("dim", None)),
@@ -386,6 +394,14 @@ def test_errors_match_torch(name, operands, kwargs, culprit):
     with pytest.raises(ShapeRuleError) as err:
         rule(fn, shapes, kwargs)
     assert (err.value.arg, err.value.operand) == culprit, err.value.message
+
+
+def test_a_second_ellipsis_is_refused_where_torch_would_guess():
+    # torch reads x[..., 0, ...] (NumPy refuses it); which dims each `...` covers is a guess
+    assert torch.randn(2, 3, 4)[..., 0, ...].shape == (2, 3)
+    with pytest.raises(ShapeRuleError, match="only one ellipsis") as err:
+        FUNCTIONS["getitem"].shape((2, 3, 4), index=(..., 0, ...))
+    assert err.value.arg == "index2"
 
 
 def test_error_messages():
@@ -449,6 +465,7 @@ def shape_of(name, *shapes, **kwargs):
     ("select", [(N, 12, 32)], {"dim": 1, "index": -1}, (N, 32)),
     ("getitem", [(N, 12, 32)], {"index": (ALL, -1, S(None, 8))}, (N, 8)),
     ("getitem", [(N, 12)], {"index": (S(1, -1),)}, (N - 2, 12)),     # as long as it needs
+    ("getitem", [(N, 12, 32)], {"index": (..., S(None, 8))}, (N, 12, 8)),
     ("getitem", [(N, 12)], {"index": (S(-3, None),)}, (3, 12)),
     ("getitem", [(N, 12)], {"index": (S(None, None, 2),)}, ((N - 1) // 2 + 1, 12)),
     ("select", [(N, 12)], {"dim": 0, "index": 7}, (12,)),      # N may be 8 or more

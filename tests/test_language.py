@@ -237,6 +237,20 @@ block Steps { input x: [N, 6, 16]
     assert "x[:, 1:, ::2]" in code and "x[:, 0]" in code      # written as subscripts
 
 
+def test_an_ellipsis_stands_for_the_dims_the_other_subscripts_leave() -> None:
+    model = build("""
+block Ends { input x: [N, 3, 8, 8]
+    last = x[..., -1]
+    first = x[0, ...]
+    return last[..., none] + first[..., 0:1] + x[...][0, 0, ..., 2, 3]
+}""")
+    x = torch.randn(2, 3, 8, 8)
+    expected = x[..., -1][..., None] + x[0, ...][..., 0:1] + x[...][0, 0, ..., 2, 3]
+    assert torch.equal(model(x), expected)
+    code = type(model).code
+    assert "x[..., -1]" in code and "x[0, ...]" in code        # written as subscripts
+
+
 def test_a_const_tensor_is_subscripted_and_a_const_list_indexed() -> None:
     model = build("""
 block Proj { input x: [N, 4]
