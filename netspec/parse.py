@@ -99,6 +99,10 @@ class _Unlexable(Exception):
     """``_Lexer`` found text that no terminal of the parser's state matches."""
 
 
+class _Unparsable(Exception):
+    """``_drive`` met a token that the parser's state does not take."""
+
+
 class _Lexer(lark.lexer.Lexer):
     """Lark's contextual lexer, and ``_PostLexer``, in one fast loop.
 
@@ -1085,7 +1089,7 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
                 return _parse_with(parser, text, file)
             except _TooMany as exc:     # the parse so far was good: no need to parse it again
                 raise _too_many(exc, SourceMap({file: text})) from None
-            except (lark.exceptions.UnexpectedInput, _Unlexable, _TooDeep, SpecError,
+            except (lark.exceptions.UnexpectedInput, _Unlexable, _Unparsable, _TooDeep, SpecError,
                     RecursionError):
                 # the text has an error: parse it again with Lark's own lexer, which reads the
                 # same tokens up to the error and reports the error as Lark finds it
@@ -1097,7 +1101,82 @@ def parse(text: str, file: str = "<string>") -> ast.SpecFile:
 def _parse_with(parser: lark.Lark, text: str, file: str) -> ast.SpecFile:
     _POSTLEX.text = text
     _BUILDER.reset(file, text)
-    return parser.parse(text)
+    if isinstance(parser.parser.lexer, _Lexer):
+        return _drive(parser, text)
+    return parser.parse(text)           # the reference parser: Lark's loop and Lark's lexer
+
+
+def _drive(parser: lark.Lark, text: str) -> ast.SpecFile:
+    """Lark's LALR loop (``ParserState.feed_token``) over netspec's lexer, on Lark's own tables.
+
+    Lark's loop hashes the rule of every reduction (``Rule.__hash__``, in Python) to find its
+    callback and compares it with the end state (``Rule.__eq__``): about a third of parsing.
+    Here each reduction is found by the rule's id. A token the table does not take raises
+    ``_Unparsable``; ``parse`` then parses again with Lark's own loop, which reports the error.
+    """
+    table = parser.parser.parser.parser.parse_table
+    states = table.states
+    reductions = _reductions(parser)
+    end_state = table.end_states["start"]
+    state_stack = [table.start_states["start"]]
+    value_stack: list[Any] = []
+    conf = lark.parsers.lalr_parser_state.ParseConf(table, {}, "start")
+    parser_state = lark.parsers.lalr_parser_state.ParserState(conf, None, state_stack, value_stack)
+    shift = lark.parsers.lalr_analysis.Shift
+    token = None
+    for token in parser.parser.lexer.lex(_Text(text), parser_state):
+        kind = token.type
+        while True:
+            action, arg = states[state_stack[-1]].get(kind, _NO_ACTION)
+            if action is shift:
+                state_stack.append(arg)
+                value_stack.append(token)
+                break
+            if action is None:
+                raise _Unparsable()
+            size, callback, origin = reductions[id(arg)]
+            if size:
+                children = value_stack[-size:]
+                del state_stack[-size:]
+                del value_stack[-size:]
+            else:
+                children = []
+            state_stack.append(states[state_stack[-1]][origin][1])
+            value_stack.append(callback(children))
+    while True:                                  # the end of the text: reduce to the start
+        action, arg = states[state_stack[-1]].get("$END", _NO_ACTION)
+        if action is None or action is shift:
+            raise _Unparsable()
+        size, callback, origin = reductions[id(arg)]
+        children = value_stack[-size:] if size else []
+        if size:
+            del state_stack[-size:]
+            del value_stack[-size:]
+        state_stack.append(states[state_stack[-1]][origin][1])
+        value_stack.append(callback(children))
+        if state_stack[-1] == end_state:
+            return value_stack[-1]
+
+
+_NO_ACTION = (None, None)
+
+
+class _Text:
+    """What ``_Lexer.lex`` reads of Lark's lexer state: the text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+@lru_cache(maxsize=4)
+def _reductions(parser: lark.Lark) -> dict[int, tuple[int, Any, str]]:
+    """For each rule of the parser's table, by the rule's id: the number of values it takes,
+    its callback and the name of the symbol it makes."""
+    inner = parser.parser.parser.parser
+    return {id(rule): (len(rule.expansion), callback, rule.origin.name)
+            for rule, callback in inner.callbacks.items()}
 
 
 def _too_many(exc: _TooMany, sources: SourceMap) -> LimitError:
