@@ -1123,42 +1123,40 @@ def _drive(parser: lark.Lark, text: str) -> ast.SpecFile:
     conf = lark.parsers.lalr_parser_state.ParseConf(table, {}, "start")
     parser_state = lark.parsers.lalr_parser_state.ParserState(conf, None, state_stack, value_stack)
     shift = lark.parsers.lalr_analysis.Shift
-    token = None
-    for token in parser.parser.lexer.lex(_Text(text), parser_state):
-        kind = token.type
-        while True:
-            action, arg = states[state_stack[-1]].get(kind, _NO_ACTION)
+    push_state, push_value = state_stack.append, value_stack.append
+    try:
+        for token in parser.parser.lexer.lex(_Text(text), parser_state):
+            kind = token.type
+            while True:
+                action, arg = states[state_stack[-1]][kind]
+                if action is shift:
+                    push_state(arg)
+                    push_value(token)
+                    break
+                size, callback, origin = reductions[id(arg)]
+                if size:
+                    children = value_stack[-size:]
+                    del state_stack[-size:]
+                    del value_stack[-size:]
+                else:
+                    children = []
+                push_state(states[state_stack[-1]][origin][1])
+                push_value(callback(children))
+        while True:                              # the end of the text: reduce to the start
+            action, arg = states[state_stack[-1]]["$END"]
             if action is shift:
-                state_stack.append(arg)
-                value_stack.append(token)
-                break
-            if action is None:
                 raise _Unparsable()
             size, callback, origin = reductions[id(arg)]
+            children = value_stack[-size:] if size else []
             if size:
-                children = value_stack[-size:]
                 del state_stack[-size:]
                 del value_stack[-size:]
-            else:
-                children = []
-            state_stack.append(states[state_stack[-1]][origin][1])
-            value_stack.append(callback(children))
-    while True:                                  # the end of the text: reduce to the start
-        action, arg = states[state_stack[-1]].get("$END", _NO_ACTION)
-        if action is None or action is shift:
-            raise _Unparsable()
-        size, callback, origin = reductions[id(arg)]
-        children = value_stack[-size:] if size else []
-        if size:
-            del state_stack[-size:]
-            del value_stack[-size:]
-        state_stack.append(states[state_stack[-1]][origin][1])
-        value_stack.append(callback(children))
-        if state_stack[-1] == end_state:
-            return value_stack[-1]
-
-
-_NO_ACTION = (None, None)
+            push_state(states[state_stack[-1]][origin][1])
+            push_value(callback(children))
+            if state_stack[-1] == end_state:
+                return value_stack[-1]
+    except KeyError:                             # no action for this token in this state
+        raise _Unparsable() from None
 
 
 class _Text:
