@@ -160,8 +160,9 @@ def new_graph() -> nx.DiGraph:
 
 
 def add_node(graph: nx.DiGraph, nid: str, data: dict[str, Any]) -> str:
-    """Add a new node with its attributes (``op``, ``target``, ``args``, ``kwargs``, ``span``
-    and any more) and the edges from every ``Ref`` among its arguments.
+    """Add a new node with its attributes (``op``, ``target``, ``args`` as a tuple, ``kwargs``,
+    ``span`` and any more; the dict becomes the node's own) and the edges from every ``Ref``
+    among its arguments.
 
     The node and its edges go straight into the graph's adjacency dicts, as
     ``DiGraph.add_node``/``add_edge`` would write them (an edge's data dict shared by
