@@ -1055,13 +1055,15 @@ class _BodyBuilder:
                       operand_spans: tuple = (), arg_spans: dict | None = None) -> str:
         """A ``call_function`` node; ``arg_spans`` (where each static argument was written)
         only where it has any."""
-        where = {"arg_spans": arg_spans} if arg_spans else _NO_ARG_SPANS
+        if arg_spans:
+            return self.node(RUNNING, "call_function", target=fn.name, args=args,
+                             kwargs=kwargs, span=span, operand_spans=operand_spans,
+                             arg_spans=arg_spans)
         return self.node(RUNNING, "call_function", target=fn.name, args=args, kwargs=kwargs,
-                         span=span, operand_spans=operand_spans, **where)
+                         span=span, operand_spans=operand_spans)
 
 
 _MISSING = object()
-_NO_ARG_SPANS: dict[str, Any] = {}
 
 
 def _source_text(sources, span: Span) -> str:
