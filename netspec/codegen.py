@@ -110,7 +110,7 @@ class Emitter:
                 into = attrs[consumers[0]]["op"] if len(consumers) == 1 else None
                 if into in _INLINE_INTO and n not in in_loops and \
                         _one_expression(order, attrs, uses, pos, now, pos[consumers[0]]):
-                    depth = 1 + max((self.depth.get(r.node, 0) for r in operands[n]), default=0)
+                    depth = 1 + max([self.depth.get(r.node, 0) for r in operands[n]], default=0)
                     if depth < _INLINE_INTO[into]:
                         self.inline(n, expr, depth, operands[n], last_use, pos[consumers[0]])
                         continue
