@@ -36,6 +36,7 @@ _MAX_INLINE = 32   # deeper inlined expressions get a variable (Python nests at 
 # consumer's op: relu(x @ w + 1), return x + y, mods['fc2'](torch.relu(x)). A module call keeps
 # a line of its own, with its shape, and takes only a one-call argument, as one would write it.
 _INLINE_INTO = {"call_function": _MAX_INLINE, "output": _MAX_INLINE, "call_module": 2}
+_NO_KWARGS: dict[str, str] = {}      # the static arguments of relu(x): read, never written
 
 
 class Emitter:
@@ -198,19 +199,18 @@ class Emitter:
         args = [self.src(a) for a in data["args"]]
         static = data.get("static", data["kwargs"])
         if not static and not fn.factory:            # relu(x), x + y: tensors only
-            key = (fn.name, *args)
-            expr = self.emitted.get(key)
-            if expr is None:
-                expr = self.emitted[key] = fn.emit(*args)
-            return expr
-        try:
-            kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
-        except ValueError as exc:
-            raise SpecError([Diagnostic("shape error", str(exc), data.get("span"),
-                                        hint="give the input a concrete shape with --input")])
-        if fn.factory:
-            kwargs.update(device="device", dtype="dtype", generator="generator")
-        key = (fn.name, *args, *kwargs.items())      # sources are strings: hashable
+            kwargs = _NO_KWARGS
+            key: tuple = (fn.name, *args)
+        else:
+            try:
+                kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
+            except ValueError as exc:
+                raise SpecError([Diagnostic("shape error", str(exc), data.get("span"),
+                                            hint="give the input a concrete shape with "
+                                            "--input")])
+            if fn.factory:
+                kwargs.update(device="device", dtype="dtype", generator="generator")
+            key = (fn.name, *args, *kwargs.items())  # sources are strings: hashable
         expr = self.emitted.get(key)
         if expr is None:                             # a forward repeats the same few calls
             expr = self.emitted[key] = fn.emit(*args, **kwargs)
