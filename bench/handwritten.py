@@ -1,7 +1,7 @@
 """Hand-written PyTorch models that the benchmarks compare netspec's output against.
 
 The seed twins live in tests/twins.py; this file adds the ones only the benchmarks need: the
-200-layer stack, the residual MLP of bench/specs/residual.net and ResNet-50 in torchvision's
+generated chains, the 200-layer stack, the residual MLP of bench/specs/residual.net and ResNet-50 in torchvision's
 layout (its Bottleneck here, its ResNet from tests/twins.py; the reference for construction
 time). Their state_dict keys match the specs'.
 """
@@ -24,6 +24,12 @@ def stack(layers: int = 200, width: int = 64) -> nn.Module:
     for _ in range(layers):
         modules += [nn.Linear(width, width), nn.ReLU()]
     return nn.Sequential(*modules)
+
+
+def chain(layers: int, width: int = 16) -> nn.Module:
+    """The twin of ``common.chain_spec(layers)``: Linear(width) and ReLU() alternating."""
+    return nn.Sequential(*[nn.Linear(width, width) if i % 2 == 0 else nn.ReLU()
+                           for i in range(layers)])
 
 
 # -- the residual MLP (bench/specs/residual.net) ------------------------------------------------
