@@ -36,6 +36,20 @@ def _block_args(pairs: Optional[List[str]]) -> dict[str, Any]:
     return args
 
 
+def _print_tables(*tables: Any) -> None:
+    """Print rich tables: fitted to a terminal, at their full width into a pipe or a file
+    (rich would wrap every row at 80 columns there, splitting shapes over lines)."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        unbounded = console.options.update_width(10_000)
+        console.width = max([console.width] +
+                            [console.measure(t, options=unbounded).maximum for t in tables])
+    for t in tables:
+        console.print(t)
+
+
 def _run(action: Callable[[], int | None]) -> None:
     """Run a command; report netspec's own errors without a traceback."""
     try:
@@ -75,8 +89,6 @@ def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
             ) -> None:
     """Print SPEC's modules: output shapes, parameters (trainable, shared, constant), MACs."""
     def action() -> None:
-        from rich.console import Console
-
         from netspec.api import analyze
         from netspec.summary import init_table, render_summary, summary_table
 
@@ -84,10 +96,10 @@ def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
         if format != "text":
             typer.echo(render_summary(analysis, depth=depth, fmt=format), nl=False)
             return
-        console = Console()
-        console.print(summary_table(analysis, depth=depth))
+        tables = [summary_table(analysis, depth=depth)]
         if init:
-            console.print(init_table(analysis))
+            tables.append(init_table(analysis))
+        _print_tables(*tables)
     _run(action)
 
 
@@ -180,7 +192,7 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
         program = load_program(record["root"], sources=record["files"], trusted=trust)
         analysis = analyze(program, record.get("block"), record.get("input"),
                            args=record.get("args") or {})
-        console.print(summary_table(analysis))
+        _print_tables(summary_table(analysis))
     _run(action)
 
 

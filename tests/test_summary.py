@@ -262,3 +262,22 @@ def test_text_is_a_rich_table_with_totals():
 def test_an_unknown_format_is_refused():
     with pytest.raises(NetspecError, match="text, markdown, json"):
         render_summary(netspec.analyze(SPECS / "mlp.net"), fmt="yaml")
+
+
+def test_cli_summary_into_a_pipe_keeps_each_row_on_one_line(capsys, monkeypatch):
+    """Output that is not a terminal is printed at the table's width, however narrow the
+    console says it is: every module's row holds its whole shape, as summarize computes it."""
+    from netspec.cli import app
+
+    monkeypatch.setenv("COLUMNS", "40")
+    with pytest.raises(SystemExit) as info:
+        app(["summary", str(SPECS / "resnet.net"), "--depth", "1"], prog_name="netspec")
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    rows = {r["path"]: r for r in summarize(netspec.analyze(SPECS / "resnet.net"), 1)["rows"]
+            if r["path"]}
+    lines = {cells[1]: cells for line in out.splitlines()
+             if len(cells := [c.strip() for c in line.split("│")]) > 3}
+    assert set(rows) <= set(lines)
+    for path, row in rows.items():
+        assert lines[path][2] == row["layer"] and lines[path][3] == row["output"], path
