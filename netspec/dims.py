@@ -1,13 +1,14 @@
 """Symbolic dimensions: a dim is an ``int`` or a ``Sym`` (an integer polynomial over symbols).
 
 Shape rules are written once with ordinary arithmetic and work for both: ``(h + 2 * p - k) // s + 1``
-gives an ``int`` for concrete sizes and a ``Sym`` such as ``(H - 3)//2 + 1`` for symbolic ones.
+gives an ``int`` for concrete sizes and a ``Sym`` such as ``(H + 1)//2`` for symbolic ones.
 Products of symbols stay exact (``N * 400``), which is all flattening and reshaping need; anything
 that is not a polynomial (a floor division that does not divide evenly) becomes an opaque atom.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Union
 
@@ -81,8 +82,8 @@ class Sym:
         if isinstance(other, int):
             if other == 1:
                 return self
-            if other != 0 and all(c % other == 0 for c in self.terms.values()):
-                return _normal({m: c // other for m, c in self.terms.items()})
+            if other != 0:
+                return _floordiv_int(self.terms, other)
         elif isinstance(other, Sym) and other == self:
             return 1
         elif isinstance(other, Sym) and len(other.terms) == 1:
@@ -108,6 +109,13 @@ class Sym:
         return Sym.deferred("//", other, self)
 
     def __mod__(self, other: Dim) -> Dim:
+        if isinstance(other, int) and other != 0:
+            # (c*k + r) % c == r % c: every coefficient counts only up to a multiple of c
+            rest = {m: c % other for m, c in self.terms.items() if c % other}
+            if not rest or set(rest) == {()}:
+                return rest.get((), 0) % other
+            if rest != self.terms:
+                return Sym._of(rest) % other
         return Sym.deferred("%", self, other)
 
     def __rmod__(self, other: Dim) -> Dim:
@@ -154,6 +162,8 @@ class Sym:
         parts = []
         for m, c in sorted(self.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
             names = [_atom_display(a) for a in m]
+            if len(m) > 1 or c != 1:      # 4*(H//4) and -(H//2): 4*H//4 would read as H
+                names = [f"({n})" if a in _DEFERRED else n for a, n in zip(m, names)]
             if not m:
                 parts.append(str(c))
             elif c == 1:
@@ -182,6 +192,49 @@ class Sym:
 _DEFERRED: dict[str, tuple[str, Dim, Dim]] = {}
 
 
+def _floordiv_int(terms: _Terms, divisor: int) -> Dim:
+    """``sum(terms) // divisor`` in its simplest exact form, for integer sizes.
+
+    Identities that keep shapes readable, and equal sizes equal: ``(c*k + r)//c == k + r//c``
+    takes the terms that divide evenly out of the floor (MaxPool2d(2)'s ``(H - 2)//2 + 1`` is
+    ``H//2``) and leaves a constant in ``0..c-1`` inside (``(H - 1)//2 + 1`` is
+    ``(H + 1)//2``); ``(g*r)//(g*c) == r//c`` cancels a common factor; and
+    ``(x//a + k)//b == (x + a*k)//(a*b)`` for positive ``a`` and ``b`` merges nested floors
+    (two poolings give ``H//4``).
+    """
+    whole: _Terms = {}
+    rest: _Terms = {}
+    for m, c in terms.items():
+        if c % divisor:
+            rest[m] = c
+        else:
+            whole[m] = c // divisor
+    quotient = _normal(whole)
+    if not rest:
+        return quotient
+    if set(rest) == {()}:
+        return quotient + rest[()] // divisor
+    g = math.gcd(divisor, *rest.values())
+    if g > 1:
+        rest = {m: c // g for m, c in rest.items()}
+        divisor //= g
+    if divisor > 0 and () in rest:
+        # the constant inside the floor is kept in 0..divisor-1, the rest moves out: one form
+        # for equal sizes, so (H - 1)//2 + 1 (a stride-2 conv) and (H + 1)//2 are one dim
+        carry, rest[()] = divmod(rest[()], divisor)
+        quotient = quotient + carry
+        if not rest[()]:
+            del rest[()]
+    symbolic = [(m, c) for m, c in rest.items() if m]
+    if divisor > 0 and len(symbolic) == 1:
+        (m, c), = symbolic
+        inner = _DEFERRED.get(m[0]) if c == 1 and len(m) == 1 else None
+        if inner is not None and inner[0] == "//" and isinstance(inner[2], int) and inner[2] > 0:
+            # (x//a + k)//b == (x + a*k)//(a*b): one floor for a chain of poolings
+            return quotient + (inner[1] + inner[2] * rest.get((), 0)) // (inner[2] * divisor)
+    return quotient + Sym.deferred("//", Sym._of(rest), divisor)
+
+
 def _raw(d: Dim) -> str:
     """A dim's identity text, instance suffixes included (``C@12``)."""
     if isinstance(d, Sym):
@@ -205,7 +258,8 @@ def _substitute_atom(atom: str, values: dict[str, Dim]) -> Dim:
 def _atom_display(atom: str) -> str:
     if atom in _DEFERRED:
         op, left, right = _DEFERRED[atom]
-        return f"({left}){op}{_paren(right)}"
+        bare = not isinstance(left, Sym) or left.atom() is not None
+        return f"{left if bare else f'({left})'}{op}{_paren(right)}"
     return _INSTANCE.sub("", atom)
 
 

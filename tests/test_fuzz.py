@@ -651,6 +651,62 @@ def _check_mutant(timed, text: str, build) -> None:
         raise AssertionError(f"netspec.build hangs on:\n{text!r}")
 
 
+# ---- symbolic dims: simplified, they keep their value; printed, they read as Python ---------------
+
+def _dim_trees():
+    """Integer expressions over the sizes H and W: (op, left, right) trees, ints as leaves."""
+    leaves = st.sampled_from(["H", "W"]) | st.integers(-4, 9)
+    divisors = st.integers(-6, 6).filter(bool)
+
+    def grow(children):
+        return (st.tuples(st.sampled_from(["+", "-", "*"]), children, children) |
+                st.tuples(st.sampled_from(["//", "%"]), children, divisors))
+    return st.recursive(leaves, grow, max_leaves=10)
+
+
+def _evaluate(tree, env: dict):
+    if isinstance(tree, str):
+        return env[tree]
+    if isinstance(tree, int):
+        return tree
+    op, a, b = tree
+    a, b = _evaluate(a, env), _evaluate(b, env)
+    return {"+": a + b, "-": a - b, "*": a * b}[op] if op in "+-*" else \
+        (a // b if op == "//" else a % b)
+
+
+@settings(max_examples=_examples(300), deadline=DEADLINE)
+@given(_dim_trees(), st.integers(1, 40), st.integers(1, 40))
+def test_symbolic_dims_keep_their_value_and_print_as_python(tree, h, w) -> None:
+    """A dim built symbolically (simplified as it is built: ``(H - 2)//2 + 1`` is ``H//2``)
+    equals the same arithmetic on sizes, substituted; its printed form, read as Python, and its
+    generated source give that value too (so ``4*(H//4)`` never prints as ``4*H//4``)."""
+    want = _evaluate(tree, {"H": h, "W": w})
+    dim = _evaluate(tree, {"H": Sym.symbol("H"), "W": Sym.symbol("W")})
+    note(f"dim = {dim}")
+    if isinstance(dim, int):
+        assert dim == want
+        return
+    assert dim.substitute({"H": h, "W": w}) == want
+    assert eval(str(dim), {"H": h, "W": w}) == want
+    assert eval(dim.source({"H": "H", "W": "W"}), {"H": h, "W": w}) == want
+
+
+@pytest.mark.parametrize("build, text", [
+    (lambda H: (H - 2) // 2 + 1, "H//2"),                     # MaxPool2d(2)
+    (lambda H: ((H - 2) // 2 + 1 - 2) // 2 + 1, "H//4"),      # twice
+    (lambda H: (((H - 2) // 2 + 1 - 2) // 2 + 1 - 1) * 2 + 2, "2*(H//4)"),  # then upsampled
+    (lambda H: (H - 1) // 2 + 1, "(H + 1)//2"),               # a stride-2 conv
+    (lambda H: ((H - 1) // 2 + 1 - 1) // 2 + 1, "(H + 3)//4"),   # two of them
+    (lambda H: (4 * H + 6) // 4, "H + 1"),                    # the whole part comes out
+    (lambda H: (4 * H + 6) // 8, "(2*H + 3)//4"),             # a common factor cancels
+    (lambda H: (2 * H + 3) % 2, "1"),
+    (lambda H: -(H // 2), "-(H//2)"),
+])
+def test_symbolic_dims_print_simply(build, text) -> None:
+    assert str(build(Sym.symbol("H"))) == text
+
+
 @settings(max_examples=_examples(200), deadline=DEADLINE,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(mutants())
