@@ -14,7 +14,7 @@ from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
 from netspec.ir import ModuleIR, lint
 from netspec.limits import Limits, using
 from netspec.program import Program, load
-from netspec.shapes import infer_shapes
+from netspec.shapes import assumption_notes, infer_shapes
 
 
 @dataclass
@@ -35,6 +35,12 @@ class Analysis:
     @property
     def sources(self) -> SourceMap:
         return self.program.sources
+
+    @property
+    def notes(self) -> list[Diagnostic]:
+        """Equalities of symbolic sizes the check took on trust, located (``netspec check``
+        prints them): ``cat`` of ``2*(H//4)`` and ``H//2`` rows holds only for some ``H``."""
+        return assumption_notes(self.ir)
 
 
 def parse_shape(text: str | Sequence[int] | None) -> Shape | None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from netspec.errors import NetspecError, SpecError
+from netspec.errors import NetspecError, SpecError, render
 from netspec.gc_pause import paused
 
 with paused(promote=True):
@@ -77,6 +77,8 @@ def check(spec: Path = SpecArg, block: Optional[str] = BlockOpt, input: Optional
         ir = analysis.ir
         typer.echo(f"ok: {analysis.program.root}: {ir.cls_name} "
                    f"{fmt_shape(ir.in_shape)} -> {fmt_shape(ir.out_shape)}")
+        if analysis.notes:
+            typer.echo(render(analysis.notes, analysis.sources), err=True)
     _run(action)
 
 

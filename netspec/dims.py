@@ -8,6 +8,7 @@ that is not a polynomial (a floor division that does not divide evenly) becomes 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Union
@@ -291,6 +292,55 @@ def _normal(terms: _Terms) -> Dim:
 def _paren(d: Dim) -> str:
     text = str(d)
     return f"({text})" if isinstance(d, Sym) and len(d.terms) > 1 else text
+
+
+def symbols(d: Dim) -> set[str]:
+    """The named symbols a dim depends on, inside floor divisions too (``{"H"}`` for
+    ``2*(H//4)``), with their instance tags."""
+    if not isinstance(d, Sym):
+        return set()
+    out: set[str] = set()
+    for atom in d.atoms:
+        if atom in _DEFERRED:
+            _, left, right = _DEFERRED[atom]
+            out |= symbols(left) | symbols(right)
+        else:
+            out.add(atom)
+    return out
+
+
+def symbol_name(atom: str) -> str:
+    """A symbol as the spec writes it: ``C@12`` is ``C``."""
+    return _INSTANCE.sub("", atom)
+
+
+def substitute(d: Dim, values: dict[str, Dim]) -> Dim:
+    return d.substitute(values) if isinstance(d, Sym) else d
+
+
+def counterexample(a: Dim, b: Dim, tries: int = 4096) -> dict[str, int] | None:
+    """Small positive sizes of the symbols for which ``a`` and ``b`` differ (the first in
+    order, smallest sizes first), or None if none of about ``tries`` assignments shows it."""
+    names = sorted(symbols(a) | symbols(b))
+    if not names or len(names) > 4:
+        return None
+    top = max(2, round(tries ** (1 / len(names))))
+    for sizes in itertools.product(range(1, top + 1), repeat=len(names)):
+        values = dict(zip(names, sizes))
+        if substitute(a, values) != substitute(b, values):
+            return values
+    return None
+
+
+def equal_residues(a: Dim, b: Dim, name: str, span: int = 128) -> tuple[int, list[int]] | None:
+    """Where ``a`` and ``b``, in one symbol ``name``, are equal, when that follows the symbol's
+    remainder: ``(4, [0, 1])`` for ``2*(H//4)`` and ``H//2`` (equal when ``H % 4`` is 0 or
+    1). The smallest period up to 16 that sizes 1..``span`` show; None if there is none."""
+    equal = [substitute(a, {name: v}) == substitute(b, {name: v}) for v in range(1, span + 1)]
+    for period in range(2, 17):
+        if all(equal[i] == equal[i - period] for i in range(period, span)):
+            return period, sorted({(i + 1) % period for i in range(period) if equal[i]})
+    return None
 
 
 def is_static(d: Dim) -> bool:

@@ -89,8 +89,23 @@ def _known_equal(a: Dim, b: Dim) -> bool | None:
     return False if named and len({c > 0 for c in diff.terms.values()}) == 1 else None
 
 
+# Equalities of dims that a shape rule could neither prove nor refuse (``2*(H//4)`` against
+# ``H//2``, which holds only for some H): the rule goes on as if they held, and infer_shapes
+# moves them onto the node (its ``assumes``) for ``netspec check`` to report.
+ASSUMED: list[tuple[Dim, Dim]] = []
+
+
+def _assume_equal(a: Dim, b: Dim) -> None:
+    """Note that ``a == b`` is taken on trust, unless it is known."""
+    if a != b and _known_equal(a, b) is None:
+        ASSUMED.append((a, b))
+
+
 def _unify(a: Dim, b: Dim) -> Dim:
-    """Merge two dims assumed equal: keep the concrete one, else the first."""
+    """Merge two dims assumed equal (not known to differ): keep the concrete one, else the
+    first."""
+    if a is not b and (a.__class__ is not int or b.__class__ is not int):
+        _assume_equal(a, b)
     return b if isinstance(b, int) and not isinstance(a, int) else a
 
 
@@ -368,6 +383,7 @@ def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
         raise ShapeRuleError(f"the inner dims differ, {fmt_shape(a)} @ {fmt_shape(b)}", operand=1,
                              hint=f"the last dim of the left operand ({k_a}) must equal the "
                                   f"{which} of the right one ({k_b})")
+    _assume_equal(k_a, k_b)
     try:
         batch = _broadcast(a[:-2], b[:-2])
     except ShapeRuleError:
@@ -498,12 +514,14 @@ def _reshape_shape(x: Shape, *, shape: tuple) -> Shape:
     if not holes:
         if _known_equal(total, known) is False:
             raise ShapeRuleError(f"{into} ({known} elements)", arg="shape")
+        _assume_equal(total, known)
         return sizes
     if known == 0:
         raise ShapeRuleError(f"{into}: -1 is ambiguous next to a 0 size", arg="shape")
     inferred = total // known
     if _divides(known, total) is False or _known_equal(inferred * known, total) is False:
         raise ShapeRuleError(f"{into}: {total} is not a multiple of {known}", arg="shape")
+    _assume_equal(inferred * known, total)
     return sizes[:holes[0]] + (inferred,) + sizes[holes[0] + 1:]
 
 

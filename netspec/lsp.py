@@ -154,6 +154,7 @@ def analyse_document(text: str, path: Path | None = None, *, cwd: Path | None = 
         analysis = analyze(program)
         doc.ir = analysis.ir
         check_init_rules(analysis)          # as `netspec check` does: rules that match nothing
+        doc.diagnostics = analysis.notes    # sizes taken as equal on trust, as information
     except SpecError as exc:
         doc.diagnostics = list(exc.diagnostics)
         if doc.ir is None:
@@ -704,7 +705,9 @@ def create_server():
                     first = doc.text.split("\n")[0]
                     where = types.Range(types.Position(0, 0),
                                         types.Position(0, _units(first, self.encoding)))
-                out.append(types.Diagnostic(where, message, types.DiagnosticSeverity.Error,
+                severity = (types.DiagnosticSeverity.Information if d.kind == "note" else
+                            types.DiagnosticSeverity.Error)
+                out.append(types.Diagnostic(where, message, severity,
                                             source="netspec", related_information=related))
             return out
 

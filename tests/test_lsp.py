@@ -279,6 +279,14 @@ def test_server_over_stdio(client: Client, workspace: Path,
     line = UNICODE.split("\n")[3]
     assert d["range"]["start"] == {"line": 3, "character": line.index("zeroes") + 1}
 
+    # sizes the check takes on trust come as information, not errors
+    fourth = (workspace / "trust.net").as_uri()
+    open_document(client, fourth, "block P {\n    input x: [N, D]\n    param w = randn(16, 4)\n"
+                                  "    return x @ w\n}\n")
+    (d,) = client.diagnostics(fourth, version=1)
+    assert d["severity"] == 3 and d["range"]["start"] == {"line": 3, "character": 11}
+    assert d["message"].startswith("note: sizes assumed equal: D and 16\nhint: with D = 1")
+
     # requests about a document nobody opened, that does not exist, do not break the server
     missing = (workspace / "nowhere.net").as_uri()
     assert client.request("textDocument/hover", {

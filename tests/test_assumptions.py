@@ -1,0 +1,115 @@
+"""Sizes taken as equal on trust: where a shape rule can neither prove nor refuse that two
+symbolic sizes agree, the check goes on and says so, located, with sizes that break it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import netspec
+from netspec.errors import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_FILES = sorted((ROOT / "specs").glob("*.net")) + sorted((ROOT / "bench/specs").glob("*.net"))
+
+# Two poolings down and two transposed convolutions up: the skip connections line up only
+# when H and W are multiples of 4, the classic U-Net pitfall.
+UNET = """\
+block Down(c: int) {
+    MaxPool2d(2); Conv2d(c, 3, padding=1); ReLU()
+}
+
+block UNet {
+    input x: [N, 3, H, W]
+    e1 = x -> Conv2d(8, 3, padding=1)
+    e2 = e1 -> down1: Down(16)
+    b = e2 -> down2: Down(32)
+    u2 = b -> up2: ConvTranspose2d(16, 2, stride=2)
+    d2 = cat(u2, e2, dim=1)
+    u1 = d2 -> up1: ConvTranspose2d(8, 2, stride=2)
+    return cat(u1, e1, dim=1) -> head: Conv2d(1, 1)
+}
+"""
+
+
+def test_each_size_taken_on_trust_is_a_note_at_its_step() -> None:
+    analysis = netspec.analyze(UNET)
+    assert [str(d) for d in analysis.output_shape] == ["N", "1", "4*(H//4)", "4*(W//4)"]
+    notes = analysis.notes
+    assert [(d.kind, d.span.line, d.span.column) for d in notes] == \
+        [("note", 11, 10)] * 2 + [("note", 13, 12)] * 2
+    assert [d.message for d in notes] == [
+        "sizes assumed equal: 2*(H//4) and H//2", "sizes assumed equal: 2*(W//4) and W//2",
+        "sizes assumed equal: 4*(H//4) and H", "sizes assumed equal: 4*(W//4) and W"]
+    assert notes[0].hint == ("they agree only when H % 4 is 0 or 1; with H = 2 they are 0 and "
+                             "1; a concrete --input checks them exactly")
+    assert notes[2].hint == ("they agree only when H is a multiple of 4; with H = 1 they are 0 "
+                             "and 1; a concrete --input checks them exactly")
+    assert netspec.check(UNET) == []          # notes are not errors
+
+
+def test_the_note_is_right_about_torch() -> None:
+    """The sizes a note names as agreeing run; the others fail in torch, as the note says,
+    and a concrete input turns the note into the error."""
+    model = netspec.build(UNET, input=[1, 3, 16, 16]).eval()
+    assert not netspec.analyze(UNET, input=[1, 3, 16, 16]).notes
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 16, 16)).shape == (1, 1, 16, 16)
+        with pytest.raises(RuntimeError):
+            model(torch.randn(1, 3, 18, 16))      # 18 % 4 == 2: the first cat fails
+    with pytest.raises(SpecError) as info:
+        netspec.analyze(UNET, input=[1, 3, 18, 16])
+    (d,) = info.value.diagnostics
+    assert (d.kind, d.span.line) == ("shape error", 11)
+    assert "cat: tensor 1 has 9 at dim 2 where tensor 0 has 8" in d.message
+
+
+def test_a_product_taken_on_trust_without_a_pattern() -> None:
+    text = """
+block Project {
+    input x: [N, D]
+    param w = randn(16, 4)
+    return x @ w
+}"""
+    (note,) = netspec.analyze(text).notes
+    assert (note.message, note.span.line) == ("sizes assumed equal: D and 16", 5)
+    assert note.hint == "with D = 1 they are 1 and 16; a concrete --input checks them exactly"
+
+
+def test_check_prints_the_notes_and_succeeds(tmp_path, capsys, monkeypatch) -> None:
+    from netspec.cli import app
+
+    spec = tmp_path / "unet.net"
+    spec.write_text(UNET)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        app(["check", "unet.net"], prog_name="netspec")
+    out, err = capsys.readouterr()
+    assert info.value.code == 0
+    assert out == "ok: unet.net: UNet [N, 3, H, W] -> [N, 1, 4*(H//4), 4*(W//4)]\n"
+    assert err.startswith(
+        "unet.net:11:10: note: sizes assumed equal: 2*(H//4) and H//2\n"
+        "   11 |     d2 = cat(u2, e2, dim=1)\n"
+        "      |          ^^^^^^^^^^^^^^^^^^\n"
+        "   hint: they agree only when H % 4 is 0 or 1;")
+    assert err.count("note:") == 4
+    with pytest.raises(SystemExit) as info:
+        app(["check", "unet.net", "--input", "[2, 3, 32, 32]"], prog_name="netspec")
+    out, err = capsys.readouterr()
+    assert (info.value.code, err) == (0, "")
+
+
+def test_the_editor_gets_the_notes() -> None:
+    from netspec.lsp import analyse_document
+
+    doc = analyse_document(UNET)
+    assert [(d.kind, d.message, d.span.line, d.hint) for d in doc.diagnostics] == \
+        [(d.kind, d.message, d.span.line, d.hint) for d in netspec.analyze(UNET).notes]
+    assert len(doc.diagnostics) == 4
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.name)
+def test_the_example_specs_take_nothing_on_trust(path: Path) -> None:
+    assert netspec.analyze(path).notes == []
