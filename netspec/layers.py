@@ -1275,6 +1275,7 @@ def _probe_rule(cls: Any) -> Rule:
 
     def shape(args: dict[str, Any], x: Shape) -> Shape:
         x = tuple(x)
+        _one_tensor_forward(cls)
         try:
             first = _probe(cls, args, x, _PRIMES[0::2])
             second = _probe(cls, args, x, _PRIMES[1::2])
@@ -1288,6 +1289,26 @@ def _probe_rule(cls: Any) -> Rule:
         return tuple(_unprobe(a, b, i, cls.__name__) for i, (a, b) in enumerate(zip(first, second)))
 
     return shape
+
+
+def _one_tensor_forward(cls: Any) -> None:
+    """Refuse a layer whose ``forward`` needs more than the one tensor a step passes it
+    (``MultiheadAttention(query, key, value)``), naming what it needs."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]   # after self
+    except (TypeError, ValueError):
+        return
+    needed = [p.name for p in params if p.default is p.empty and
+              p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(needed) > 1:
+        hint = ("for self-attention use TransformerEncoderLayer, or write it with `@` and "
+                "softmax() over named values" if cls.__name__ == "MultiheadAttention" else
+                "compute it with functions over named values, or wrap it in a layer of your "
+                "own that takes one tensor (`import python`)")
+        raise ShapeRuleError(f"{cls.__name__} takes {len(needed)} tensors "
+                             f"({', '.join(needed)}), but a step passes it one", hint=hint)
 
 
 def _unprobe(a: tuple, b: tuple, i: int, name: str) -> Any:
