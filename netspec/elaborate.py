@@ -558,11 +558,45 @@ class _BodyBuilder:
             spans = [a.span for a in args] + [k.span for k in keywords]
             return layer_ir(layer, span, {k: v for k, v, _ in recipe},
                             {k: spans[i] for k, _, i in recipe})
+        first, required = layer.torch_order_from
+        if len(args) > first:
+            given = {k.name for k in keywords}
+            if all(i < len(args) or name in given for i, name in required):
+                return self.two_readings(layer, args, keywords, span)
         bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
         if key is not None:
             self.elab.bindings[key] = _binding_recipe(bound, args, keywords)
         return layer_ir(layer, span, {k: a.value for k, a in bound.items()},
                         {k: a.span for k, a in bound.items()})
+
+    def two_readings(self, layer: LayerDef, args: tuple, keywords: tuple, span: Span) -> ModuleIR:
+        """A call whose positional arguments reach the input size in torch's order: ``LSTM(64,
+        2)`` is ``input_size=64, hidden_size=2`` there, and ``hidden_size=64, num_layers=2`` in
+        netspec's, without the size. Only the input can tell; infer_shapes decides."""
+        lazy_error = None
+        try:
+            lazy = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
+        except SpecError as exc:
+            lazy, lazy_error = None, exc      # Linear(784, 256, true): only torch's order binds
+        try:
+            as_torch = self.bind_call(layer.name, layer.params, layer.params, args, keywords, span)
+        except SpecError:
+            if lazy_error is not None:
+                raise lazy_error from None
+            as_torch = None
+        if lazy_error is not None:          # torch's order binds: it must also be valid
+            assert as_torch is not None
+            invalid: list[Diagnostic] = []
+            validate(layer.params, as_torch, callee=layer.name, diagnostics=invalid)
+            if invalid:
+                raise lazy_error from None
+        chosen = lazy if lazy is not None else as_torch
+        mod = layer_ir(layer, span, {k: a.value for k, a in chosen.items()},
+                       {k: a.span for k, a in chosen.items()})
+        if lazy is not None and as_torch is not None:
+            mod.torch_reading = ({k: a.value for k, a in as_torch.items()},
+                                 {k: a.span for k, a in as_torch.items()}, len(args))
+        return mod
 
     def bind_call(self, callee: str, params: tuple[Param, ...],
                   positional: tuple[Param, ...] | None, args: tuple, keywords: tuple,

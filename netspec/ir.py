@@ -91,6 +91,10 @@ class ModuleIR:
     input_span: Span | None = None
     expects: list[tuple[str, tuple, Span]] = field(default_factory=list)
     block_args: dict[str, Any] = field(default_factory=dict)
+    # a layer call whose positional arguments also read in torch's order, reaching the input
+    # size (``LSTM(64, 2)``): (args, arg_spans, how many were positional); infer_shapes keeps
+    # the reading that fits the input and drops this
+    torch_reading: tuple[dict[str, Any], dict[str, Span], int] | None = None
     uid: int = field(default_factory=lambda: next(_uids))
     # set by infer_shapes:
     resolved_args: dict[str, Any] | None = None   # layer args with lazy sizes filled in

@@ -91,6 +91,18 @@ class LayerDef:
         inferred = {s.param for s in self.in_sizes}
         return tuple(p for p in self.params if p.name not in inferred)
 
+    @functools.cached_property
+    def torch_order_from(self) -> tuple[int, tuple[tuple[int, str], ...]]:
+        """(k, required): a call with more than k positional arguments reaches an inferred size
+        in torch's order, and is a whole call in that order only if it gives every required
+        argument, (position, name), that its positional ones do not. Linear: ``(0, ((0,
+        "in_features"), (1, "out_features")))``. Without inferred sizes k is out of reach."""
+        inferred = {s.param for s in self.in_sizes}
+        first = next((i for i, p in enumerate(self.params) if p.name in inferred), None)
+        if first is None:
+            return len(self.params) + 1, ()
+        return first, tuple((i, p.name) for i, p in enumerate(self.params) if p.required)
+
 
 @dataclass
 class FunctionDef:

@@ -155,6 +155,8 @@ class _ShapeInference:
     def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
         layer = mod.layer
         assert layer is not None
+        if mod.torch_reading is not None and not self.pick_reading(mod, shape, span):
+            return _UNKNOWN
         key = _layer_key(mod, shape) if mod.resolved_args is None else None
         if key is not None:
             seen = self.layers_seen.get(key)
@@ -207,6 +209,65 @@ class _ShapeInference:
         if key is not None:
             self.layers_seen[key] = (dict(mod.resolved_args), out)
         return out
+
+    def pick_reading(self, mod: ModuleIR, shape: Shape, span: Span) -> bool:
+        """Keep the reading of a call's positional arguments that fits the input: torch's
+        order, where they include the input size, or netspec's, without it. ``LSTM(64, 2)`` on
+        128 features is ``hidden_size=64, num_layers=2``; on 64 it reads both ways, an error.
+        Where neither fits, the one that names the problem best: torch's when netspec's has
+        arguments of the wrong type or range (``Linear(512, 256)``: in_features=512 does not
+        match the input, rather than "bias=256 is not a bool")."""
+        layer = mod.layer
+        assert layer is not None and mod.torch_reading is not None
+        torch_args, torch_spans, count = mod.torch_reading
+        mod.torch_reading = None
+        fits_torch = True
+        for size in layer.in_sizes:
+            if size.param in torch_args:
+                try:
+                    inferred = size.infer(shape)
+                except ShapeRuleError:
+                    return True         # the usual path reports it
+                fits_torch = fits_torch and _same(self.subst(torch_args[size.param]), inferred)
+        lazy = self.reading_fits(mod, mod.args, shape)
+        if lazy == "fits" and fits_torch:
+            torch_names = [p.name for p in layer.params[:count]]
+            lazy_names = [p.name for p in layer.positional[:count]]
+            as_torch = ", ".join(f"{k}={_show(torch_args[k])}" for k in torch_names)
+            as_lazy = ", ".join(f"{k}={_show(mod.args[k])}" for k in lazy_names)
+            inferred = ", ".join(p for p in torch_names if p not in lazy_names)
+            self.error("argument error", f"the positional arguments of {layer.name} read two "
+                       f"ways here: in torch's order, {as_torch}; without the input size, as "
+                       f"netspec reads them, {as_lazy}", span,
+                       hint=f"name them, or leave out {inferred}: netspec reads it from the "
+                            f"input")
+            return False
+        if lazy != "fits" and (fits_torch or lazy == "bad arguments"):
+            mod.args, mod.arg_spans = torch_args, torch_spans
+        return True
+
+    def reading_fits(self, mod: ModuleIR, args: dict[str, Any], shape: Shape) -> str:
+        """Whether a layer call's arguments, with its sizes inferred from ``shape``, are valid
+        and accept that input: "fits", "bad arguments" or "bad shape"."""
+        layer = mod.layer
+        assert layer is not None
+        values = {k: self.subst(v) for k, v in args.items()}
+        try:
+            for size in layer.in_sizes:
+                values.setdefault(size.param, size.infer(shape))
+        except ShapeRuleError:
+            return "bad shape"
+        diagnostics: list[Diagnostic] = []
+        resolved = validate_values(layer.params, values, {}, mod.span, callee=layer.name,
+                                   diagnostics=diagnostics)
+        if diagnostics:
+            return "bad arguments"
+        try:
+            if layer.shape is not None:
+                layer.shape(resolved, shape)
+        except ShapeRuleError:
+            return "bad shape"
+        return "fits"
 
     def resolve(self, mod: ModuleIR, values: dict[str, Any], shape: Shape, span: Span) -> bool:
         """Validate a layer's arguments, inferred sizes included, and keep them; False if bad."""

@@ -213,7 +213,7 @@ def _spec(body: str, width: int = 6) -> str:
 # (spec body, the same computation in torch on an input x of shape [2, 6])
 REFUSED = {
     "x > 0\nLinear(4)": lambda x: torch.nn.Linear(6, 4)(x > 0),
-    "x <= 1\nLayerNorm(6)": lambda x: torch.nn.LayerNorm(6)(x <= 1),
+    "x <= 1\nLayerNorm()": lambda x: torch.nn.LayerNorm(6)(x <= 1),
     "y = x > 0\nz = y + y\nz -> Linear(4)": lambda x: torch.nn.Linear(6, 4)((x > 0) + (x > 0)),
     "(x > 0) + 1\nLinear(4)": lambda x: torch.nn.Linear(6, 4)((x > 0) + 1),
     "relu(x != 0)": lambda x: torch.relu(x != 0),
