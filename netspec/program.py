@@ -52,6 +52,9 @@ def load(spec: str | Path, *, sources: dict[str, str] | None = None,
         path = Path(spec)
         root = _display(path)
         program = Program(root)
+        if path.is_dir():
+            raise SpecError([Diagnostic("file error", f"{root} is a folder, not a spec file",
+                                        hint="name a .net file in it")])
         if not path.is_file():
             raise SpecError([Diagnostic("file error", f"no such spec file: {root}")])
         _load_file(program, root, path, None, [])

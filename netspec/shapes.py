@@ -56,7 +56,7 @@ class _Origin:
 
     def note(self, shape: Shape) -> str | None:
         if self.span is None:
-            return None
+            return f"the given input is {fmt_shape(shape)}" if self.what == "input" else None
         if self.what == "input":
             return f"the input is {fmt_shape(shape)} ({self.span})"
         return f"the step on line {self.span.line} outputs {fmt_shape(shape)}"
@@ -318,7 +318,7 @@ class _ShapeInference:
                     self.bind(d, a) for d, a in zip(mod.input_dims, shape)):
                 self.error("shape error", f"{mod.cls_name} declares the input "
                            f"{fmt_shape(declared)}, but gets {fmt_shape(shape)}",
-                           span, notes=(origin.note(shape),
+                           span, notes=(origin.note(shape) if origin.span else None,
                                         f"declared at {mod.input_span}" if mod.input_span
                                         else None))
                 return _UNKNOWN
