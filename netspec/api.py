@@ -65,15 +65,38 @@ def parse_shape(text: str | Sequence[int] | None) -> Shape | None:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set k=v`` value in spec syntax: 3, 0.5, true, false, none, "text", or a bare word."""
+    """A ``--set k=v`` value in spec syntax: 3, 0.5, true, false, none, "text", a list of
+    them (``[64, 128]``, a tuple), or a bare word."""
     words = {"true": True, "false": False, "none": None}
     if text in words:
         return words[text]
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return tuple(parse_value(item.strip()) for item in _split_items(inner)) if inner else ()
     try:
         value = pyast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
     return value if isinstance(value, (int, float, str)) else text
+
+
+def _split_items(text: str) -> list[str]:
+    """Split a list's items at the commas outside brackets and quotes."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
 
 
 def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None, *,

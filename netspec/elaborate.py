@@ -31,7 +31,13 @@ from netspec.program import Program
 from netspec.registry import BINARY_OPS, UNARY_OPS, FunctionDef, LayerDef, Param
 
 RUNNING = "x"          # the name of the running value in expressions
-BLOCK_TYPES: dict[str, type | tuple] = {"int": int, "float": (float, int), "bool": bool, "str": str}
+BLOCK_TYPES: dict[str, type | tuple] = {"int": int, "float": (float, int), "bool": bool, "str": str,
+                                         "list": tuple}
+
+
+def _frozen(value: Any) -> Any:
+    """A list argument from Python (``widths=[64, 128]``) as a spec's list literal: a tuple."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,10 @@ class _Elaborator:
             if expected is None:
                 diagnostics.append(Diagnostic("type error", f"unknown argument type '{p.type}'",
                                               p.type_span, hint="argument types are int, float, "
-                                              "bool and str"))
+                                              "bool, str and list"))
                 continue
+            if p.type == "list":
+                value = _frozen(value)
             ok = isinstance(value, expected) and not (p.type in ("int", "float") and
                                                        isinstance(value, bool))
             ok = ok or (p.type == "int" and isinstance(value, Sym))
@@ -1041,6 +1049,8 @@ class _BodyBuilder:
         name = expr.func.id
         fn = lookup_function(name)
         if fn is None:
+            if name in _COMPILE_TIME_CALLS:
+                return self.compile_time_call(name, expr)
             if self.is_module_name(name):
                 self.fail("type error", f"'{name}' is a module; it can only be used as a step",
                           expr.span, hint=f"apply it with `x -> {name}(...)`")
@@ -1085,6 +1095,16 @@ class _BodyBuilder:
                                       operand_spans=operand_spans,
                                       arg_spans={k: a.span for k, a in bound.items()}))
 
+    def compile_time_call(self, name: str, expr: ast.Call) -> Any:
+        """A function of compile-time values (``len(widths)``), evaluated here."""
+        if expr.keywords or len(expr.args) != 1:
+            self.fail("argument error", f"{name}() takes one argument", expr.span)
+        value = self.static(expr.args[0])
+        if not isinstance(value, tuple):
+            self.fail("type error", f"{name}() takes a list, not {_show_value(value)}",
+                      expr.args[0].span)
+        return _COMPILE_TIME_CALLS[name](value)
+
     def call_function(self, fn: FunctionDef, args: tuple, kwargs: dict, span: Span, *,
                       operand_spans: tuple = (), arg_spans: dict | None = None) -> str:
         """A ``call_function`` node; ``arg_spans`` (where each static argument was written)
@@ -1098,6 +1118,9 @@ class _BodyBuilder:
 
 
 _MISSING = object()
+
+# functions of compile-time lists, which are not tensor functions: name -> implementation
+_COMPILE_TIME_CALLS: dict[str, Callable[[tuple], Any]] = {"len": len}
 
 
 def _source_text(sources, span: Span) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,88 @@ def test_block_keyword_picks_another_entry() -> None:
 def test_wrong_argument_type_is_an_error() -> None:
     with pytest.raises(netspec.SpecError, match="argument 'classes' is int"):
         build(SRC_BLOCKS, classes="ten")
+
+
+VGG_LIST = """
+block VGG(widths: list = [8, 16], classes: int = 10) {
+    input x: [N, 3, 16, 16]
+    features: {
+        repeat len(widths) as "stage{i}" { Conv2d(widths[i], 3, padding=1); ReLU(); MaxPool2d(2) }
+    }
+    Flatten()
+    classifier: Linear(classes)
+}
+"""
+
+
+def _vgg_twin(widths: list[int]) -> nn.Module:
+    stages, channels = [], 3
+    for w in widths:
+        stages.append(nn.Sequential(nn.Conv2d(channels, w, 3, padding=1), nn.ReLU(),
+                                    nn.MaxPool2d(2)))
+        channels = w
+    side = 16 // 2 ** len(widths)
+    return nn.Sequential(OrderedDict([
+        ("features", nn.Sequential(OrderedDict((f"stage{i}", s) for i, s in enumerate(stages)))),
+        ("1", nn.Flatten()), ("classifier", nn.Linear(channels * side * side, 10))]))
+
+
+@pytest.mark.parametrize("widths", [None, [4, 8, 16], (6,)])
+def test_a_list_argument_sizes_repeated_stages(widths) -> None:
+    """A ``list`` block argument, its length by ``len``, its items by index: the same model as
+    a hand-written loop over the list, from the default, a Python list or a tuple."""
+    torch.manual_seed(0)
+    model = build(VGG_LIST) if widths is None else build(VGG_LIST, widths=widths)
+    twin = _vgg_twin(list(widths or [8, 16]))
+    assert list(model.state_dict()) == list(twin.state_dict())
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)
+    assert model._netspec.ir.block_args["widths"] == tuple(widths or (8, 16))
+
+
+def test_a_list_argument_from_the_command_line(tmp_path, capsys, monkeypatch) -> None:
+    from netspec.cli import app
+
+    (tmp_path / "vgg.net").write_text(VGG_LIST)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        app(["check", "vgg.net", "--set", "widths=[4, 8, 16]"], prog_name="netspec")
+    assert info.value.code == 0
+    assert capsys.readouterr().out == "ok: vgg.net: VGG [N, 3, 16, 16] -> [N, 10]\n"
+    with pytest.raises(SystemExit) as info:
+        app(["check", "vgg.net", "--set", "widths=[4, 8, 16, 32, 64]"], prog_name="netspec")
+    assert info.value.code == 1                # five poolings of 16 rows leave none
+    assert "shape error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [
+    (8, "VGG: argument 'widths' is list, but got 8"),
+    ("[8, 16]", "VGG: argument 'widths' is list, but got the string \"[8, 16]\""),
+])
+def test_a_list_argument_takes_only_a_list(value, message) -> None:
+    with pytest.raises(netspec.SpecError) as info:
+        build(VGG_LIST, widths=value)
+    assert info.value.diagnostics[0].message == message
+
+
+@pytest.mark.parametrize("call, message", [
+    ("len(3)", "len() takes a list, not 3"),
+    ("len(widths, widths)", "len() takes one argument"),
+])
+def test_len_takes_one_list(call, message) -> None:
+    src = VGG_LIST.replace("len(widths)", call)
+    with pytest.raises(netspec.SpecError) as info:
+        build(src)
+    assert info.value.diagnostics[0].message == message
+
+
+def test_parse_value_reads_lists() -> None:
+    from netspec.api import parse_value
+
+    assert parse_value('[1, [2, 3], "a,b", true, none, 0.5]') == \
+        (1, (2, 3), "a,b", True, None, 0.5)
+    assert parse_value("[]") == ()
 
 
 def test_unknown_block_argument_has_did_you_mean() -> None:
