@@ -116,6 +116,15 @@ def test_a_list_argument_sizes_repeated_stages(widths) -> None:
     assert model._netspec.ir.block_args["widths"] == tuple(widths or (8, 16))
 
 
+def test_a_checkpoint_keeps_a_list_argument(tmp_path) -> None:
+    model = build(VGG_LIST, widths=[4, 12])
+    netspec.save(model, tmp_path / "vgg.safetensors")
+    loaded = netspec.load(tmp_path / "vgg.safetensors")
+    assert loaded._netspec.ir.block_args["widths"] == (4, 12)
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
 def test_a_list_argument_from_the_command_line(tmp_path, capsys, monkeypatch) -> None:
     from netspec.cli import app
 
