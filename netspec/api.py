@@ -14,7 +14,8 @@ from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
 from netspec.ir import ModuleIR, lint
 from netspec.limits import Limits, using
 from netspec.program import Program, load
-from netspec.shapes import assumption_notes, infer_shapes
+from netspec.notes import spec_notes
+from netspec.shapes import infer_shapes
 
 
 @dataclass
@@ -38,9 +39,10 @@ class Analysis:
 
     @property
     def notes(self) -> list[Diagnostic]:
-        """Equalities of symbolic sizes the check took on trust, located (``netspec check``
-        prints them): ``cat`` of ``2*(H//4)`` and ``H//2`` rows holds only for some ``H``."""
-        return assumption_notes(self.ir)
+        """What the check reports without failing (``netspec check`` prints them): symbolic
+        sizes taken as equal on trust (a ``cat`` of ``2*(H//4)`` and ``H//2`` rows holds only
+        for some ``H``), and values computed but never used."""
+        return spec_notes(self.ir)
 
 
 def parse_shape(text: str | Sequence[int] | None) -> Shape | None:

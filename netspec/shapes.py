@@ -14,8 +14,7 @@ from typing import Any, Iterator
 import networkx as nx
 
 from netspec.args import has_symbols, memo_key, validate_values
-from netspec.dims import (Shape, Sym, counterexample, equal_residues, fmt_shape, substitute,
-                          symbol_name)
+from netspec.dims import Shape, Sym, fmt_shape
 from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
 from netspec.functions import (
@@ -656,47 +655,3 @@ def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap
     lint(module, shaped=True)
     return module
 
-
-def assumption_notes(module: ModuleIR) -> list[Diagnostic]:
-    """A note for each equality of sizes that ``infer_shapes`` took on trust (a node's
-    ``assumes``), with sizes for which it fails where small ones show it; in source order."""
-    notes: dict[tuple, Diagnostic] = {}
-    for _, mod in module.walk():
-        if mod.graph is not None:
-            for data in _all_nodes(mod.graph):
-                for a, b in data.get("assumes", ()):
-                    note = _assumption_note(a, b, data["span"])
-                    notes.setdefault((note.span, note.message), note)
-    return sorted(notes.values(), key=lambda d: (d.span.file, d.span.line, d.span.column)
-                  if d.span else ("", 0, 0))
-
-
-def _all_nodes(graph: nx.DiGraph) -> Iterator[dict]:
-    for _, data in graph.nodes(data=True):
-        yield data
-        if data["op"] == "loop":
-            for frag in (data["cond"], data["body"]):
-                yield from _all_nodes(frag.graph)
-
-
-def _assumption_note(a: Any, b: Any, span: Span | None) -> Diagnostic:
-    check = "a concrete --input checks them exactly"
-    sizes = counterexample(a, b)
-    if sizes is None:
-        return Diagnostic("note", f"sizes assumed equal: {a} and {b}", span,
-                          hint=f"netspec cannot tell whether they always are; {check}")
-    given = ", ".join(f"{symbol_name(name)} = {v}" for name, v in sizes.items())
-    example = f"with {given} they are {substitute(a, sizes)} and {substitute(b, sizes)}"
-    pattern = equal_residues(a, b, *sizes) if len(sizes) == 1 else None
-    if pattern is not None and pattern[1]:
-        (name,), (period, residues) = sizes, pattern
-        name = symbol_name(name)
-        if period == 2:
-            when = f"{name} is {'even' if residues == [0] else 'odd'}"
-        elif residues == [0]:
-            when = f"{name} is a multiple of {period}"
-        else:
-            when = f"{name} % {period} is " + " or ".join(str(r) for r in residues)
-        example = f"they agree only when {when}; {example}"
-    return Diagnostic("note", f"sizes assumed equal: {a} and {b}", span,
-                      hint=f"{example}; {check}")

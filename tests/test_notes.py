@@ -1,5 +1,6 @@
-"""Sizes taken as equal on trust: where a shape rule can neither prove nor refuse that two
-symbolic sizes agree, the check goes on and says so, located, with sizes that break it."""
+"""Notes: what a check reports about a sound spec without failing it. Sizes taken as equal on
+trust (a shape rule can neither prove nor refuse that two symbolic sizes agree: the check goes
+on and says so, with sizes that break it), and values computed but never used."""
 
 from __future__ import annotations
 
@@ -111,5 +112,37 @@ def test_the_editor_gets_the_notes() -> None:
 
 
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.name)
-def test_the_example_specs_take_nothing_on_trust(path: Path) -> None:
+def test_the_example_specs_have_no_notes(path: Path) -> None:
     assert netspec.analyze(path).notes == []
+
+
+UNUSED = """\
+block Heads {
+    input x: [N, 8]
+    y = x -> Linear(4)
+    z = relu(x)
+    t = z * 2
+    w = sum(abs(z + 1))
+    Linear(3)
+    while sum(abs(x)) > w { x / 2 }
+    return x
+}
+"""
+
+
+def test_a_value_nothing_reads_is_a_note() -> None:
+    """y and t are never read; z is read by t and w, and w by the loop's condition."""
+    notes = netspec.analyze(UNUSED).notes
+    assert [(d.kind, d.message, d.span.line, d.span.column) for d in notes] == [
+        ("note", "the value 'y' is never used", 3, 14),
+        ("note", "the value 't' is never used", 5, 9)]
+    assert notes[0].hint.startswith("a step applies to the running value, not to the last "
+                                    "named one")
+    model = netspec.build(UNUSED)                 # a note is not an error: it builds
+    assert model(torch.randn(2, 8)).shape == (2, 3)
+
+
+def test_a_step_whose_result_is_dropped_is_a_note() -> None:
+    text = "block B {\n    input x: [N, 8]\n    y = relu(x)\n    Linear(4)\n    return y\n}\n"
+    (note,) = netspec.analyze(text).notes
+    assert (note.message, note.span.line) == ("the result of this step is never used", 4)

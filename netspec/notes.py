@@ -1,0 +1,97 @@
+"""Notes: what ``netspec check`` reports about a sound spec without failing it.
+
+* a size taken as equal on trust: a shape rule could neither prove nor refuse that two
+  symbolic sizes agree (``infer_shapes`` leaves them on the node as ``assumes``);
+* a value computed and never used: ``pool = mean(x, dim=1)`` followed by a step that applies
+  to the running value, not to ``pool``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import networkx as nx
+
+from netspec.dims import counterexample, equal_residues, substitute, symbol_name
+from netspec.errors import Diagnostic, Span
+from netspec.ir import ModuleIR, refs
+
+
+def spec_notes(module: ModuleIR) -> list[Diagnostic]:
+    """Every note on a shaped IR, in source order."""
+    notes = _assumption_notes(module) + _unused_notes(module)
+    return sorted(notes, key=lambda d: (d.span.file, d.span.line, d.span.column)
+                  if d.span else ("", 0, 0))
+
+
+def _unused_notes(module: ModuleIR) -> list[Diagnostic]:
+    """A note for each step whose value nothing reads: not a later step, the output, a loop or
+    an ``expect``. Its module still exists and holds parameters that never train."""
+    notes: dict[Span, Diagnostic] = {}
+    for _, mod in module.walk():
+        if mod.graph is None:
+            continue
+        read = {nid for nid, _, _ in mod.expects}
+        for data in _all_nodes(mod.graph):
+            if data["op"] == "loop":
+                for frag in (data["cond"], data["body"]):
+                    read.update(r.node for d in _all_nodes(frag.graph)
+                                for r in refs(d["args"], d["kwargs"]))
+        graph = mod.graph
+        for nid, data in graph.nodes(data=True):
+            if data["op"] in ("placeholder", "output") or graph._succ[nid] or nid in read:
+                continue
+            span = data.get("span")
+            if span is None or span in notes:
+                continue
+            name = data.get("name")       # "x" for the running value
+            what = f"the value '{name}'" if name and name != "x" else "the result of this step"
+            notes[span] = Diagnostic(
+                "note", f"{what} is never used", span,
+                hint="a step applies to the running value, not to the last named one: use the "
+                     "value by name (`value -> step`), or remove it")
+    return list(notes.values())
+
+
+def _assumption_notes(module: ModuleIR) -> list[Diagnostic]:
+    """A note for each equality of sizes that ``infer_shapes`` took on trust (a node's
+    ``assumes``), with sizes for which it fails where small ones show it; in source order."""
+    notes: dict[tuple, Diagnostic] = {}
+    for _, mod in module.walk():
+        if mod.graph is not None:
+            for data in _all_nodes(mod.graph):
+                for a, b in data.get("assumes", ()):
+                    note = _assumption_note(a, b, data["span"])
+                    notes.setdefault((note.span, note.message), note)
+    return list(notes.values())
+
+
+def _all_nodes(graph: nx.DiGraph) -> Iterator[dict]:
+    for _, data in graph.nodes(data=True):
+        yield data
+        if data["op"] == "loop":
+            for frag in (data["cond"], data["body"]):
+                yield from _all_nodes(frag.graph)
+
+
+def _assumption_note(a: Any, b: Any, span: Span | None) -> Diagnostic:
+    check = "a concrete --input checks them exactly"
+    sizes = counterexample(a, b)
+    if sizes is None:
+        return Diagnostic("note", f"sizes assumed equal: {a} and {b}", span,
+                          hint=f"netspec cannot tell whether they always are; {check}")
+    given = ", ".join(f"{symbol_name(name)} = {v}" for name, v in sizes.items())
+    example = f"with {given} they are {substitute(a, sizes)} and {substitute(b, sizes)}"
+    pattern = equal_residues(a, b, *sizes) if len(sizes) == 1 else None
+    if pattern is not None and pattern[1]:
+        (name,), (period, residues) = sizes, pattern
+        name = symbol_name(name)
+        if period == 2:
+            when = f"{name} is {'even' if residues == [0] else 'odd'}"
+        elif residues == [0]:
+            when = f"{name} is a multiple of {period}"
+        else:
+            when = f"{name} % {period} is " + " or ".join(str(r) for r in residues)
+        example = f"they agree only when {when}; {example}"
+    return Diagnostic("note", f"sizes assumed equal: {a} and {b}", span,
+                      hint=f"{example}; {check}")
