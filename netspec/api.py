@@ -13,8 +13,8 @@ from netspec.elaborate import elaborate
 from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
 from netspec.ir import ModuleIR, lint
 from netspec.limits import Limits, using
-from netspec.program import Program, load
 from netspec.notes import spec_notes
+from netspec.program import Program, load
 from netspec.shapes import infer_shapes
 
 
@@ -68,37 +68,30 @@ def parse_shape(text: str | Sequence[int] | None) -> Shape | None:
 
 def parse_value(text: str) -> Any:
     """A ``--set k=v`` value in spec syntax: 3, 0.5, true, false, none, "text", a list of
-    them (``[64, 128]``, a tuple), or a bare word."""
-    words = {"true": True, "false": False, "none": None}
-    if text in words:
-        return words[text]
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1].strip()
-        return tuple(parse_value(item.strip()) for item in _split_items(inner)) if inner else ()
+    them (``[64, 128]``, a tuple), or a bare word (a string, in a list too)."""
     try:
-        value = pyast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        return _literal(pyast.parse(text.strip(), mode="eval").body)
+    except (SyntaxError, ValueError):
         return text
-    return value if isinstance(value, (int, float, str)) else text
 
 
-def _split_items(text: str) -> list[str]:
-    """Split a list's items at the commas outside brackets and quotes."""
-    items, depth, quote, start = [], 0, "", 0
-    for i, ch in enumerate(text):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    items.append(text[start:])
-    return items
+_WORDS = {"true": True, "false": False, "none": None}
+
+
+def _literal(node: pyast.expr) -> Any:
+    """A value of Python's syntax tree for a ``--set`` value: spec words and bare words in
+    place of Python names; ValueError for anything else (an expression)."""
+    if isinstance(node, pyast.Constant) and isinstance(node.value, (int, float, str)):
+        return node.value
+    if isinstance(node, pyast.Name):
+        return _WORDS.get(node.id, node.id)
+    if isinstance(node, pyast.UnaryOp) and isinstance(node.op, pyast.USub):
+        value = _literal(node.operand)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value
+    if isinstance(node, (pyast.List, pyast.Tuple)):
+        return tuple(_literal(item) for item in node.elts)
+    raise ValueError("not a value")
 
 
 def analyze(spec: str | Path | Program, block: str | None = None, input: Any = None, *,

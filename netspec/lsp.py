@@ -154,7 +154,7 @@ def analyse_document(text: str, path: Path | None = None, *, cwd: Path | None = 
         analysis = analyze(program)
         doc.ir = analysis.ir
         check_init_rules(analysis)          # as `netspec check` does: rules that match nothing
-        doc.diagnostics = analysis.notes    # sizes taken as equal on trust, as information
+        doc.diagnostics = analysis.notes    # notes, which the editor shows as information
     except SpecError as exc:
         doc.diagnostics = list(exc.diagnostics)
         if doc.ir is None:

@@ -55,7 +55,7 @@ def _unused_notes(module: ModuleIR) -> list[Diagnostic]:
 
 def _assumption_notes(module: ModuleIR) -> list[Diagnostic]:
     """A note for each equality of sizes that ``infer_shapes`` took on trust (a node's
-    ``assumes``), with sizes for which it fails where small ones show it; in source order."""
+    ``assumes``), with sizes for which it fails where small ones show it."""
     notes: dict[tuple, Diagnostic] = {}
     for _, mod in module.walk():
         if mod.graph is not None:
