@@ -50,6 +50,12 @@ def _print_tables(*tables: Any) -> None:
         console.print(t)
 
 
+def _print_notes(analysis: Any) -> None:
+    """A check's notes on stderr, where they do not mix with a table or JSON on stdout."""
+    if analysis.notes:
+        typer.echo(render(analysis.notes, analysis.sources), err=True)
+
+
 def _run(action: Callable[[], int | None]) -> None:
     """Run a command; report netspec's own errors without a traceback."""
     try:
@@ -77,8 +83,7 @@ def check(spec: Path = SpecArg, block: Optional[str] = BlockOpt, input: Optional
         ir = analysis.ir
         typer.echo(f"ok: {analysis.program.root}: {ir.cls_name} "
                    f"{fmt_shape(ir.in_shape)} -> {fmt_shape(ir.out_shape)}")
-        if analysis.notes:
-            typer.echo(render(analysis.notes, analysis.sources), err=True)
+        _print_notes(analysis)
     _run(action)
 
 
@@ -97,11 +102,12 @@ def summary(spec: Path = SpecArg, block: Optional[str] = BlockOpt,
         analysis = analyze(spec, block, input, args=_block_args(set))
         if format != "text":
             typer.echo(render_summary(analysis, depth=depth, fmt=format), nl=False)
-            return
-        tables = [summary_table(analysis, depth=depth)]
-        if init:
-            tables.append(init_table(analysis))
-        _print_tables(*tables)
+        else:
+            tables = [summary_table(analysis, depth=depth)]
+            if init:
+                tables.append(init_table(analysis))
+            _print_tables(*tables)
+        _print_notes(analysis)
     _run(action)
 
 

@@ -102,6 +102,24 @@ def test_check_prints_the_notes_and_succeeds(tmp_path, capsys, monkeypatch) -> N
     assert (info.value.code, err) == (0, "")
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_summary_prints_the_notes_apart_from_its_table(tmp_path, capsys, monkeypatch,
+                                                       fmt) -> None:
+    import json
+
+    from netspec.cli import app
+
+    (tmp_path / "unet.net").write_text(UNET)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        app(["summary", "unet.net", "--format", fmt], prog_name="netspec")
+    out, err = capsys.readouterr()
+    assert info.value.code == 0
+    assert err.count("note: sizes assumed equal") == 4 and "sizes assumed" not in out
+    if fmt == "json":
+        assert json.loads(out)["rows"]
+
+
 def test_the_editor_gets_the_notes() -> None:
     from netspec.lsp import analyse_document
 
