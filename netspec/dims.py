@@ -327,16 +327,25 @@ def counterexample(a: Dim, b: Dim, tries: int = 4096) -> dict[str, int] | None:
     top = max(2, round(tries ** (1 / len(names))))
     for sizes in itertools.product(range(1, top + 1), repeat=len(names)):
         values = dict(zip(names, sizes))
-        if substitute(a, values) != substitute(b, values):
+        if _differ(a, b, values):
             return values
     return None
+
+
+def _differ(a: Dim, b: Dim, values: dict[str, Dim]) -> bool:
+    """Whether ``a`` and ``b`` differ at these sizes; False where either divides by zero
+    there (``(H*W)//(W - 1)`` at W = 1), sizes no input can have."""
+    try:
+        return substitute(a, values) != substitute(b, values)
+    except ZeroDivisionError:
+        return False
 
 
 def equal_residues(a: Dim, b: Dim, name: str, span: int = 128) -> tuple[int, list[int]] | None:
     """Where ``a`` and ``b``, in one symbol ``name``, are equal, when that follows the symbol's
     remainder: ``(4, [0, 1])`` for ``2*(H//4)`` and ``H//2`` (equal when ``H % 4`` is 0 or
     1). The smallest period up to 16 that sizes 1..``span`` show; None if there is none."""
-    equal = [substitute(a, {name: v}) == substitute(b, {name: v}) for v in range(1, span + 1)]
+    equal = [not _differ(a, b, {name: v}) for v in range(1, span + 1)]
     for period in range(2, 17):
         if all(equal[i] == equal[i - period] for i in range(period, span)):
             return period, sorted({(i + 1) % period for i in range(period) if equal[i]})

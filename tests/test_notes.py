@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import netspec
+from netspec.dims import Sym
 from netspec.errors import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,3 +165,13 @@ def test_a_step_whose_result_is_dropped_is_a_note() -> None:
     text = "block B {\n    input x: [N, 8]\n    y = relu(x)\n    Linear(4)\n    return y\n}\n"
     (note,) = netspec.analyze(text).notes
     assert (note.message, note.span.line) == ("the result of this step is never used", 4)
+
+
+def test_sizes_that_divide_by_zero_are_no_counterexample() -> None:
+    """A size that would divide by zero (W = 1 in ``(H*W)//(W - 1)``) is skipped, not a
+    crash: the first counterexample is a size an input can have."""
+    from netspec.dims import counterexample, equal_residues
+
+    H, W = Sym.symbol("H"), Sym.symbol("W")
+    assert counterexample((H * W) // (W - 1), H) == {"H": 1, "W": 2}
+    assert equal_residues(H // (H - 1), H, "H") is None
