@@ -748,9 +748,10 @@ def _cat_shape(*shapes: Shape, dim: int) -> Shape:
         for j, (have, want) in enumerate(zip(s, first)):
             if j == d:
                 out[j] = out[j] + have
-            elif _known_equal(have, want) is False:
+            elif _known_equal(have, out[j]) is False:     # out[j]: the size merged so far
                 raise ShapeRuleError(
-                    f"cat: tensor {i} has {have} at dim {j} where tensor 0 has {want}",
+                    f"cat: tensor {i} has {have} at dim {j} where tensor 0 has {want}"
+                    + ("" if out[j] == want else f" (taken to be {out[j]})"),
                     operand=i, hint=f"all dims but the cat dim {d} must match")
             else:
                 out[j] = _unify(out[j], have)

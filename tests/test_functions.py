@@ -673,3 +673,16 @@ def test_import_without_torch():
             "print(f.FUNCTIONS['relu'].emit('x'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "torch.relu(x)"
+
+
+def test_cat_compares_each_tensor_with_the_size_merged_so_far() -> None:
+    """A symbolic size taken to be 3 by the second tensor cannot also be 4 for the third:
+    torch refuses the cat for every H, and so does the rule."""
+    H = Sym.symbol("H")
+    with pytest.raises(ShapeRuleError) as info:
+        lookup_function("cat").shape((2, H), (2, 3), (2, 4), dim=0)
+    assert info.value.message == "cat: tensor 2 has 4 at dim 1 where tensor 0 has H (taken to be 3)"
+    assert info.value.operand == 2
+    with pytest.raises(RuntimeError):
+        torch.cat((torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 4)), 0)
+    assert lookup_function("cat").shape((2, H), (2, 3), (2, 3), dim=0) == (6, 3)
