@@ -52,8 +52,9 @@ def _print_tables(*tables: Any) -> None:
 
 def _print_notes(analysis: Any) -> None:
     """A check's notes on stderr, where they do not mix with a table or JSON on stdout."""
-    if analysis.notes:
-        typer.echo(render(analysis.notes, analysis.sources), err=True)
+    notes = analysis.notes          # computed on each access: the search for counterexamples
+    if notes:
+        typer.echo(render(notes, analysis.sources), err=True)
 
 
 def _run(action: Callable[[], int | None]) -> None:

@@ -248,10 +248,7 @@ def _substitute_atom(atom: str, values: dict[str, Dim]) -> Dim:
         return values[atom]
     if atom in _DEFERRED:
         op, left, right = _DEFERRED[atom]
-        left = left.substitute(values) if isinstance(left, Sym) else left
-        right = right.substitute(values) if isinstance(right, Sym) else right
-        if isinstance(left, int) and isinstance(right, int) and right != 0:
-            return left // right if op == "//" else left % right
+        left, right = substitute(left, values), substitute(right, values)
         return left // right if op == "//" else left % right
     return Sym.symbol(atom)
 
@@ -261,7 +258,7 @@ def _atom_display(atom: str) -> str:
         op, left, right = _DEFERRED[atom]
         bare = not isinstance(left, Sym) or left.atom() is not None
         return f"{left if bare else f'({left})'}{op}{_paren(right)}"
-    return _INSTANCE.sub("", atom)
+    return symbol_name(atom)
 
 
 def _atom_source(atom: str, names: dict[str, str]) -> str:
@@ -271,7 +268,7 @@ def _atom_source(atom: str, names: dict[str, str]) -> str:
         op, left, right = _DEFERRED[atom]
         sides = [d.source(names) if isinstance(d, Sym) else str(d) for d in (left, right)]
         return f"(({sides[0]}) {op} ({sides[1]}))"
-    raise ValueError(f"the size {_INSTANCE.sub('', atom)} cannot be computed at run time")
+    raise ValueError(f"the size {symbol_name(atom)} cannot be computed at run time")
 
 
 def _as_terms(d: Dim) -> _Terms:
