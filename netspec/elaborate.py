@@ -303,6 +303,11 @@ def _literal_call(layer: LayerDef, args: tuple, keywords: tuple) -> tuple | None
     return tuple(key)
 
 
+def _values_and_spans(bound: dict[str, Arg]) -> tuple[dict[str, Any], dict[str, Span]]:
+    """A binding's values and the spans where they were written, as ``ModuleIR`` keeps them."""
+    return {k: a.value for k, a in bound.items()}, {k: a.span for k, a in bound.items()}
+
+
 def _binding_recipe(bound: dict[str, Arg], args: tuple, keywords: tuple) -> tuple | bool:
     """How a literal call bound: (parameter, value, index of the argument written for it) for
     each parameter, the index counting keywords after positional arguments. False where an
@@ -574,8 +579,7 @@ class _BodyBuilder:
         bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
         if key is not None:
             self.elab.bindings[key] = _binding_recipe(bound, args, keywords)
-        return layer_ir(layer, span, {k: a.value for k, a in bound.items()},
-                        {k: a.span for k, a in bound.items()})
+        return layer_ir(layer, span, *_values_and_spans(bound))
 
     def two_readings(self, layer: LayerDef, args: tuple, keywords: tuple, span: Span) -> ModuleIR:
         """A call whose positional arguments reach the input size in torch's order: ``LSTM(64,
@@ -599,11 +603,9 @@ class _BodyBuilder:
             if invalid:
                 raise lazy_error from None
         chosen = lazy if lazy is not None else as_torch
-        mod = layer_ir(layer, span, {k: a.value for k, a in chosen.items()},
-                       {k: a.span for k, a in chosen.items()})
+        mod = layer_ir(layer, span, *_values_and_spans(chosen))
         if lazy is not None and as_torch is not None:
-            mod.torch_reading = ({k: a.value for k, a in as_torch.items()},
-                                 {k: a.span for k, a in as_torch.items()}, len(args))
+            mod.torch_reading = (*_values_and_spans(as_torch), len(args))
         return mod
 
     def bind_call(self, callee: str, params: tuple[Param, ...],
