@@ -95,7 +95,7 @@ def _known_equal(a: Dim, b: Dim) -> bool | None:
 ASSUMED: list[tuple[Dim, Dim]] = []
 
 
-def _agree(a: Dim, b: Dim) -> bool:
+def agree(a: Dim, b: Dim) -> bool:
     """Whether two sizes a rule needs equal may be: False when they are known to differ. One
     neither proved nor refuted is taken on trust and noted in ``ASSUMED``."""
     if a is b or a == b:
@@ -106,7 +106,7 @@ def _agree(a: Dim, b: Dim) -> bool:
     return known is not False
 
 
-def _unify(a: Dim, b: Dim) -> Dim:
+def unify(a: Dim, b: Dim) -> Dim:
     """Merge two dims that agree: keep the concrete one, else the first."""
     return b if isinstance(b, int) and not isinstance(a, int) else a
 
@@ -122,7 +122,7 @@ def _broadcast_dim(a: Dim, b: Dim) -> Dim | None:
         return b
     if b == 1:
         return a
-    return _unify(a, b) if _agree(a, b) else None
+    return unify(a, b) if agree(a, b) else None
 
 
 def _broadcast(*shapes: Shape) -> Shape:
@@ -380,7 +380,7 @@ def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
         if not s:
             raise ShapeRuleError("matmul needs tensors of at least 1 dim, not a scalar", operand=i)
     k_a, k_b = a[-1], b[0] if len(b) == 1 else b[-2]
-    if not _agree(k_a, k_b):
+    if not agree(k_a, k_b):
         which = "size" if len(b) == 1 else "second-to-last dim"
         raise ShapeRuleError(f"the inner dims differ, {fmt_shape(a)} @ {fmt_shape(b)}", operand=1,
                              hint=f"the last dim of the left operand ({k_a}) must equal the "
@@ -513,13 +513,13 @@ def _reshape_shape(x: Shape, *, shape: tuple) -> Shape:
     total, known = numel(x), numel([d for d in sizes if not (isinstance(d, int) and d == -1)])
     into = f"cannot reshape {fmt_shape(x)} ({total} elements) into {fmt_shape(sizes)}"
     if not holes:
-        if not _agree(total, known):
+        if not agree(total, known):
             raise ShapeRuleError(f"{into} ({known} elements)", arg="shape")
         return sizes
     if known == 0:
         raise ShapeRuleError(f"{into}: -1 is ambiguous next to a 0 size", arg="shape")
     inferred = total // known
-    if _divides(known, total) is False or not _agree(inferred * known, total):
+    if _divides(known, total) is False or not agree(inferred * known, total):
         raise ShapeRuleError(f"{into}: {total} is not a multiple of {known}", arg="shape")
     return sizes[:holes[0]] + (inferred,) + sizes[holes[0] + 1:]
 
@@ -715,11 +715,11 @@ def _expand_shape(x: Shape, *, size: tuple) -> Shape:
         have = x[i - lead]
         if hole or have == 1:
             out.append(have if hole else want)
-        elif not _agree(want, have):
+        elif not agree(want, have):
             raise ShapeRuleError(f"cannot expand {fmt_shape(x)} to {fmt_shape(sizes)}: "
                                  f"size {have} is not 1 at dim {i - lead}", arg="size")
         else:
-            out.append(_unify(want, have))
+            out.append(unify(want, have))
     return tuple(out)
 
 
@@ -747,13 +747,13 @@ def _cat_shape(*shapes: Shape, dim: int) -> Shape:
         for j, (have, want) in enumerate(zip(s, first)):
             if j == d:
                 out[j] = out[j] + have
-            elif not _agree(out[j], have):     # out[j]: the size merged so far
+            elif not agree(out[j], have):     # out[j]: the size merged so far
                 raise ShapeRuleError(
                     f"cat: tensor {i} has {have} at dim {j} where tensor 0 has {want}"
                     + ("" if out[j] == want else f" (taken to be {out[j]})"),
                     operand=i, hint=f"all dims but the cat dim {d} must match")
             else:
-                out[j] = _unify(out[j], have)
+                out[j] = unify(out[j], have)
     return tuple(out)
 
 
@@ -763,10 +763,10 @@ def _stack_shape(*shapes: Shape, dim: int) -> Shape:
         raise ShapeRuleError("stack needs at least one tensor")
     out = list(shapes[0])
     for i, s in enumerate(shapes[1:], 1):
-        if len(s) != len(out) or not all(_agree(b, a) for a, b in zip(s, out)):
+        if len(s) != len(out) or not all(agree(b, a) for a, b in zip(s, out)):
             raise ShapeRuleError(f"stack: tensor {i} has shape {fmt_shape(s)} where tensor 0 has "
                                  f"{fmt_shape(shapes[0])}", operand=i)
-        out = [_unify(a, b) for a, b in zip(out, s)]
+        out = [unify(a, b) for a, b in zip(out, s)]
     d = _norm_dim(dim, shapes[0], extra=1)
     return tuple(out[:d]) + (len(shapes),) + tuple(out[d:])
 

@@ -1,7 +1,8 @@
 """Notes: what ``netspec check`` reports about a sound spec without failing it.
 
-* a size taken as equal on trust: a shape rule could neither prove nor refuse that two
-  symbolic sizes agree (``infer_shapes`` leaves them on the node as ``assumes``);
+* a size taken as equal on trust: a shape rule, a block's declared input or an ``expect``
+  could neither prove nor refuse that two symbolic sizes agree (``infer_shapes`` leaves them
+  on the node as ``assumes``);
 * a value computed and never used: ``pool = mean(x, dim=1)`` followed by a step that applies
   to the running value, not to ``pool``.
 """
@@ -60,8 +61,8 @@ def _assumption_notes(module: ModuleIR) -> list[Diagnostic]:
     for _, mod in module.walk():
         if mod.graph is not None:
             for data in _all_nodes(mod.graph):
-                for a, b in data.get("assumes", ()):
-                    note = _assumption_note(a, b, data["span"])
+                for a, b, span, why in data.get("assumes", ()):
+                    note = _assumption_note(a, b, span or data["span"], why)
                     notes.setdefault((note.span, note.message), note)
     return list(notes.values())
 
@@ -74,12 +75,14 @@ def _all_nodes(graph: nx.DiGraph) -> Iterator[dict]:
                 yield from _all_nodes(frag.graph)
 
 
-def _assumption_note(a: Any, b: Any, span: Span | None) -> Diagnostic:
+def _assumption_note(a: Any, b: Any, span: Span | None, why: str | None) -> Diagnostic:
     check = "a concrete --input checks them exactly"
+    notes = (why,) if why else ()
     sizes = counterexample(a, b)
     if sizes is None:
         return Diagnostic("note", f"sizes assumed equal: {a} and {b}", span,
-                          hint=f"netspec cannot tell whether they always are; {check}")
+                          hint=f"netspec cannot tell whether they always are; {check}",
+                          notes=notes)
     given = ", ".join(f"{symbol_name(name)} = {v}" for name, v in sizes.items())
     example = f"with {given} they are {substitute(a, sizes)} and {substitute(b, sizes)}"
     pattern = equal_residues(a, b, *sizes) if len(sizes) == 1 else None
@@ -94,4 +97,4 @@ def _assumption_note(a: Any, b: Any, span: Span | None) -> Diagnostic:
             when = f"{name} % {period} is " + " or ".join(str(r) for r in residues)
         example = f"they agree only when {when}; {example}"
     return Diagnostic("note", f"sizes assumed equal: {a} and {b}", span,
-                      hint=f"{example}; {check}")
+                      hint=f"{example}; {check}", notes=notes)

@@ -19,6 +19,8 @@ from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
 from netspec.functions import (
     ASSUMED,
+    agree,
+    unify,
     DTYPE_RULES,
     FLOAT_HINT,
     KIND_MAKERS,
@@ -89,16 +91,15 @@ class _ShapeInference:
         return value
 
     def bind(self, declared: Any, actual: Any) -> bool:
-        """Unify a declared dim with an arriving one; False if they conflict."""
-        declared = self.subst(declared)
+        """Unify a declared dim with an arriving one; False if they are known to differ. A pair
+        neither proved nor refuted (``16`` against a free ``H``) is taken on trust and left in
+        ``ASSUMED`` for the caller to note."""
         atom = declared.atom() if isinstance(declared, Sym) else None
         if atom is not None and atom not in self.bindings:
             if declared != actual:
                 self.bindings[atom] = actual
             return True
-        if isinstance(declared, int) and isinstance(actual, int):
-            return declared == actual
-        return declared == actual or isinstance(declared, Sym) or isinstance(actual, Sym)
+        return agree(actual, self.subst(declared))
 
     def error(self, kind: str, message: str, span: Span | None, hint: str | None = None,
               notes: tuple = ()) -> None:
@@ -106,9 +107,11 @@ class _ShapeInference:
 
     # ---- modules --------------------------------------------------------------------------
     def module(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
-               kind: Kind = None) -> Shape | None:
+               kind: Kind = None, step: dict | None = None) -> Shape | None:
+        """The output shape of ``mod`` on ``shape``; ``step``: the attributes of the node that
+        applies it, where sizes its declared input takes on trust are noted."""
         if mod.kind == "layer":
-            out = self.layer(mod, shape, span, origin)
+            out = self.layer(mod, shape, span, origin, step)
             if kind is None and not mod.layer.indices:
                 return out       # the usual case: an input of unknown kind, an unknown output
             if out is None:
@@ -120,7 +123,7 @@ class _ShapeInference:
                 return _UNKNOWN
             self.kind_out = taken
             return out
-        return self.block(mod, shape, span, origin, kind)
+        return self.block(mod, shape, span, origin, kind, step)
 
     def layer_kind(self, mod: ModuleIR, kind: Kind, span: Span, origin: _Origin) -> Kind | bool:
         """The kind of a layer's output for an input of this kind, its arguments resolved; False,
@@ -151,7 +154,17 @@ class _ShapeInference:
                    notes=(_kind_note(origin, kind),))
         return False
 
-    def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin) -> Shape | None:
+    def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
+              step: dict | None = None) -> Shape | None:
+        out = self.layer_shape(mod, shape, span, origin)
+        if ASSUMED:              # stated sizes taken on trust
+            taken = _taken_on_trust(None, None)
+            if step is not None:
+                step["assumes"] = (*step.get("assumes", ()), *taken)
+        return out
+
+    def layer_shape(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin
+                    ) -> Shape | None:
         layer = mod.layer
         assert layer is not None
         if mod.torch_reading is not None and not self.pick_reading(mod, shape, span):
@@ -164,15 +177,27 @@ class _ShapeInference:
                 return seen[1]
         values = {k: v if v.__class__ in _PLAIN else self.subst(v) for k, v in mod.args.items()}
         for size in layer.in_sizes:
-            if not size.compare and values.get(size.param) is not None:
+            stated = values.get(size.param)
+            if not size.compare and stated is not None:
                 continue          # a stated value the shape rule checks itself
+            dim = size.dim
+            if stated.__class__ is int and dim is not None and -len(shape) <= dim < len(shape) \
+                    and shape[dim].__class__ is not int:
+                # a size stated where the input's dim is symbolic (16 for H): taken on trust
+                # and noted, unless the two are known to differ
+                if agree(shape[dim], stated):
+                    shape = tuple(stated if i == dim % len(shape) else d
+                                  for i, d in enumerate(shape))
+                    key = None          # each such call notes it at its own step
             try:
                 inferred = size.infer(shape)
             except ShapeRuleError as exc:
-                self.error("shape error", exc.message, span, hint=exc.hint,
-                           notes=(origin.note(shape),))
-                return _UNKNOWN
-            stated = values.get(size.param)
+                if stated is not None and dim is not None and exc.arg == size.param:
+                    inferred = shape[dim]       # known to differ from the stated size
+                else:
+                    self.error("shape error", exc.message, span, hint=exc.hint,
+                               notes=(origin.note(shape),))
+                    return _UNKNOWN
             if stated is not None and not _same(stated, inferred):
                 self.error("shape error", f"{size.param}={_show(stated)}, but the input here "
                            f"has {_show(inferred)} {size.noun}",
@@ -295,9 +320,9 @@ class _ShapeInference:
         return True
 
     def block(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
-              kind: Kind = None) -> Shape | None:
+              kind: Kind = None, step: dict | None = None) -> Shape | None:
         with self.kind_scope(kind):
-            return self.block_body(mod, shape, span, origin)
+            return self.block_body(mod, shape, span, origin, step)
 
     @contextlib.contextmanager
     def kind_scope(self, entry: Kind) -> Iterator[None]:
@@ -309,14 +334,27 @@ class _ShapeInference:
         finally:
             self.kinds, self.entry_kind = outer
 
-    def block_body(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin
-                   ) -> Shape | None:
+    def block_body(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
+                   step: dict | None = None) -> Shape | None:
         if mod.input_dims is not None:
             declared = self.subst(mod.input_dims)
-            if len(declared) != len(shape) or not all(
-                    self.bind(d, a) for d, a in zip(mod.input_dims, shape)):
+            fits = len(declared) == len(shape) and all(
+                self.bind(d, a) for d, a in zip(mod.input_dims, shape))
+            if ASSUMED:
+                assumed = _taken_on_trust(None, f"{mod.cls_name} declares its input "
+                                          f"{fmt_shape(self.subst(mod.input_dims))}" +
+                                          (f" at {mod.input_span}" if mod.input_span else ""))
+                if step is not None:
+                    step["assumes"] = (*step.get("assumes", ()), *assumed)
+            if fits:          # the body sees the declared sizes where they are concrete
+                shape = tuple(unify(a, d) for a, d in zip(shape, self.subst(mod.input_dims)))
+            else:
+                bound = self.subst(mod.input_dims)     # its symbols as this input binds them
+                # written with symbols this input binds to sizes it lacks: show them bound
+                here = f", {fmt_shape(bound)} here" if len(bound) == len(shape) and any(
+                    b != d and b != a for b, d, a in zip(bound, declared, shape)) else ""
                 self.error("shape error", f"{mod.cls_name} declares the input "
-                           f"{fmt_shape(declared)}, but gets {fmt_shape(shape)}",
+                           f"{fmt_shape(declared)}{here}, but gets {fmt_shape(shape)}",
                            span, notes=(origin.note(shape) if origin.span else None,
                                         f"declared at {mod.input_span}" if mod.input_span
                                         else None))
@@ -339,8 +377,12 @@ class _ShapeInference:
         for node, dims, espan in mod.expects:
             actual = env.get(node)
             expected = self.subst(dims)
-            if actual is not None and (len(actual) != len(expected) or
-                                       not all(self.bind(e, a) for e, a in zip(dims, actual))):
+            fits = actual is None or (len(actual) == len(expected) and
+                                      all(self.bind(e, a) for e, a in zip(dims, actual)))
+            if ASSUMED:
+                data = mod.graph.nodes[node]
+                data["assumes"] = (*data.get("assumes", ()), *_taken_on_trust(espan, None))
+            if not fits:
                 self.error("shape error", f"expected {fmt_shape(expected)}, but the value here "
                            f"is {fmt_shape(actual)}", espan, notes=(origins[node].note(actual),))
         self.ties(mod)
@@ -408,7 +450,7 @@ class _ShapeInference:
         op = data["op"]
         if op == "call_module":
             return self.module(mod.children[data["target"]], inputs[0], data["span"], origin,
-                               self.kinds.get(data["args"][0].node))
+                               self.kinds.get(data["args"][0].node), data)
         if op == "get_attr":
             decl = mod.tensors[data["target"]]
             shapes = self.tensor_shapes(mod, decl)
@@ -442,8 +484,7 @@ class _ShapeInference:
         try:
             out = tuple(fn.shape(*inputs, **kwargs))
             if ASSUMED:          # sizes the rule took as equal without knowing they are
-                data["assumes"] = tuple(ASSUMED)
-                ASSUMED.clear()
+                data["assumes"] = _taken_on_trust(None, None)
             if rule is not None:
                 category = "type error"
                 args = data["args"]
@@ -633,6 +674,14 @@ def _show(value: Any) -> str:
 
 
 @gc_paused
+def _taken_on_trust(span: Span | None, why: str | None) -> tuple:
+    """Empty ``ASSUMED`` into a node's ``assumes``: ``(a, b, span, why)`` per pair of sizes,
+    ``span`` where it is noted (None: at the node) and ``why`` a note on where it comes from."""
+    taken = tuple((a, b, span, why) for a, b in ASSUMED)
+    ASSUMED.clear()
+    return taken
+
+
 def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap | None = None,
                  ) -> ModuleIR:
     """Infer every shape of ``module`` for ``input_shape`` (or its declared input)."""

@@ -175,3 +175,86 @@ def test_sizes_that_divide_by_zero_are_no_counterexample() -> None:
     H, W = Sym.symbol("H"), Sym.symbol("W")
     assert counterexample((H * W) // (W - 1), H) == {"H": 1, "W": 2}
     assert equal_residues(H // (H - 1), H, "H") is None
+
+
+def test_a_block_input_taken_on_trust_is_a_note_at_the_step_that_applies_it() -> None:
+    """A block that wants a square input, given [N, H, W]: H and W agree only for some
+    inputs. The caller's symbols stay its own (W was once rebound to H here)."""
+    text = """\
+block Square {
+    input x: [N, C, C]
+    Flatten()
+}
+
+block Net {
+    input x: [N, H, W]
+    y = x -> Square
+    return y + reshape(x, N, H * W)
+}"""
+    analysis = netspec.analyze(text)
+    assert [str(d) for d in analysis.output_shape] == ["N", "H*W"]
+    (note,) = analysis.notes          # no note on the reshape: H and W are still H and W
+    assert (note.message, note.span.line, note.span.column) == \
+        ("sizes assumed equal: W and H", 8, 14)
+    assert note.notes == ("Square declares its input [N, H, H] at <string>:2:5",)
+    assert note.hint == ("with H = 1, W = 2 they are 2 and 1; a concrete --input checks them "
+                         "exactly")
+    model = netspec.build(text, input=[2, 3, 3])
+    assert model(torch.ones(2, 3, 3)).shape == (2, 9)
+    with pytest.raises(SpecError, match=r"Square declares the input \[N, C, C\], \[2, 3, 3\] "
+                                        r"here, but gets \[2, 3, 4\]"):
+        netspec.analyze(text, input=[2, 3, 4])
+
+
+def test_a_concrete_declared_size_reaches_the_block_body() -> None:
+    """[N, 16] declared, [N, H] given: the body is built for 16 (its Linear infers it), and
+    the note says the model holds only for H = 16."""
+    text = """\
+block Sixteen {
+    input x: [N, 16]
+    Linear(4)
+}
+
+block Net {
+    input x: [N, H]
+    Sixteen
+}"""
+    analysis = netspec.analyze(text)
+    assert [str(d) for d in analysis.output_shape] == ["N", "4"]
+    (note,) = analysis.notes
+    assert (note.message, note.span.line) == ("sizes assumed equal: H and 16", 8)
+    model = netspec.build(text, block="Sixteen")
+    assert model[0].in_features == 16
+
+
+def test_a_stated_size_on_a_symbolic_dim_is_used_and_noted() -> None:
+    """``in_features=16`` where the input's last dim is H: before, the error asked the user
+    to state in_features, which they had."""
+    text = """\
+block Net {
+    input x: [N, H]
+    Linear(8, in_features=16)
+    ReLU()
+}"""
+    analysis = netspec.analyze(text)
+    assert [str(d) for d in analysis.output_shape] == ["N", "8"]
+    (note,) = analysis.notes
+    assert (note.message, note.span.line) == ("sizes assumed equal: H and 16", 3)
+    model = netspec.build(text)
+    assert model[0].in_features == 16
+    assert model(torch.ones(3, 16)).shape == (3, 8)
+
+
+def test_an_expect_taken_on_trust_is_a_note_at_the_expect() -> None:
+    text = """\
+block Net {
+    input x: [N, D]
+    expect [N, 32]
+    ReLU()
+}"""
+    (note,) = netspec.analyze(text).notes
+    assert (note.message, note.span.line, note.span.column) == \
+        ("sizes assumed equal: D and 32", 3, 5)
+    with pytest.raises(SpecError, match=r"expected \[2, 32\], but the value here is \[2, 31\]"):
+        netspec.analyze(text, input=[2, 31])
+    assert not netspec.analyze(text, input=[2, 32]).notes
