@@ -35,7 +35,7 @@ def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Ar
             diagnostics.append(Diagnostic(
                 "argument error", f"{callee} takes {len(positional)} positional argument"
                 f"{'' if len(positional) == 1 else 's'}, but {len(args)} were given", arg.span,
-                hint=_positional_hint(positional)))
+                hint=_positional_hint(positional, params)))
             break
         slot = positional[taken]
         if slot.name.startswith("*"):
@@ -79,9 +79,14 @@ def _signature(params: Sequence[Param]) -> str:
     return ", ".join(p.name if p.required else f"{p.name}={_show(p.default)}" for p in params)
 
 
-def _positional_hint(params: Sequence[Param]) -> str:
-    return f"its positional arguments are ({_signature(params)})" if params else \
+def _positional_hint(positional: Sequence[Param], params: Sequence[Param]) -> str:
+    hint = f"its positional arguments are ({_signature(positional)})" if positional else \
         "pass arguments by name"
+    named = [p.name for p in params if p.keyword_only]
+    if named:
+        hint += f"; {', '.join(named)} {'is' if len(named) == 1 else 'are'} keyword-only: " \
+                f"write {named[0]}=..."
+    return hint
 
 
 def _keywords_hint(names: Sequence[str]) -> str:

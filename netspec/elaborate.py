@@ -591,7 +591,8 @@ class _BodyBuilder:
         except SpecError as exc:
             lazy, lazy_error = None, exc      # Linear(784, 256, true): only torch's order binds
         try:
-            as_torch = self.bind_call(layer.name, layer.params, layer.params, args, keywords, span)
+            as_torch = self.bind_call(layer.name, layer.params, layer.torch_positional, args,
+                                      keywords, span)
         except SpecError:
             if lazy_error is not None:
                 raise lazy_error from None

@@ -1229,7 +1229,7 @@ def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:
             factory = True
         elif p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not p.name.startswith("_"):
             default = REQUIRED if p.default is p.empty else p.default
-            params.append(Param(p.name, Any, default))
+            params.append(Param(p.name, Any, default, p.kind is p.KEYWORD_ONLY))
     stated = getattr(cls, "netspec_in_sizes", None)
     if stated is not None:
         sizes = tuple(_stated_size(param, dim) for param, dim in stated.items())

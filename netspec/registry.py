@@ -40,6 +40,7 @@ class Param:
     name: str
     type: Any = Any  # a typing annotation that pydantic validates; importable without torch
     default: Any = REQUIRED
+    keyword_only: bool = False   # after a ``*`` in the constructor: never bound by position
 
     @property
     def required(self) -> bool:
@@ -89,7 +90,12 @@ class LayerDef:
     def positional(self) -> tuple[Param, ...]:
         """The arguments a spec may give by position: torch's order minus inferred sizes."""
         inferred = {s.param for s in self.in_sizes}
-        return tuple(p for p in self.params if p.name not in inferred)
+        return tuple(p for p in self.params if p.name not in inferred and not p.keyword_only)
+
+    @functools.cached_property
+    def torch_positional(self) -> tuple[Param, ...]:
+        """The arguments torch's own order binds by position: all but keyword-only ones."""
+        return tuple(p for p in self.params if not p.keyword_only)
 
     @functools.cached_property
     def torch_order_from(self) -> tuple[int, tuple[tuple[int, str], ...]]:
@@ -101,7 +107,9 @@ class LayerDef:
         first = next((i for i, p in enumerate(self.params) if p.name in inferred), None)
         if first is None:
             return len(self.params) + 1, ()
-        return first, tuple((i, p.name) for i, p in enumerate(self.params) if p.required)
+        never = len(self.params)           # a keyword-only argument is not given by position
+        return first, tuple((never if p.keyword_only else i, p.name)
+                            for i, p in enumerate(self.params) if p.required)
 
 
 @dataclass

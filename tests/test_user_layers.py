@@ -84,3 +84,46 @@ def test_user_layer_weights_come_from_its_constructor() -> None:
     weight = a.dense.weight
     assert torch.isfinite(weight).all() and weight.std() > 0.5      # randn, as __init__ says
     assert torch.equal(weight, b.dense.weight)
+
+
+KEYWORD_ONLY = '''\
+import torch
+from torch import nn
+
+
+class Gate(nn.Module):
+    """A layer whose options come after a ``*``: torch refuses them by position."""
+
+    def __init__(self, in_features, out_features, *, bias=True, scale=1.0):
+        super().__init__()
+        self.proj = nn.Linear(in_features, out_features, bias=bias)
+        self.scale = scale
+
+    def forward(self, x):
+        return torch.sigmoid(self.proj(x)) * self.scale
+'''
+
+
+@pytest.mark.parametrize("call, error", [
+    ("Gate(8, scale=0.5)", None),                   # netspec's order, the size inferred
+    ("Gate(4, 8, scale=0.5)", None),                # torch's order: in_features stated
+    # torch's order, bias not bound: in_features=8 is then checked against the input
+    ("Gate(8, false)", "in_features=8, but the input here has 4 features"),
+    ("Gate(4, 8, false)", "Gate takes 1 positional argument, but 3 were given"),
+])
+def test_keyword_only_arguments_are_never_bound_by_position(tmp_path: Path, call: str,
+                                                            error: str | None) -> None:
+    (tmp_path / "gates.py").write_text(KEYWORD_ONLY)
+    (tmp_path / "net.net").write_text(f'import python "gates"\n'
+                                      f'block Net {{\n    input x: [N, 4]\n    {call}\n}}\n')
+    if error is not None:
+        with pytest.raises(netspec.SpecError, match=error) as info:
+            netspec.build(tmp_path / "net.net")
+        if "positional" in error:
+            assert "bias, scale are keyword-only: write bias=..." in str(info.value)
+        return
+    model = netspec.build(tmp_path / "net.net", seed=0)
+    gate = model[0]
+    assert (gate.proj.in_features, gate.proj.out_features, gate.scale) == (4, 8, 0.5)
+    x = torch.rand(3, 4)
+    assert torch.equal(model(x), torch.sigmoid(gate.proj(x)) * 0.5)
