@@ -167,8 +167,12 @@ class _ShapeInference:
                     ) -> Shape | None:
         layer = mod.layer
         assert layer is not None
-        if mod.torch_reading is not None and not self.pick_reading(mod, shape, span):
-            return _UNKNOWN
+        by_position: dict[str, int] = {}       # input sizes given by position: their index
+        if mod.torch_reading is not None:
+            picked = self.pick_reading(mod, shape, span)
+            if picked is None:
+                return _UNKNOWN
+            by_position = picked
         key = _layer_key(mod, shape) if mod.resolved_args is None else None
         if key is not None:
             seen = self.layers_seen.get(key)
@@ -202,7 +206,7 @@ class _ShapeInference:
                 self.error("shape error", f"{size.param}={_show(stated)}, but the input here "
                            f"has {_show(inferred)} {size.noun}",
                            mod.arg_spans.get(size.param, span),
-                           hint=f"remove {size.param}= to infer it, or fix the step before",
+                           hint=_stated_size_hint(size.param, by_position),
                            notes=(origin.note(shape),))
                 if size.dim is None or not isinstance(stated, int):
                     return _UNKNOWN
@@ -234,13 +238,14 @@ class _ShapeInference:
             self.layers_seen[key] = (dict(mod.resolved_args), out)
         return out
 
-    def pick_reading(self, mod: ModuleIR, shape: Shape, span: Span) -> bool:
+    def pick_reading(self, mod: ModuleIR, shape: Shape, span: Span) -> dict[str, int] | None:
         """Keep the reading of a call's positional arguments that fits the input: torch's
         order, where they include the input size, or netspec's, without it. ``LSTM(64, 2)`` on
         128 features is ``hidden_size=64, num_layers=2``; on 64 it reads both ways, an error.
         Where neither fits, the one that names the problem best: torch's when netspec's has
         arguments of the wrong type or range (``Linear(512, 256)``: in_features=512 does not
-        match the input, rather than "bias=256 is not a bool")."""
+        match the input, rather than "bias=256 is not a bool"). Returns the input sizes the
+        kept reading gives by position, with their index; None when it cannot choose."""
         layer = mod.layer
         assert layer is not None and mod.torch_reading is not None
         torch_args, torch_spans, count = mod.torch_reading
@@ -251,7 +256,7 @@ class _ShapeInference:
                 try:
                     inferred = size.infer(shape)
                 except ShapeRuleError:
-                    return True         # the usual path reports it
+                    return {}           # the usual path reports it
                 fits_torch = fits_torch and _same(self.subst(torch_args[size.param]), inferred)
         lazy = self.reading_fits(mod, mod.args, shape)
         if lazy == "fits" and fits_torch:
@@ -265,10 +270,12 @@ class _ShapeInference:
                        f"netspec reads them, {as_lazy}", span,
                        hint=f"name them, or leave out {inferred}: netspec reads it from the "
                             f"input")
-            return False
+            return None
         if lazy != "fits" and (fits_torch or lazy == "bad arguments"):
             mod.args, mod.arg_spans = torch_args, torch_spans
-        return True
+            return {p.name: i for i, p in enumerate(layer.params[:count])
+                    if any(s.param == p.name for s in layer.in_sizes)}
+        return {}
 
     def reading_fits(self, mod: ModuleIR, args: dict[str, Any], shape: Shape) -> str:
         """Whether a layer call's arguments, with its sizes inferred from ``shape``, are valid
@@ -673,7 +680,19 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-@gc_paused
+_ORDINALS = ("first", "second", "third", "fourth")
+
+
+def _stated_size_hint(param: str, by_position: dict[str, int]) -> str:
+    """How to let netspec infer an input size the user stated wrongly: by name or by position
+    (``Linear(512, 256)``, torch's order)."""
+    if param not in by_position:
+        return f"remove {param}= to infer it, or fix the step before"
+    i = by_position[param]
+    nth = _ORDINALS[i] if i < len(_ORDINALS) else f"argument {i + 1}"
+    return f"leave out {param}, the {nth} argument, to infer it, or fix the step before"
+
+
 def _taken_on_trust(span: Span | None, why: str | None) -> tuple:
     """Empty ``ASSUMED`` into a node's ``assumes``: ``(a, b, span, why)`` per pair of sizes,
     ``span`` where it is noted (None: at the node) and ``why`` a note on where it comes from."""
@@ -682,6 +701,7 @@ def _taken_on_trust(span: Span | None, why: str | None) -> tuple:
     return taken
 
 
+@gc_paused
 def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap | None = None,
                  ) -> ModuleIR:
     """Infer every shape of ``module`` for ``input_shape`` (or its declared input)."""
