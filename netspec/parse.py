@@ -932,6 +932,9 @@ _NAMING = {"INPUT", "LET", "CONST", "PARAM", "BLOCK"}   # keywords followed by a
 _NUMBER_BEFORE = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 _DOTTED_BEFORE = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)*\.\Z")
 _STATEMENT_START = re.compile(r"(?:\A|[{;])(?:\s|#[^\n]*)*\Z")
+_REPEAT_BEFORE = re.compile(r"\brepeat\s+(\w+)\s*\Z")            # `repeat i` before `in`
+_RANGE_AFTER = re.compile(r"\s+in\s+range\(\s*(\w+)\s*\)")        # ` in range(3)`
+_FOR_BEFORE = re.compile(r"(?:\A|[{;\n])[ \t]*for[ \t]+\Z")       # `for` before `i in ...`
 
 
 def _is_keyword(tok: Any, parser: lark.Lark) -> bool:
@@ -962,6 +965,25 @@ def _misread(exc: lark.exceptions.UnexpectedToken, file: str, text: str, parser:
                               f"unexpected '{tok.value}' right after the number "
                               f"'{number.group()}'", _span(file, tok),
                               hint=f"{hint}; {joined}" if hint else joined)
+    repeat = _REPEAT_BEFORE.search(before)
+    if repeat and tok.value == "in":                          # `repeat i in 3 { ... }`
+        brace = text.find("{", tok.end_pos)
+        count = text[tok.end_pos:brace if brace >= 0 else None].strip().split("\n")[0] or "3"
+        return Diagnostic("syntax error", f"unexpected {_token_text(tok)}", _span(file, tok),
+                          hint=f"the count comes first and the index after 'as': "
+                               f"`repeat {count} as {repeat.group(1)} {{ ... }}`")
+    if repeat and tok.type == "NAME":                         # `repeat 3 times { ... }`
+        return Diagnostic("syntax error", f"unexpected {_token_text(tok)}", _span(file, tok),
+                          hint=f"write `repeat {repeat.group(1)} {{ ... }}`, or `repeat "
+                               f"{repeat.group(1)} as i {{ ... }}` to name the index")
+    if tok.type == "NAME" and _FOR_BEFORE.search(before):    # `for i in range(3) { ... }`
+        start = before.rfind("for")
+        column = tok.column - (tok.start_pos - start)
+        bound = _RANGE_AFTER.match(text, tok.end_pos)
+        count = bound.group(1) if bound else "3"
+        return Diagnostic("syntax error", "netspec has no 'for'",
+                          Span(file, line, column, line, column + 3),
+                          hint=f"repeat a body with `repeat {count} as {tok.value} {{ ... }}`")
     if tok.type in ("INT", "FLOAT"):                          # `Dropout(0.1.5)`
         dotted = _DOTTED_BEFORE.search(before)
         if dotted:
