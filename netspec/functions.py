@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from netspec.dims import Dim, Shape, Sym, fmt_shape, numel
+from netspec.dims import ASSUMED, Dim, Shape, Sym, agree, fmt_shape, numel, unify
 from netspec.layers import padded_length, pool_shape
 from netspec.registry import (
     FUNCTIONS,
@@ -67,48 +67,10 @@ from netspec.registry import (
 )
 
 DimsArg = int | tuple[int, ...] | None
-_SYMBOL = re.compile(r"[A-Za-z_]\w*(@\d+)?")  # a named symbol, maybe tagged with its instance
 Number = int | float
 SizeArg = int | tuple[int, ...]
 
 __all__ = ["FUNCTION_NAMES", "SliceValue", "lookup_function"]
-
-
-# -- dims -----------------------------------------------------------------------------------------
-
-def _known_equal(a: Dim, b: Dim) -> bool | None:
-    """True/False when decidable, None when unknown.
-
-    Decidable: the difference is a constant, or a polynomial in named symbols (sizes, so
-    positive) whose coefficients all have one sign (``400*N`` vs ``300*N``).
-    """
-    diff = a - b
-    if isinstance(diff, int):
-        return diff == 0
-    named = all(_SYMBOL.fullmatch(atom) for atom in diff.atoms)
-    return False if named and len({c > 0 for c in diff.terms.values()}) == 1 else None
-
-
-# Equalities of dims that a shape rule could neither prove nor refuse (``2*(H//4)`` against
-# ``H//2``, which holds only for some H): the rule goes on as if they held, and infer_shapes
-# moves them onto the node (its ``assumes``) for ``netspec check`` to report.
-ASSUMED: list[tuple[Dim, Dim]] = []
-
-
-def agree(a: Dim, b: Dim) -> bool:
-    """Whether two sizes a rule needs equal may be: False when they are known to differ. One
-    neither proved nor refuted is taken on trust and noted in ``ASSUMED``."""
-    if a is b or a == b:
-        return True
-    known = _known_equal(a, b)
-    if known is None:
-        ASSUMED.append((a, b))
-    return known is not False
-
-
-def unify(a: Dim, b: Dim) -> Dim:
-    """Merge two dims that agree: keep the concrete one, else the first."""
-    return b if isinstance(b, int) and not isinstance(a, int) else a
 
 
 def _is_dim(d: Any) -> bool:

@@ -14,13 +14,10 @@ from typing import Any, Iterator
 import networkx as nx
 
 from netspec.args import has_symbols, memo_key, validate_values
-from netspec.dims import Shape, Sym, fmt_shape
+from netspec.dims import ASSUMED, Shape, Sym, agree, fmt_shape, unify
 from netspec.elaborate import Pred
 from netspec.errors import Collector, Diagnostic, SourceMap, SpecError, Span, did_you_mean
 from netspec.functions import (
-    ASSUMED,
-    agree,
-    unify,
     DTYPE_RULES,
     FLOAT_HINT,
     KIND_MAKERS,
