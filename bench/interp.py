@@ -63,7 +63,16 @@ class GraphInterpreter:
             if op == "placeholder":
                 values[nid] = x
             elif op == "call_module":
-                values[nid] = self.call(ir.children[data["target"]], values[data["args"][0].node])
+                child = ir.children[data["target"]]
+                if len(data["args"]) == 1 and not data["kwargs"]:
+                    values[nid] = self.call(child, values[data["args"][0].node])
+                    continue
+                args = [values[a.node] for a in data["args"]]       # attn(q, k, v)
+                kwargs = {k: values[v.node] if isinstance(v, Ref) else v
+                          for k, v in data["kwargs"].items()}
+                out = self.modules[child.uid](*args, **kwargs)
+                index = child.layer.output_index
+                values[nid] = out if index is None else out[index]
             elif op == "call_function":
                 args = [values[a.node] if isinstance(a, Ref) else a for a in data["args"]]
                 kwargs = data.get("static", data["kwargs"])

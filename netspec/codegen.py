@@ -119,7 +119,14 @@ class Emitter:
                 continue
             if op == "call_module":
                 self.uses_modules = True
-                expr = f"mods[{data['target']!r}]({strip_parens(self.src(data['args'][0]))})"
+                args = data["args"]
+                if len(args) == 1 and not data["kwargs"]:
+                    call = strip_parens(self.src(args[0]))
+                else:               # attn(q, k, v, need_weights=False)
+                    call = ", ".join([strip_parens(self.src(a)) for a in args] +
+                                     [f"{k}={strip_parens(self.src(v))}"
+                                      for k, v in data["kwargs"].items()])
+                expr = f"mods[{data['target']!r}]({call})"
                 index = output_index(self.mod.children[data["target"]])
                 if index is not None:
                     expr += f"[{index}]"     # an LSTM's (output, (h_n, c_n)): the output

@@ -28,7 +28,7 @@ from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, la
 from netspec.layers import LAYER_NAMES, lookup_layer
 from netspec.limits import current as current_limits
 from netspec.program import Program
-from netspec.registry import BINARY_OPS, UNARY_OPS, FunctionDef, LayerDef, Param
+from netspec.registry import BINARY_OPS, UNARY_OPS, FunctionDef, LayerDef, Param, TensorArg
 
 RUNNING = "x"          # the name of the running value in expressions
 BLOCK_TYPES: dict[str, type | tuple] = {"int": int, "float": (float, int), "bool": bool, "str": str,
@@ -488,6 +488,12 @@ class _BodyBuilder:
                 and node.func.id in FUNCTIONS and node.func.id not in self.lets \
                 and node.func.id not in self.elab.program.blocks:
             return self.call(node, value, False).node      # a function step: relu(x)
+        if node.__class__ is ast.Call and node.func.__class__ is ast.Name and \
+                node.func.id in self.lets and (node.args or node.keywords):
+            if link.label is not None:
+                self.fail("syntax error", f"'{node.func.id}' is a let module and keeps its "
+                          f"name", link.label_span, hint="write the call without a label")
+            return self.let_call(node, value)             # attn(q, k, v)
         module = self.link_module(link)
         if module is not None:
             return self.apply(module, value, link)
@@ -623,7 +629,62 @@ class _BodyBuilder:
             raise SpecError(diagnostics, self.elab.program.sources)
         return bound
 
+    def let_call(self, call: ast.Call, value: str | None) -> str:
+        """``attn(q, k, v, attn_mask=m)``: a ``let`` module applied to tensors of the call's
+        own rather than to the running value, with ``forward`` arguments of its layer."""
+        name = call.func.id
+        shared = self.lets[name]
+        tensors = []
+        for a in call.args:
+            v = self.expr(a, value)
+            if v.__class__ is not Ref:
+                self.fail("type error", f"{name}() takes tensors, not {_show_value(v)}", a.span)
+            tensors.append(v)
+        if not tensors:
+            self.fail("argument error", f"{name}() needs the tensors to apply it to", call.span,
+                      hint=f"write `{name}(x)`, or use `{name}` as a step")
+        params = shared.layer.forward_params if shared.layer is not None else ()
+        kwargs: dict[str, Any] = {}
+        static_keywords = []
+        for kw in call.keywords:
+            param = next((p for p in params if p.name == kw.name), None)
+            if param is None:
+                hint = (f"its forward arguments are: {', '.join(p.name for p in params)}"
+                        if params else f"{shared.cls_name} takes no forward arguments")
+                self.fail("argument error", f"{name}() has no forward argument '{kw.name}'",
+                          kw.span, hint=hint)
+            if param.type is TensorArg:
+                v = self.expr(kw.value, value)
+                if v.__class__ is not Ref:
+                    self.fail("type error", f"{kw.name} takes a tensor, not {_show_value(v)}",
+                              kw.value.span)
+                kwargs[kw.name] = v
+            else:
+                static_keywords.append(kw)
+        arg_spans = {kw.name: kw.span for kw in call.keywords}
+        if static_keywords:
+            statics = tuple(p for p in params if p.type is not TensorArg)
+            bound = self.bind_call(f"{name}()", statics, (), (), tuple(static_keywords),
+                                   call.span)
+            diagnostics: list[Diagnostic] = []
+            checked = validate(statics, bound, callee=f"{name}()", diagnostics=diagnostics)
+            if diagnostics:
+                raise SpecError(diagnostics, self.elab.program.sources)
+            kwargs.update((k, checked[k]) for k in bound)
+        target, position = self.place(_ModuleValue(shared, name), None, call.span)
+        return self.node(RUNNING, "call_module", target=target, args=tuple(tensors),
+                         kwargs=kwargs, span=call.span, position=position, label=None,
+                         operand_spans=tuple(a.span for a in call.args), arg_spans=arg_spans)
+
     def apply(self, module: _ModuleValue, value: str, link: ast.Link) -> str:
+        """A ``call_module`` node: ``module`` applied to the running ``value``."""
+        target, position = self.place(module, link.label, link.label_span or link.span)
+        return self.node(RUNNING, "call_module", target=target, args=(Ref(value),),
+                         span=link.span, position=position, label=link.label)
+
+    def place(self, module: _ModuleValue, label: str | None, span: Span) -> tuple[str, int]:
+        """The child name of a module step, and its position among the block's module steps
+        (an unnamed step's name)."""
         position = self.position
         self.position += 1
         if module.let_name is not None:
@@ -631,14 +692,13 @@ class _BodyBuilder:
             if target not in self.children:       # an inherited let used in a nested body
                 self.children[target] = module.ir
                 self.mod.shared.add(target)
-        else:
-            target = link.label if link.label is not None else str(position)
-            if target in self.children:
-                self.fail("name error", f"'{target}' is already a module of this block",
-                          link.label_span or link.span, hint="choose another name")
-            self.children[target] = module.ir
-        return self.node(RUNNING, "call_module", target=target, args=(Ref(value),),
-                         span=link.span, position=position, label=link.label)
+            return target, position
+        target = label if label is not None else str(position)
+        if target in self.children:
+            self.fail("name error", f"'{target}' is already a module of this block", span,
+                      hint="choose another name")
+        self.children[target] = module.ir
+        return target, position
 
     # ---- structured steps -----------------------------------------------------------------
     def branches(self, body: ast.Body, value: str) -> list[str]:
@@ -1052,6 +1112,8 @@ class _BodyBuilder:
         name = expr.func.id
         fn = lookup_function(name)
         if fn is None:
+            if name in self.lets and running is not None:     # x + attn(h, h, h)
+                return Ref(self.let_call(expr, running))
             if name in _COMPILE_TIME_CALLS:
                 return self.compile_time_call(name, expr)
             if self.is_module_name(name):

@@ -384,7 +384,13 @@ class _Drawer:
                     skip.update(nodes)
                     values[nodes[-1]] = self.fold(g, mod, path, nodes, period, count, values)
                 else:
-                    values[nid] = self.call(g, mod, path, data, values[data["args"][0].node])
+                    first = data["args"][0].node
+                    values[nid] = self.call(g, mod, path, data, values[first])
+                    drawn = {first}
+                    for ref in refs(data["args"], data["kwargs"]):   # attn(q, k, v): the rest
+                        if ref.node not in drawn and ref.node in values:
+                            drawn.add(ref.node)
+                            self.edge(values[ref.node], values[nid].node)
             elif op == "call_function":
                 values[nid] = self.function(g, data, values)
             elif op == "get_attr":

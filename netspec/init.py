@@ -245,11 +245,27 @@ def _own_bytes(module) -> int:
 
 
 def _unique_modules(model):
-    seen = set()
-    for module in model.modules():
-        if id(module) not in seen:
-            seen.add(id(module))
+    """Every module once, in the order torch's constructors initialise them: a block before
+    its children, as netspec builds them, but a layer's own submodules before the layer, whose
+    constructor builds them and then resets its own tensors (MultiheadAttention: ``out_proj``,
+    then ``_reset_parameters``, which also zeroes ``out_proj.bias``)."""
+    seen: set[int] = set()
+
+    def visit(module, in_layer: bool):
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        ir = module.__dict__.get("_netspec_ir")
+        in_layer = in_layer or (ir is not None and ir.kind == "layer")
+        if not in_layer:
             yield module
+        for child in module._modules.values():
+            if child is not None:
+                yield from visit(child, in_layer)
+        if in_layer:
+            yield module
+
+    yield from visit(model, False)
 
 
 def _init_module(module, plan: dict[int, Assignment], device) -> None:

@@ -4,7 +4,8 @@ Every graph node has an ``op`` from a fixed set (after torch.fx):
 
 =============== ==================================================================
 ``placeholder`` the block's input (one per graph)
-``call_module`` apply child module ``target`` to ``args[0]``
+``call_module`` apply child module ``target`` to ``args[0]`` (a layer of several tensors:
+                to all ``args``, with ``kwargs`` for its ``forward``)
 ``call_function`` apply registry function ``target`` to ``args`` (node refs or statics)
 ``get_attr``    read the block's own tensor ``target`` (a ``const`` or ``param``)
 ``branch``      a compile-time ``if`` on dim symbols: ``then``/``orelse`` fragments
@@ -227,7 +228,8 @@ def is_sequential(mod: ModuleIR) -> bool:
             previous = nid
         elif op in ("call_module", "output"):
             value = data["args"][0]
-            if value.__class__ is not Ref or value.node != previous:
+            if value.__class__ is not Ref or value.node != previous or len(data["args"]) > 1 \
+                    or data["kwargs"]:
                 return False
             child = mod.children[data["target"]] if op == "call_module" else None
             if child is not None and child.layer is not None and \

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, create_model
 
-from netspec.dims import Shape, Sym, fmt_shape, is_static, numel
+from netspec.dims import Shape, Sym, agree, fmt_shape, is_static, numel
 from netspec.registry import (LAYERS, REQUIRED, InSize, LayerDef, Param, ShapeRuleError,
-                              register_layer)
+                              TensorArg, register_layer)
 
 # -- argument types (pydantic-validated, importable without torch) ---------------------------------
 
@@ -316,6 +316,110 @@ _layer("Embedding", (P("num_embeddings", PosInt), P("embedding_dim", PosInt),
                      P("norm_type", Float, 2.0), P("scale_grad_by_freq", Bool, False),
                      P("sparse", Bool, False)),
        _embedding, factory=True, doc="a lookup table of embeddings, indexed by integer input")
+
+# -- layers of several tensors ---------------------------------------------------------------------
+# forward(query, key, value) and forward(input1, input2): a spec declares one with ``let`` and
+# calls it on named values, ``y = attn(x, x, x)``.
+
+
+def _last_dim_of(layer: str, name: str, param: str, index: int, ranks: tuple[int, ...],
+                 layout: str) -> InSize:
+    """``param`` read off the last dim of the layer's tensor ``name`` (its ``index``-th)."""
+
+    def infer(x: Shape) -> Any:
+        if len(x) not in ranks:
+            raise ShapeRuleError(f"{layer} expects {_ranks_text(ranks, 0)} {name} {layout}, "
+                                 f"got {fmt_shape(x)}", operand=index)
+        if not is_static(x[-1]):
+            raise ShapeRuleError(f"cannot infer {param}: the {name}'s last dim is the symbol "
+                                 f"{x[-1]}; state {param}= or give a concrete input shape",
+                                 arg=param)
+        return x[-1]
+
+    return InSize(param, infer, "features", dim=-1, input=index)
+
+
+_ATTENTION_LAYOUT = "([L, E]; [L, N, E], or [N, L, E] with batch_first)"
+
+
+def _multihead_attention(args: dict[str, Any], q: Shape, k: Shape, v: Shape, *,
+                         key_padding_mask: Shape | None = None, attn_mask: Shape | None = None,
+                         **static: Any) -> Shape:
+    # q: [L, N, E] (batch_first: [N, L, E]; unbatched: [L, E]); k: [S, N, kdim]; v: [S, N, vdim]
+    for i, (name, x) in enumerate((("query", q), ("key", k), ("value", v))):
+        if len(x) not in (2, 3):
+            raise ShapeRuleError(f"MultiheadAttention expects a 2-D or 3-D {name} "
+                                 f"{_ATTENTION_LAYOUT}, got {fmt_shape(x)}", operand=i)
+    if not len(q) == len(k) == len(v):
+        raise ShapeRuleError(f"MultiheadAttention's query, key and value are all batched (3-D) or "
+                             f"all unbatched (2-D), got {fmt_shape(q)}, {fmt_shape(k)} and "
+                             f"{fmt_shape(v)}")
+    batched = len(q) == 3
+    length, batch = (1, 0) if batched and args["batch_first"] else (0, 1)
+    if batched and not (agree(k[batch], q[batch]) and agree(v[batch], q[batch])):
+        raise ShapeRuleError(f"MultiheadAttention's query, key and value have batch sizes "
+                             f"{q[batch]}, {k[batch]} and {v[batch]}; they must be equal",
+                             hint=None if args["batch_first"] else
+                             "the batch is dim 1 unless batch_first=true")
+    if not agree(v[length], k[length]):
+        raise ShapeRuleError(f"MultiheadAttention's key and value have lengths {k[length]} and "
+                             f"{v[length]}; they must be equal", operand=2)
+    embed, heads = args["embed_dim"], args["num_heads"]
+    if embed % heads:
+        raise ShapeRuleError(f"embed_dim={embed} is not divisible by num_heads={heads}",
+                             arg="num_heads")
+    n, tgt, src = (q[batch] if batched else None), q[length], k[length]
+    if key_padding_mask is not None:
+        want = (n, src) if batched else (src,)
+        if len(key_padding_mask) != len(want) or not all(
+                agree(a, b) for a, b in zip(key_padding_mask, want)):
+            raise ShapeRuleError(f"key_padding_mask is {fmt_shape(key_padding_mask)}, but "
+                                 f"MultiheadAttention needs [batch, key length] = "
+                                 f"{fmt_shape(want)}", arg="key_padding_mask")
+    if attn_mask is not None:
+        wants = [(tgt, src)] + ([(n * heads, tgt, src)] if batched else [])
+        if not any(len(attn_mask) == len(w) and all(agree(a, b) for a, b in zip(attn_mask, w))
+                   for w in wants):
+            raise ShapeRuleError(f"attn_mask is {fmt_shape(attn_mask)}, but MultiheadAttention "
+                                 f"needs " + " or ".join(fmt_shape(w) for w in wants),
+                                 arg="attn_mask")
+    return q[:-1] + (embed,)
+
+
+register_layer(LayerDef(
+    "MultiheadAttention",
+    (P("embed_dim", PosInt), P("num_heads", PosInt), P("dropout", Prob, 0.0),
+     P("bias", Bool, True), P("add_bias_kv", Bool, False), P("add_zero_attn", Bool, False),
+     P("kdim", PosInt | None, None), P("vdim", PosInt | None, None),
+     P("batch_first", Bool, False)),
+    tuple(_last_dim_of("MultiheadAttention", name, param, i, (2, 3), _ATTENTION_LAYOUT)
+          for i, (name, param) in enumerate((("query", "embed_dim"), ("key", "kdim"),
+                                             ("value", "vdim")))),
+    _multihead_attention, None, True,
+    "attention of a query over keys and values, in num_heads heads", output_index=0,
+    inputs=("query", "key", "value"),
+    submodules=(("out_proj", "NonDynamicallyQuantizableLinear"),),
+    forward_params=(P("key_padding_mask", TensorArg, None), P("need_weights", Bool, True),
+                    P("attn_mask", TensorArg, None), P("average_attn_weights", Bool, True),
+                    P("is_causal", Bool, False))))
+
+
+def _bilinear(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
+    # [*, in1_features], [*, in2_features] -> [*, out_features]
+    if len(x1) != len(x2) or not all(agree(b, a) for a, b in zip(x1[:-1], x2[:-1])):
+        raise ShapeRuleError(f"Bilinear's inputs must have the same leading dims, got "
+                             f"{fmt_shape(x1)} and {fmt_shape(x2)}", operand=1)
+    return x1[:-1] + (args["out_features"],)
+
+
+register_layer(LayerDef(
+    "Bilinear",
+    (P("in1_features", PosInt), P("in2_features", PosInt), P("out_features", PosInt),
+     P("bias", Bool, True)),
+    tuple(_last_dim_of("Bilinear", name, param, i, (1, 2, 3, 4, 5, 6), "[*, features]")
+          for i, (name, param) in enumerate((("input1", "in1_features"),
+                                             ("input2", "in2_features")))),
+    _bilinear, None, True, "y = x1^T A x2 + b", inputs=("input1", "input2")))
 
 # -- reshaping -------------------------------------------------------------------------------------
 
@@ -1120,8 +1224,36 @@ def _cell_tensors(gates: int) -> TensorRule:
     return tensors
 
 
+def _attention_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    e, kdim, vdim = args["embed_dim"], args["kdim"] or args["embed_dim"], \
+        args["vdim"] or args["embed_dim"]
+    if kdim == e and vdim == e:             # one packed projection of q, k and v
+        out = {"in_proj_weight": ((3 * e, e), "param")}
+    else:
+        out = {"q_proj_weight": ((e, e), "param"), "k_proj_weight": ((e, kdim), "param"),
+               "v_proj_weight": ((e, vdim), "param")}
+    if args["bias"]:
+        out["in_proj_bias"] = ((3 * e,), "param")
+    if args["add_bias_kv"]:
+        out.update(bias_k=((1, 1, e), "param"), bias_v=((1, 1, e), "param"))
+    out["out_proj.weight"] = ((e, e), "param")
+    if args["bias"]:
+        out["out_proj.bias"] = ((e,), "param")
+    return out
+
+
+def _bilinear_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    out = {"weight": ((args["out_features"], args["in1_features"], args["in2_features"]),
+                      "param")}
+    if args["bias"]:
+        out["bias"] = ((args["out_features"],), "param")
+    return out
+
+
 _TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = {
     "Linear": _linear_tensors,
+    "MultiheadAttention": _attention_tensors,
+    "Bilinear": _bilinear_tensors,
     **{f"Conv{n}d": _conv_tensors(n, False) for n in (1, 2, 3)},
     **{f"ConvTranspose{n}d": _conv_tensors(n, True) for n in (1, 2, 3)},
     **{f"BatchNorm{n}d": _norm_tensors("affine", "track_running_stats") for n in (1, 2, 3)},

@@ -33,6 +33,10 @@ class ShapeRuleError(Exception):
         self.hint = hint
 
 
+class TensorArg:
+    """The type of a ``forward`` argument that takes a tensor (``attn_mask``), not a value."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One argument of a layer or function, in call order."""
@@ -56,6 +60,7 @@ class InSize:
     noun: str = "features"         # "the input here has 383 channels"
     compare: bool = True           # False: the shape rule checks a stated value itself
     dim: int | None = None         # the input dim it is read from, if a single one
+    input: int = 0                 # which of the layer's tensors it is read from (``inputs``)
 
 
 @dataclass
@@ -85,6 +90,16 @@ class LayerDef:
     # its input holds integer indices (Embedding): its output is a float tensor even where the
     # input's kind is unknown, and a float input is refused as not indices
     indices: bool = False
+    # the tensors ``forward`` takes, in order: a step passes one, the running value; a layer
+    # of several (MultiheadAttention's query, key, value) is a ``let`` called on them, and its
+    # shape rule takes one shape for each: ``shape(args, *shapes, **forward)``
+    inputs: tuple[str, ...] = ("input",)
+    # keyword arguments of ``forward`` such a call may pass: static values (``need_weights``)
+    # or tensors (``attn_mask``; their shapes reach the rule)
+    forward_params: tuple[Param, ...] = ()
+    # (name, class name) of each submodule the layer builds for itself (MultiheadAttention's
+    # ``out_proj``), whose tensors its table lists as ``name.tensor``
+    submodules: tuple[tuple[str, str], ...] = ()
 
     @functools.cached_property
     def positional(self) -> tuple[Param, ...]:

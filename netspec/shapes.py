@@ -28,7 +28,7 @@ from netspec.functions import (
 from netspec.gc_pause import gc_paused
 from netspec.ir import Fragment, ModuleIR, Ref, TensorDecl, lint, placeholder
 from netspec.limits import current as current_limits
-from netspec.registry import ShapeRuleError
+from netspec.registry import LayerDef, ShapeRuleError
 from netspec.tensors import layer_tensors
 
 _UNKNOWN = None  # the shape of a value downstream of an error
@@ -152,43 +152,56 @@ class _ShapeInference:
         return False
 
     def layer(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin,
-              step: dict | None = None) -> Shape | None:
-        out = self.layer_shape(mod, shape, span, origin)
+              step: dict | None = None, more: tuple = (), forward: dict | None = None,
+              forward_spans: dict | None = None) -> Shape | None:
+        """A layer's output shape on ``shape`` (and ``more`` tensors for a layer of several,
+        ``forward`` its forward arguments); stated sizes taken on trust are noted at ``step``."""
+        layer = mod.layer
+        assert layer is not None
+        if len(layer.inputs) != 1 + len(more):
+            self.error("shape error", _arity_message(layer, 1 + len(more), step), span,
+                       hint=_arity_hint(layer, (step or {}).get("label") or "m"))
+            return _UNKNOWN
+        out = self.layer_shape(mod, [shape, *more], span, origin, forward or {},
+                               forward_spans or {})
         if ASSUMED:              # stated sizes taken on trust
             taken = _taken_on_trust(None, None)
             if step is not None:
                 step["assumes"] = (*step.get("assumes", ()), *taken)
         return out
 
-    def layer_shape(self, mod: ModuleIR, shape: Shape, span: Span, origin: _Origin
-                    ) -> Shape | None:
+    def layer_shape(self, mod: ModuleIR, xs: list, span: Span, origin: _Origin,
+                    forward: dict, forward_spans: dict) -> Shape | None:
+        """The shape rule on the input shapes ``xs`` (one per tensor of ``layer.inputs``), the
+        sizes it reads off them inferred or checked."""
         layer = mod.layer
         assert layer is not None
         by_position: dict[str, int] = {}       # input sizes given by position: their index
         if mod.torch_reading is not None:
-            picked = self.pick_reading(mod, shape, span)
+            picked = self.pick_reading(mod, xs, span)
             if picked is None:
                 return _UNKNOWN
             by_position = picked
-        key = _layer_key(mod, shape) if mod.resolved_args is None else None
+        key = _layer_key(mod, xs[0]) if mod.resolved_args is None and len(xs) == 1 else None
         if key is not None:
             seen = self.layers_seen.get(key)
             if seen is not None:      # the same layer call on the same input: the same result
-                mod.resolved_args, mod.in_shape, mod.out_shape = dict(seen[0]), shape, seen[1]
+                mod.resolved_args, mod.in_shape, mod.out_shape = dict(seen[0]), xs[0], seen[1]
                 return seen[1]
         values = {k: v if v.__class__ in _PLAIN else self.subst(v) for k, v in mod.args.items()}
         for size in layer.in_sizes:
             stated = values.get(size.param)
             if not size.compare and stated is not None:
                 continue          # a stated value the shape rule checks itself
-            dim = size.dim
+            dim, which = size.dim, size.input
+            shape = xs[which]
             if stated.__class__ is int and dim is not None and -len(shape) <= dim < len(shape) \
                     and shape[dim].__class__ is not int:
                 # a size stated where the input's dim is symbolic (16 for H): taken on trust
                 # and noted, unless the two are known to differ
                 if agree(shape[dim], stated):
-                    shape = tuple(stated if i == dim % len(shape) else d
-                                  for i, d in enumerate(shape))
+                    xs[which] = shape = tuple(stated if i == dim % len(shape) else d
+                                              for i, d in enumerate(shape))
                     key = None          # each such call notes it at its own step
             try:
                 inferred = size.infer(shape)
@@ -200,8 +213,9 @@ class _ShapeInference:
                                notes=(origin.note(shape),))
                     return _UNKNOWN
             if stated is not None and not _same(stated, inferred):
-                self.error("shape error", f"{size.param}={_show(stated)}, but the input here "
-                           f"has {_show(inferred)} {size.noun}",
+                self.error("shape error", f"{size.param}={_show(stated)}, but the "
+                           f"{'input' if len(xs) == 1 else layer.inputs[which]} here has "
+                           f"{_show(inferred)} {size.noun}",
                            mod.arg_spans.get(size.param, span),
                            hint=_stated_size_hint(size.param, by_position),
                            notes=(origin.note(shape),))
@@ -209,8 +223,8 @@ class _ShapeInference:
                     return _UNKNOWN
                 key = None            # another call like this one must report its own error
                 # go on as if the stated size had arrived, to find later, independent errors
-                shape = tuple(stated if i == size.dim % len(shape) else d
-                              for i, d in enumerate(shape))
+                xs[which] = tuple(stated if i == size.dim % len(shape) else d
+                                  for i, d in enumerate(shape))
                 inferred = stated
             if mod.resolved_args is not None and not _same(mod.resolved_args[size.param],
                                                            inferred):
@@ -221,21 +235,23 @@ class _ShapeInference:
                            notes=(origin.note(shape),))
                 return _UNKNOWN
             values[size.param] = inferred
+        shape = xs[0]
         if mod.resolved_args is None and not self.resolve(mod, values, shape, span):
             return _UNKNOWN
         try:
-            out = tuple(layer.shape(mod.resolved_args, shape)) if layer.shape else shape
+            out = tuple(layer.shape(mod.resolved_args, *xs, **forward)) if layer.shape \
+                else shape
         except ShapeRuleError as exc:
             where = mod.arg_spans.get(exc.arg, span) if exc.arg else span
-            self.error("shape error", exc.message, where, hint=exc.hint,
-                       notes=(origin.note(shape),))
+            self.error("shape error", exc.message, forward_spans.get(exc.arg, where),
+                       hint=exc.hint, notes=(origin.note(shape),))
             return _UNKNOWN
         mod.out_shape = out
         if key is not None:
             self.layers_seen[key] = (dict(mod.resolved_args), out)
         return out
 
-    def pick_reading(self, mod: ModuleIR, shape: Shape, span: Span) -> dict[str, int] | None:
+    def pick_reading(self, mod: ModuleIR, xs: list, span: Span) -> dict[str, int] | None:
         """Keep the reading of a call's positional arguments that fits the input: torch's
         order, where they include the input size, or netspec's, without it. ``LSTM(64, 2)`` on
         128 features is ``hidden_size=64, num_layers=2``; on 64 it reads both ways, an error.
@@ -251,11 +267,11 @@ class _ShapeInference:
         for size in layer.in_sizes:
             if size.param in torch_args:
                 try:
-                    inferred = size.infer(shape)
+                    inferred = size.infer(xs[size.input])
                 except ShapeRuleError:
                     return {}           # the usual path reports it
                 fits_torch = fits_torch and _same(self.subst(torch_args[size.param]), inferred)
-        lazy = self.reading_fits(mod, mod.args, shape)
+        lazy = self.reading_fits(mod, mod.args, xs)
         if lazy == "fits" and fits_torch:
             torch_names = [p.name for p in layer.params[:count]]
             lazy_names = [p.name for p in layer.positional[:count]]
@@ -274,15 +290,15 @@ class _ShapeInference:
                     if any(s.param == p.name for s in layer.in_sizes)}
         return {}
 
-    def reading_fits(self, mod: ModuleIR, args: dict[str, Any], shape: Shape) -> str:
-        """Whether a layer call's arguments, with its sizes inferred from ``shape``, are valid
-        and accept that input: "fits", "bad arguments" or "bad shape"."""
+    def reading_fits(self, mod: ModuleIR, args: dict[str, Any], xs: list) -> str:
+        """Whether a layer call's arguments, with its sizes inferred from the input shapes
+        ``xs``, are valid and accept them: "fits", "bad arguments" or "bad shape"."""
         layer = mod.layer
         assert layer is not None
         values = {k: self.subst(v) for k, v in args.items()}
         try:
             for size in layer.in_sizes:
-                values.setdefault(size.param, size.infer(shape))
+                values.setdefault(size.param, size.infer(xs[size.input]))
         except ShapeRuleError:
             return "bad shape"
         diagnostics: list[Diagnostic] = []
@@ -292,7 +308,7 @@ class _ShapeInference:
             return "bad arguments"
         try:
             if layer.shape is not None:
-                layer.shape(resolved, shape)
+                layer.shape(resolved, *xs)
         except ShapeRuleError:
             return "bad shape"
         return "fits"
@@ -453,7 +469,10 @@ class _ShapeInference:
              origins: dict) -> Shape | None:
         op = data["op"]
         if op == "call_module":
-            return self.module(mod.children[data["target"]], inputs[0], data["span"], origin,
+            child = mod.children[data["target"]]
+            if len(inputs) > 1 or data["kwargs"]:
+                return self.module_call(child, data, inputs, origin, env)
+            return self.module(child, inputs[0], data["span"], origin,
                                self.kinds.get(data["args"][0].node), data)
         if op == "get_attr":
             decl = mod.tensors[data["target"]]
@@ -474,6 +493,26 @@ class _ShapeInference:
             self.kind_out = None
             return inputs[0]
         raise AssertionError(op)
+
+    def module_call(self, mod: ModuleIR, data: dict, inputs: list, origin: _Origin,
+                    env: dict) -> Shape | None:
+        """``attn(q, k, v, attn_mask=m)``: a ``let`` layer called on tensors of its own."""
+        forward = {k: env.get(v.node) if v.__class__ is Ref else v
+                   for k, v in data["kwargs"].items()}
+        if any(v is _UNKNOWN for v in forward.values()):
+            return _UNKNOWN
+        kinds = [self.kinds.get(a.node) for a in data["args"]]
+        out = self.layer(mod, inputs[0], data["span"], origin, data, tuple(inputs[1:]), forward,
+                         data.get("arg_spans"))
+        if out is not None and out is not _UNKNOWN and any(k is not None for k in kinds):
+            for i, kind in enumerate(kinds):
+                if kind is None:
+                    continue
+                taken = self.layer_kind(mod, kind, data["operand_spans"][i], origin)
+                if taken is False:
+                    return _UNKNOWN
+                self.kind_out = taken
+        return out
 
     def fragment(self, mod: ModuleIR, frag: Fragment, shape: Shape, origin: _Origin,
                  env: dict, origins: dict) -> Shape | None:
@@ -675,6 +714,24 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
+
+
+def _arity_message(layer: LayerDef, given: int, step: dict | None) -> str:
+    names = ", ".join(layer.inputs)
+    needs = f"{layer.name} takes {len(layer.inputs)} tensor{'s' if len(layer.inputs) > 1 else ''}"
+    if len(layer.inputs) > 1:
+        needs += f" ({names})"
+    if given == 1 and (step is None or len(step["args"]) == 1):
+        return f"{needs}, but a step passes it one"
+    return f"{needs}, but this call passes {given}"
+
+
+def _arity_hint(layer: LayerDef, name: str) -> str:
+    if len(layer.inputs) == 1:
+        return f"apply it to one tensor: `y = {name}(x)`, or `x -> {name}`"
+    args = ", ".join({"query": "x", "key": "x", "value": "x"}.get(n, n) for n in layer.inputs)
+    return (f"declare it with `let {name} = {layer.name}(...)` and call it on its tensors: "
+            f"`y = {name}({args})`")
 
 
 _ORDINALS = ("first", "second", "third", "fourth")

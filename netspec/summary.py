@@ -29,7 +29,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -97,7 +97,7 @@ _FREE = ("Embedding", "EmbeddingBag")
 
 
 def layer_macs(name: str, args: dict[str, Any], x: tuple | None, y: tuple | None,
-               has_params: bool) -> Any:
+               has_params: bool, more: Sequence[tuple | None] = ()) -> Any:
     """The MACs of one call of layer ``name``: an int, a Sym, or None when unknown."""
     if x is None or y is None:
         return None
@@ -113,6 +113,12 @@ def layer_macs(name: str, args: dict[str, Any], x: tuple | None, y: tuple | None
         return numel(y)
     if name in _FREE:
         return 0
+    if name == "MultiheadAttention" and len(more) == 2 and None not in more:
+        (k, v), e = more, args["embed_dim"]
+        length = 1 if args.get("batch_first") and len(x) == 3 else 0
+        # q and output projections, scores and weighted sum per query; k and v projections
+        return (numel(x[:-1]) * (2 * e * e + 2 * k[length] * e) +
+                numel(k[:-1]) * e * (args["kdim"] or e) + numel(v[:-1]) * e * (args["vdim"] or e))
     if name == "TransformerEncoderLayer":
         d, ff = args["d_model"], args["dim_feedforward"]
         tokens = numel(x[:-1])
@@ -163,7 +169,9 @@ class _Summary:
 
     # rows and MACs
     def visit(self, mod: ModuleIR, path: str, name: str, level: int, parent: int | None,
-              x: tuple | None, y: tuple | None) -> tuple[Any, bool]:
+              x: tuple | None, y: tuple | None, more: Sequence[tuple | None] = ()
+              ) -> tuple[Any, bool]:
+        """A row for ``mod`` on input ``x`` (and ``more`` tensors: attention's key, value)."""
         kind = "model" if parent is None else mod.kind
         row = Row(path or "(model)", name, mod.cls_name, kind, level, parent, y)
         index = len(self.rows)
@@ -177,14 +185,14 @@ class _Summary:
             self.reuses.setdefault(self.first_use[mod.uid], []).append(row.path)
             row.tensors = self._module_tensors(module)
             if mod.kind == "layer":
-                row.macs, row.macs_known = self._layer_macs(mod, module, x, y)
+                row.macs, row.macs_known = self._layer_macs(mod, module, x, y, more)
             else:
                 row.macs, row.macs_known = first.macs, first.macs_known
             return row.macs, row.macs_known
         self.first_use[mod.uid] = index
         if mod.kind == "layer":
             row.tensors = self._module_tensors(module)
-            row.macs, row.macs_known = self._layer_macs(mod, module, x, y)
+            row.macs, row.macs_known = self._layer_macs(mod, module, x, y, more)
             return row.macs, row.macs_known
         for tname, decl in mod.tensors.items():
             self._tensor_row(mod, module, tname, decl, path, level + 1, index)
@@ -214,7 +222,8 @@ class _Summary:
                 if sequential and target in mod.shared:
                     name = data.get("label") or str(data["position"])
                 m, k = self.visit(child, join_path(path, name), name, level + 1, index,
-                                  operands[0] if operands else None, data.get("shape"))
+                                  operands[0] if operands else None, data.get("shape"),
+                                  operands[1:])
             elif op == "call_function":
                 m, k = function_macs(data["target"], operands, data.get("shape")), True
             elif op == "loop":
@@ -235,9 +244,9 @@ class _Summary:
         return macs, known
 
     def _layer_macs(self, mod: ModuleIR, module: StaticModule | None, x: tuple | None,
-                    y: tuple | None) -> tuple[Any, bool]:
+                    y: tuple | None, more: Sequence[tuple | None] = ()) -> tuple[Any, bool]:
         has_params = module is not None and bool(module.named_parameters())
-        m = layer_macs(mod.cls_name, mod.resolved_args or {}, x, y, has_params)
+        m = layer_macs(mod.cls_name, mod.resolved_args or {}, x, y, has_params, more)
         return (0, False) if m is None else (m, True)
 
     def _tensor_row(self, mod: ModuleIR, module: StaticModule | None, tname: str, decl: Any,

@@ -130,9 +130,15 @@ class _Mirror:
         if tensors is None:
             raise Unknown(mod.cls_name)
         module = StaticModule(mod.cls_name, mod, mod)
+        for child, cls_name in mod.layer.submodules:      # out_proj of MultiheadAttention
+            module.children[child] = StaticModule(cls_name, None, mod)
         for name, (shape, kind) in tensors.items():
             tensor = StaticTensor(_concrete(shape, mod), kind, requires_grad=kind == "param")
-            (module.params if kind == "param" else module.buffers)[name] = tensor
+            holder = module
+            if "." in name:                                # "out_proj.weight"
+                child, name = name.split(".", 1)
+                holder = module.children[child]
+            (holder.params if kind == "param" else holder.buffers)[name] = tensor
         return module
 
     def block(self, mod: ModuleIR) -> StaticModule:

@@ -13,9 +13,18 @@ from netspec.args import spec_literal
 from test_layers import SHAPE_CASES
 
 
-def layer_spec(name: str, stated: dict, shape: tuple) -> str:
+def layer_spec(name: str, stated: dict, shape: tuple | list) -> str:
+    """A block whose one step is the layer; a layer of several tensors (a list of shapes) is
+    a ``let`` called on the input and on constants of the other shapes."""
     args = ", ".join(f"{k}={spec_literal(v)}" for k, v in stated.items())
-    return f"block B {{\n    input x: {list(shape)}\n    only: {name}({args})\n}}\n"
+    if not isinstance(shape, list):
+        return f"block B {{\n    input x: {list(shape)}\n    only: {name}({args})\n}}\n"
+    first, *others = shape
+    consts = "".join(f"    const in{i} = zeros({', '.join(map(str, s))})\n"
+                     for i, s in enumerate(others, 1))
+    operands = ", ".join(["x"] + [f"in{i}" for i in range(1, len(shape))])
+    return (f"block B {{\n    input x: {list(first)}\n{consts}    let only = {name}({args})\n"
+            f"    only({operands})\n}}\n")
 
 
 CASES = [pytest.param(*case, id=f"{case[0]}-{i}") for i, case in enumerate(SHAPE_CASES)]

@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from test_layers import SHAPE_CASES, stated_and_inferred, validated
+from test_layers import SHAPE_CASES, inputs, stated_and_inferred, validated
 
 import netspec
 from netspec.errors import SpecError
@@ -157,11 +157,11 @@ def test_layer_kinds_match_torch(name: str, stated: dict, shape: tuple) -> None:
     takes = LAYERS[name].kinds(args)
     for kind in KINDS:
         module = getattr(torch.nn, name)(**args)
-        x = _tensor(kind, shape)
+        xs = [_tensor(kind, s) for s in inputs(shape)]      # one per tensor of forward
         if name == "Embedding" and kind == "int":
-            x = torch.randint(0, args["num_embeddings"], shape)
+            xs = [torch.randint(0, args["num_embeddings"], shape)]
         index = LAYERS[name].output_index
-        got = _torch_kind(lambda: module(x) if index is None else module(x)[index])
+        got = _torch_kind(lambda: module(*xs) if index is None else module(*xs)[index])
         assert takes.get(kind) == got, (name, kind)
 
 

@@ -321,7 +321,19 @@ SHAPE_CASES = [
     ("LSTMCell", dict(hidden_size=3, bias=False), (4,)),
     ("GRUCell", dict(hidden_size=6), (3, 4)),
     ("GRUCell", dict(hidden_size=2, bias=False), (5,)),
+    # layers of several tensors: a list of shapes, one per tensor of ``forward``
+    ("MultiheadAttention", dict(num_heads=2), [(5, 2, 8), (7, 2, 8), (7, 2, 8)]),
+    ("MultiheadAttention", dict(num_heads=4, batch_first=True), [(2, 5, 8), (2, 7, 6), (2, 7, 4)]),
+    ("MultiheadAttention", dict(num_heads=1, bias=False, add_bias_kv=True, add_zero_attn=True),
+     [(5, 8), (3, 8), (3, 8)]),
+    ("Bilinear", dict(out_features=5), [(3, 4), (3, 6)]),
+    ("Bilinear", dict(out_features=2, bias=False), [(2, 3, 4), (2, 3, 5)]),
 ]
+
+
+def inputs(shape: tuple | list) -> list[tuple]:
+    """The input shapes of a case: one, or a list of one per tensor of the layer's forward."""
+    return shape if isinstance(shape, list) else [shape]
 
 
 def stated_and_inferred(name: str, stated: dict, shape: tuple) -> dict:
@@ -329,7 +341,7 @@ def stated_and_inferred(name: str, stated: dict, shape: tuple) -> dict:
     args = dict(stated)
     for size in LAYERS[name].in_sizes:
         if size.param not in args:
-            args[size.param] = size.infer(shape)
+            args[size.param] = size.infer(inputs(shape)[size.input])
     return args
 
 
@@ -343,12 +355,12 @@ def run_torch(name: str, args: dict, shape: tuple) -> tuple:
     """The real module's output shape on a random tensor."""
     module = getattr(torch.nn, name)(**args)
     if name == "Embedding":
-        x = torch.randint(0, args["num_embeddings"], shape)
+        xs = [torch.randint(0, args["num_embeddings"], shape)]
     else:
-        x = torch.randn(shape)
+        xs = [torch.randn(s) for s in inputs(shape)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        y = module(x)
+        y = module(*xs)
     if LAYERS[name].output_index is not None:   # (output, h_n) and such: a step passes one on
         assert isinstance(y, tuple)
         y = y[LAYERS[name].output_index]
@@ -364,7 +376,7 @@ def test_every_layer_has_shape_cases():
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(SHAPE_CASES)])
 def test_shape_rule_matches_torch(name, stated, shape):
     args = validated(name, stated_and_inferred(name, stated, shape))
-    assert LAYERS[name].shape(args, shape) == run_torch(name, args, shape)
+    assert LAYERS[name].shape(args, *inputs(shape)) == run_torch(name, args, shape)
 
 
 @pytest.mark.parametrize("name,stated,shape", SHAPE_CASES,
@@ -373,8 +385,8 @@ def test_tensor_rule_matches_torch(name, stated, shape):
     """The parameters and buffers a layer owns, known without torch, equal the real ones."""
     args = validated(name, stated_and_inferred(name, stated, shape))
     module = getattr(torch.nn, name)(**args)
-    real = {n: (tuple(t.shape), "param") for n, t in module.named_parameters(recurse=False)}
-    real.update({n: (tuple(t.shape), "buffer") for n, t in module.named_buffers(recurse=False)
+    real = {n: (tuple(t.shape), "param") for n, t in module.named_parameters()}
+    real.update({n: (tuple(t.shape), "buffer") for n, t in module.named_buffers()
                  if t is not None})
     assert LAYERS[name].tensors(args) == real
 
@@ -458,6 +470,13 @@ ERROR_CASES = [
     ("GRUCell", dict(hidden_size=4), (2, 3, 4), None),
     ("LSTMCell", dict(input_size=3, hidden_size=4), (2, 5), "input_size"),
     ("RNNCell", dict(input_size=3, hidden_size=4), (5,), "input_size"),
+    ("MultiheadAttention", dict(num_heads=3), [(5, 2, 8), (5, 2, 8), (5, 2, 8)], "num_heads"),
+    ("MultiheadAttention", dict(num_heads=2), [(5, 2, 8), (7, 2, 8), (6, 2, 8)], None),
+    ("MultiheadAttention", dict(num_heads=2, batch_first=True), [(2, 5, 8), (3, 7, 8), (3, 7, 8)],
+     None),
+    ("MultiheadAttention", dict(num_heads=2), [(5, 2, 8), (7, 8), (7, 8)], None),
+    ("MultiheadAttention", dict(num_heads=2), [(1, 5, 2, 8), (7, 2, 8), (7, 2, 8)], None),
+    ("Bilinear", dict(out_features=5), [(3, 4), (2, 6)], None),
 ]
 
 
@@ -474,7 +493,7 @@ def torch_fails(name: str, args: dict, shape: tuple) -> bool:
 def test_shape_rule_refuses_what_torch_refuses(name, stated, shape, arg):
     with pytest.raises(ShapeRuleError) as info:
         args = validated(name, stated_and_inferred(name, stated, shape))
-        LAYERS[name].shape(args, shape)
+        LAYERS[name].shape(args, *inputs(shape))
     assert info.value.arg == arg
     assert info.value.message and "\n" not in info.value.message
     assert torch_fails(name, validated(name, torch_args(name, stated, shape)), shape)
@@ -487,7 +506,7 @@ def torch_args(name: str, stated: dict, shape: tuple) -> dict:
     for size in LAYERS[name].in_sizes:
         if size.param not in args:
             try:
-                args[size.param] = size.infer(shape)
+                args[size.param] = size.infer(inputs(shape)[size.input])
             except ShapeRuleError:
                 args[size.param] = 3
     return args

@@ -74,6 +74,9 @@ CASES = [
     case("deferred.net", None, {}, (2, 20), twins.deferred, same_print=False),
     case("resnet.net", None, {}, (2, 3, 64, 64), twins.resnet18, same_print=False),
     case("lstm_classifier.net", None, {}, (3, 12, 8), twins.LSTMClassifier),
+    case("transformer.net", None, {}, (3, 10, 16), twins.TransformerClassifier),
+    case("transformer.net", "EncoderBlock", {}, (2, 7, 16), twins.EncoderBlock,
+         build_input=True),
 ]
 
 

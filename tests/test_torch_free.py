@@ -309,7 +309,7 @@ REQUIRED = {
     "size": 2, "threshold": 0.1, "value": 0.0, "in_channels": 4, "out_channels": 6,
     "kernel_size": 3, "num_features": 4, "norm_type": 2.0, "output_size": 2,
     "upscale_factor": 2, "downscale_factor": 2, "groups": 2, "padding": 1, "input_size": 6,
-    "hidden_size": 4,
+    "hidden_size": 4, "embed_dim": 8, "num_heads": 2, "in1_features": 3, "in2_features": 5,
 }
 
 # argument sets beyond the defaults and each flag flipped
@@ -320,6 +320,8 @@ EXTRA = {
     **{f"ConvTranspose{n}d": [dict(groups=2, kernel_size=(2,) * n, bias=False)]
        for n in (1, 2, 3)},
     "LayerNorm": [dict(normalized_shape=(2, 3)), dict(normalized_shape=(4,), bias=False)],
+    "MultiheadAttention": [dict(kdim=6, vdim=4), dict(kdim=8, vdim=8, add_bias_kv=True),
+                           dict(kdim=6, bias=False)],
     "RMSNorm": [dict(normalized_shape=(2, 3))],
     "GroupNorm": [dict(num_groups=3, num_channels=6, affine=False)],
     "PReLU": [dict(num_parameters=7)],

@@ -447,6 +447,33 @@ class LSTMClassifier(nn.Module):
         return self.head(output[:, -1])
 
 
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer encoder block, self-attention with nn.MultiheadAttention."""
+
+    def __init__(self, d=16, heads=4):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.ff(self.norm2(x))
+
+
+class TransformerClassifier(nn.Module):
+    def __init__(self, d=16, heads=4, classes=3):
+        super().__init__()
+        self.blocks = nn.Sequential(EncoderBlock(d, heads), EncoderBlock(d, heads))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return self.head(self.norm(self.blocks(x)).mean(dim=1))
+
+
 def randomize_batchnorm(model: nn.Module) -> nn.Module:
     """Give batch-norm statistics and affine weights values other than 0/1, so they count."""
     with torch.no_grad():
