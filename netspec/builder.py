@@ -165,9 +165,10 @@ class _Builder:
         makers: dict[str, Any] = {}
         for name, decl in mod.tensors.items():
             assert decl.shapes is not None
-            empty = {k: torch.empty(decl.shapes[k], device="meta", dtype=self.dtype)
+            dtype = torch.bool if decl.boolean else self.dtype
+            empty = {k: torch.empty(decl.shapes[k], device="meta", dtype=dtype)
                      for k in decl.items}
-            make = {k: self.maker(frag, mod) for k, frag in decl.items.items()}
+            make = {k: self.maker(frag, mod, decl.boolean) for k, frag in decl.items.items()}
             if decl.container == "tensor":
                 if decl.trainable:
                     module.register_parameter(name, nn.Parameter(empty[""]))
@@ -187,15 +188,16 @@ class _Builder:
         object.__setattr__(module, "_netspec_makers", makers)
         return module
 
-    def maker(self, frag, mod: ModuleIR):
-        """A function ``make(device)`` computing a const/param tensor from its expression."""
+    def maker(self, frag, mod: ModuleIR, boolean: bool = False):
+        """A function ``make(device)`` computing a const/param tensor from its expression, in
+        the model's float dtype unless ``boolean`` (a mask)."""
         namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional}
         exec(tensor_source(frag, mod), namespace)
         make, dtype = namespace["make"], self.dtype or torch.get_default_dtype()
 
         def run(device: Any) -> torch.Tensor:
             value = make(device, dtype, None)
-            return value.to(dtype) if not value.is_floating_point() else value
+            return value.to(dtype) if not (value.is_floating_point() or boolean) else value
         return run
 
 

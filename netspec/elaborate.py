@@ -643,9 +643,12 @@ class _BodyBuilder:
         if not tensors:
             self.fail("argument error", f"{name}() needs the tensors to apply it to", call.span,
                       hint=f"write `{name}(x)`, or use `{name}` as a step")
+        if shared.layer is None and (len(tensors) > 1 or call.keywords):
+            self.fail("type error", f"'{name}' is a block, which takes one tensor", call.span,
+                      hint=f"apply it to one tensor: `{name}(x)`")
         params = shared.layer.forward_params if shared.layer is not None else ()
         kwargs: dict[str, Any] = {}
-        static_keywords = []
+        statics: dict[str, Arg] = {}
         for kw in call.keywords:
             param = next((p for p in params if p.name == kw.name), None)
             if param is None:
@@ -653,24 +656,25 @@ class _BodyBuilder:
                         if params else f"{shared.cls_name} takes no forward arguments")
                 self.fail("argument error", f"{name}() has no forward argument '{kw.name}'",
                           kw.span, hint=hint)
-            if param.type is TensorArg:
-                v = self.expr(kw.value, value)
-                if v.__class__ is not Ref:
-                    self.fail("type error", f"{kw.name} takes a tensor, not {_show_value(v)}",
-                              kw.value.span)
-                kwargs[kw.name] = v
+            v = self.expr(kw.value, value)
+            if v.__class__ is Ref and param.type in (TensorArg, Any):
+                kwargs[kw.name] = v            # attn_mask=m: a tensor
+            elif param.type is TensorArg:
+                self.fail("type error", f"{kw.name} takes a tensor, not {_show_value(v)}",
+                          kw.value.span)
+            elif v.__class__ is Ref:
+                self.fail("type error", f"{kw.name} takes a value known at compile time, not "
+                          f"a tensor", kw.value.span)
             else:
-                static_keywords.append(kw)
-        arg_spans = {kw.name: kw.span for kw in call.keywords}
-        if static_keywords:
-            statics = tuple(p for p in params if p.type is not TensorArg)
-            bound = self.bind_call(f"{name}()", statics, (), (), tuple(static_keywords),
-                                   call.span)
+                statics[kw.name] = Arg(v, kw.span)
+        if statics:
             diagnostics: list[Diagnostic] = []
-            checked = validate(statics, bound, callee=f"{name}()", diagnostics=diagnostics)
+            checked = validate([p for p in params if p.name in statics], statics,
+                               callee=f"{name}()", diagnostics=diagnostics)
             if diagnostics:
                 raise SpecError(diagnostics, self.elab.program.sources)
-            kwargs.update((k, checked[k]) for k in bound)
+            kwargs.update((k, checked[k]) for k in statics)
+        arg_spans = {kw.name: kw.span for kw in call.keywords}
         target, position = self.place(_ModuleValue(shared, name), None, call.span)
         return self.node(RUNNING, "call_module", target=target, args=tuple(tensors),
                          kwargs=kwargs, span=call.span, position=position, label=None,

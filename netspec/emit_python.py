@@ -469,7 +469,8 @@ class _Program:
             else:
                 stmts.append(_Stmt(f"self.add_module({name!r}, ", node, ")"))
         for name, decl in mod.tensors.items():
-            makers = {k: self.tensor_node(frag, mod) for k, frag in decl.items.items()}
+            makers = {k: self.tensor_node(frag, mod, decl.boolean)
+                      for k, frag in decl.items.items()}
             if decl.container == "tensor":
                 node = makers[""]
                 if decl.trainable:
@@ -509,12 +510,12 @@ class _Program:
                 out.append(_Stmt(f"setattr({owner}, {tie.target[-1]!r}, {source})"))
         return out
 
-    def tensor_node(self, frag: Fragment, mod: ModuleIR) -> _Code:
+    def tensor_node(self, frag: Fragment, mod: ModuleIR, boolean: bool = False) -> _Code:
         emitter = _TensorEmitter(mod)
         out = strip_parens(emitter.graph(frag.graph, "None", {}))
         if emitter.lines:
             raise NotImplementedError("a const/param expression that needs statements")
-        if not _is_floating(frag, mod):
+        if not boolean and not _is_floating(frag, mod):
             out = f"({out}).to({_DEFAULT_DTYPE})"
         return _Code(out, emitter.slots)
 

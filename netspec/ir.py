@@ -51,6 +51,9 @@ class TensorDecl:
     container: str                 # "tensor" | "list" | "dict"
     span: Span
     shapes: dict[str, tuple] | None = None   # set by infer_shapes
+    # set by infer_shapes: a const whose every item is boolean (a mask) stays boolean;
+    # anything else is stored in the model's floating dtype
+    boolean: bool = False
 
 
 @dataclass

@@ -1371,8 +1371,24 @@ def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:
     shape = (lambda args, x: tuple(rule(args, tuple(x)))) if rule is not None \
         else _probe_rule(cls)
     doc = (inspect.getdoc(cls) or "").split("\n", 1)[0]
+    inputs, forward_params = _forward_signature(cls)
     return LayerDef(name or cls.__name__, tuple(params), sizes, shape, None, factory, doc,
-                    cls=cls)
+                    cls=cls, inputs=inputs, forward_params=forward_params)
+
+
+def _forward_signature(cls: Any) -> tuple[tuple[str, ...], tuple[Param, ...]]:
+    """The tensors ``cls.forward`` needs (its required positional arguments) and its optional
+    arguments: TransformerDecoderLayer takes ``(tgt, memory)``, and ``tgt_mask=`` and such."""
+    try:
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]   # after self
+    except (TypeError, ValueError):
+        return ("input",), ()
+    needed = tuple(p.name for p in params if p.default is p.empty and
+                   p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    optional = tuple(Param(p.name, Any, p.default) for p in params
+                     if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL,
+                                                                     p.VAR_KEYWORD))
+    return needed or ("input",), optional
 
 
 def _stated_size(param: str, dim: int) -> InSize:
@@ -1403,44 +1419,25 @@ def _guess_size(param: str) -> InSize:
 
 
 def _probe_rule(cls: Any) -> Rule:
-    """A shape rule that runs the module on meta tensors, with primes standing in for symbols."""
+    """A shape rule that runs the module on meta tensors, with primes standing in for symbols:
+    on one input, or on each of the tensors its ``forward`` takes, ``forward`` arguments
+    included (a tuple of sizes there is a tensor's shape, from a call's ``tgt_mask=m``)."""
 
-    def shape(args: dict[str, Any], x: Shape) -> Shape:
-        x = tuple(x)
-        _one_tensor_forward(cls)
+    def shape(args: dict[str, Any], *xs: Shape, **forward: Any) -> Shape:
+        xs = tuple(tuple(x) for x in xs)
         try:
-            first = _probe(cls, args, x, _PRIMES[0::2])
-            second = _probe(cls, args, x, _PRIMES[1::2])
+            first = _probe(cls, args, xs, forward, _PRIMES[0::2])
+            second = _probe(cls, args, xs, forward, _PRIMES[1::2])
         except ShapeRuleError:
             raise
         except Exception as exc:  # whatever torch raised, as a located shape error
             raise ShapeRuleError(str(exc).strip().split("\n")[0]) from exc
         if len(first) != len(second):
             raise ShapeRuleError(f"{cls.__name__}'s output rank depends on the symbolic dims of "
-                                 f"the input {fmt_shape(x)}")
+                                 f"the input {', '.join(fmt_shape(x) for x in xs)}")
         return tuple(_unprobe(a, b, i, cls.__name__) for i, (a, b) in enumerate(zip(first, second)))
 
     return shape
-
-
-def _one_tensor_forward(cls: Any) -> None:
-    """Refuse a layer whose ``forward`` needs more than the one tensor a step passes it
-    (``MultiheadAttention(query, key, value)``), naming what it needs."""
-    import inspect
-
-    try:
-        params = list(inspect.signature(cls.forward).parameters.values())[1:]   # after self
-    except (TypeError, ValueError):
-        return
-    needed = [p.name for p in params if p.default is p.empty and
-              p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(needed) > 1:
-        hint = ("for self-attention use TransformerEncoderLayer, or write it with `@` and "
-                "softmax() over named values" if cls.__name__ == "MultiheadAttention" else
-                "compute it with functions over named values, or wrap it in a layer of your "
-                "own that takes one tensor (`import python`)")
-        raise ShapeRuleError(f"{cls.__name__} takes {len(needed)} tensors "
-                             f"({', '.join(needed)}), but a step passes it one", hint=hint)
 
 
 def _unprobe(a: tuple, b: tuple, i: int, name: str) -> Any:
@@ -1453,33 +1450,46 @@ def _unprobe(a: tuple, b: tuple, i: int, name: str) -> Any:
     return Sym.symbol(f"{name}_out{i}")
 
 
-def _probe(cls: Any, args: dict[str, Any], x: Shape, primes: tuple[int, ...]) -> list[tuple]:
-    """Run ``cls(**args)`` on a meta tensor; gives (size, the symbol it stands for) per dim."""
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(d, Sym) or (isinstance(d, int) and
+                                                                    not isinstance(d, bool))
+                                            for d in value)
+
+
+def _probe(cls: Any, args: dict[str, Any], xs: tuple[Shape, ...], forward: dict[str, Any],
+           primes: tuple[int, ...]) -> list[tuple]:
+    """Run ``cls(**args)`` on meta tensors of the shapes ``xs`` (and the tensor arguments in
+    ``forward``); gives (size, the symbol it stands for) per dim of the output."""
     import torch
 
-    concrete = {d for d in x if is_static(d)}
+    shapes = [*xs, *(v for v in forward.values() if _is_shape(v))]
+    concrete = {d for x in shapes for d in x if is_static(d)}
     free = iter(p for p in primes if p not in concrete)
-    probe: dict[Any, int] = {}
-    for d in x:
-        if not is_static(d) and d not in probe:
-            probe[d] = next(free)
-    size = [d if is_static(d) else probe[d] for d in x]
+    probe: dict[Any, int] = {}         # one prime per symbol, the same in every tensor
+    for x in shapes:
+        for d in x:
+            if not is_static(d) and d not in probe:
+                probe[d] = next(free)
+    sizes = [[d if is_static(d) else probe[d] for d in x] for x in xs]
+    kwargs = {k: torch.zeros([d if is_static(d) else probe[d] for d in v], device="meta")
+              if _is_shape(v) else v for k, v in forward.items()}
     back = {v: k for k, v in probe.items()}
     with torch.device("meta"):
         module = cls(**args)
-    y = _run(module, size)
+    y = _run(module, sizes, kwargs)
     return [(int(n), back.get(int(n))) for n in y.shape]
 
 
-def _run(module: Any, size: list[int]) -> Any:
-    """Call the module on a float meta tensor (an integer one if floats are refused)."""
+def _run(module: Any, sizes: list[list[int]], kwargs: dict[str, Any]) -> Any:
+    """Call the module on float meta tensors (integer ones if floats are refused)."""
     import torch
 
     try:
-        y = module(torch.empty(size, device="meta"))
+        y = module(*(torch.empty(size, device="meta") for size in sizes), **kwargs)
     except Exception as first:
         try:
-            y = module(torch.empty(size, device="meta", dtype=torch.long))
+            y = module(*(torch.empty(size, device="meta", dtype=torch.long) for size in sizes),
+                       **kwargs)
         except Exception:
             raise first from None
     if isinstance(y, (tuple, list)):

@@ -159,8 +159,10 @@ class _ShapeInference:
         layer = mod.layer
         assert layer is not None
         if len(layer.inputs) != 1 + len(more):
+            target, label = str((step or {}).get("target", "")), (step or {}).get("label")
+            is_let = label is None and target.isidentifier()       # attn(x, x): a let's call
             self.error("shape error", _arity_message(layer, 1 + len(more), step), span,
-                       hint=_arity_hint(layer, (step or {}).get("label") or "m"))
+                       hint=_arity_hint(layer, label or (target if is_let else "m"), is_let))
             return _UNKNOWN
         out = self.layer_shape(mod, [shape, *more], span, origin, forward or {},
                                forward_spans or {})
@@ -391,7 +393,7 @@ class _ShapeInference:
             self.tensor_shapes(mod, decl)
         for name in mod.shared:               # a let no step uses has no input to size it
             child = mod.children[name]
-            if child.in_shape is None:
+            if child.in_shape is None and not _applied(mod, name):
                 self.error("shape error", f"let '{name}' is never used, so its input size is "
                            "unknown", child.span, hint=f"use it as a step, or remove it")
         for node, dims, espan in mod.expects:
@@ -477,7 +479,8 @@ class _ShapeInference:
         if op == "get_attr":
             decl = mod.tensors[data["target"]]
             shapes = self.tensor_shapes(mod, decl)
-            self.kind_out = "float"      # const and param tensors take the model's float dtype
+            # const and param tensors take the model's float dtype, but a boolean const stays
+            self.kind_out = "bool" if decl.boolean else "float"
             return None if shapes is None else shapes[data.get("key") or ""]
         if op == "call_function":
             return self.function(data, inputs, origin)
@@ -571,10 +574,12 @@ class _ShapeInference:
         """The shapes of a tensor declaration's items, computed once."""
         if decl.shapes is None:
             shapes = {}
+            kinds = set()
             for key, frag in decl.items.items():
                 env: dict = {}
                 with self.kind_scope(None):
                     out = self.graph(mod, frag.graph, (), _Origin(decl.span), env, {})
+                    kinds.add(self.kinds.get(list(frag.graph.nodes)[-1]))
                 if out is None:
                     return None
                 if has_symbols(out):
@@ -584,6 +589,7 @@ class _ShapeInference:
                     return None
                 shapes[key] = out
             decl.shapes = shapes
+            decl.boolean = not decl.trainable and kinds == {"bool"}
         return decl.shapes
 
     def ties(self, mod: ModuleIR) -> None:
@@ -716,6 +722,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _applied(mod: ModuleIR, name: str) -> bool:
+    """Whether a step of ``mod`` applies its child ``name`` (though its shape may be unknown:
+    an error there is not also "never used")."""
+    return any(d["op"] == "call_module" and d["target"] == name
+               for _, d in mod.graph.nodes(data=True))
+
+
 def _arity_message(layer: LayerDef, given: int, step: dict | None) -> str:
     names = ", ".join(layer.inputs)
     needs = f"{layer.name} takes {len(layer.inputs)} tensor{'s' if len(layer.inputs) > 1 else ''}"
@@ -726,10 +739,12 @@ def _arity_message(layer: LayerDef, given: int, step: dict | None) -> str:
     return f"{needs}, but this call passes {given}"
 
 
-def _arity_hint(layer: LayerDef, name: str) -> str:
+def _arity_hint(layer: LayerDef, name: str, is_let: bool) -> str:
     if len(layer.inputs) == 1:
         return f"apply it to one tensor: `y = {name}(x)`, or `x -> {name}`"
     args = ", ".join({"query": "x", "key": "x", "value": "x"}.get(n, n) for n in layer.inputs)
+    if is_let:
+        return f"call it on its {len(layer.inputs)} tensors: `y = {name}({args})`"
     return (f"declare it with `let {name} = {layer.name}(...)` and call it on its tensors: "
             f"`y = {name}({args})`")
 

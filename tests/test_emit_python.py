@@ -277,7 +277,7 @@ block B(k: int = 3) {
     param q = randint(0, 10, 4, 4)
     const r = arange(1, 9, 2)
     const s = ones(4) * full(4, value=true)
-    x * c + d @ p[0] + mean(e["a"], dim=0) + mean(q) + r + s + e["b"]
+    where(d, x, 0.0) * c + x @ p[0] + mean(e["a"], dim=0) + mean(q) + r + s + e["b"]
 }""",
     "instances_with_different_sizes": """
 block Mlp(width: int) {
@@ -375,7 +375,8 @@ def test_block_values_become_constructor_arguments() -> None:
 def test_tensor_factories_keep_netspec_dtypes() -> None:
     source = check_extra("tensor_factories")
     assert "torch.full((4,), 2.0)" in source                      # an int fill, as a float
-    assert "(torch.rand(4) > 0.5).to(torch.get_default_dtype())" in source
+    assert "torch.rand(4) > 0.5" in source                       # a boolean mask stays one
+    assert "(torch.rand(4) > 0.5).to(" not in source
     assert "torch.arange(1, 9, 2, dtype=torch.get_default_dtype())" in source
     assert "BufferDict({'a': torch.eye(4), 'b': torch.linspace(0, 1, 4)})" in source
     assert "class BufferDict(nn.Module):" in source and "class BufferList" not in source
