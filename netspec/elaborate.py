@@ -676,7 +676,7 @@ class _BodyBuilder:
             kwargs.update((k, checked[k]) for k in statics)
         arg_spans = {kw.name: kw.span for kw in call.keywords}
         target, position = self.place(_ModuleValue(shared, name), None, call.span)
-        return self.node(RUNNING, "call_module", target=target, args=tuple(tensors),
+        return self.node(name, "call_module", target=target, args=tuple(tensors),
                          kwargs=kwargs, span=call.span, position=position, label=None,
                          operand_spans=tuple(a.span for a in call.args), arg_spans=arg_spans)
 
