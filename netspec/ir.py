@@ -191,6 +191,19 @@ def add_node(graph: nx.DiGraph, nid: str, data: dict[str, Any]) -> str:
     return nid
 
 
+def graph_nodes(mod: ModuleIR) -> Iterator[tuple[nx.DiGraph, dict]]:
+    """Every node of a block's graphs with the graph that holds it: its own graph first, then
+    its ``const``/``param`` expressions, then the ``while`` loops' cond and body in them."""
+    graphs = collections.deque([mod.graph] if mod.graph is not None else [])
+    graphs.extend(frag.graph for decl in mod.tensors.values() for frag in decl.items.values())
+    while graphs:
+        graph = graphs.popleft()
+        for _, data in graph.nodes(data=True):
+            yield graph, data
+            if data["op"] == "loop":
+                graphs.extend((data["cond"].graph, data["body"].graph))
+
+
 def refs(args: tuple, kwargs: dict) -> Sequence[Ref]:
     """The ``Ref``s among a node's arguments, in order (looking one level into lists)."""
     if not kwargs and len(args) == 1 and args[0].__class__ is Ref:

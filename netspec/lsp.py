@@ -24,7 +24,7 @@ from netspec.dims import fmt_shape
 from netspec.elaborate import RUNNING
 from netspec.errors import Diagnostic, LimitError, NetspecError, SpecError, Span
 from netspec.functions import lookup_function
-from netspec.ir import ModuleIR
+from netspec.ir import ModuleIR, graph_nodes
 from netspec.limits import current as current_limits
 
 logger = logging.getLogger("netspec.lsp")
@@ -343,16 +343,8 @@ class _Node:
 
 def _nodes(ir: ModuleIR) -> Iterator[_Node]:
     for path, mod in ir.walk():
-        if mod.graph is None:
-            continue
-        graphs = [mod.graph] + [frag.graph for decl in mod.tensors.values()
-                                for frag in decl.items.values()]
-        while graphs:
-            graph = graphs.pop(0)
-            for _, data in graph.nodes(data=True):
-                yield _Node(path, mod, graph, data)
-                if data.get("op") == "loop":
-                    graphs.extend((data["cond"].graph, data["body"].graph))
+        for graph, data in graph_nodes(mod):
+            yield _Node(path, mod, graph, data)
 
 
 def _irs(doc: Document, block: ast.BlockDef | None) -> list[ModuleIR]:

@@ -9,13 +9,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-
-import networkx as nx
+from typing import Any
 
 from netspec.dims import counterexample, equal_residues, substitute, symbol_name
 from netspec.errors import Diagnostic, Span
-from netspec.ir import ModuleIR, refs
+from netspec.ir import ModuleIR, graph_nodes, refs
 
 
 def spec_notes(module: ModuleIR) -> list[Diagnostic]:
@@ -32,13 +30,10 @@ def _unused_notes(module: ModuleIR) -> list[Diagnostic]:
     for _, mod in module.walk():
         if mod.graph is None:
             continue
-        read = {nid for nid, _, _ in mod.expects}
-        for data in _all_nodes(mod.graph):
-            if data["op"] == "loop":
-                for frag in (data["cond"], data["body"]):
-                    read.update(r.node for d in _all_nodes(frag.graph)
-                                for r in refs(d["args"], d["kwargs"]))
         graph = mod.graph
+        read = {nid for nid, _, _ in mod.expects}      # and what a loop's cond or body reads
+        read.update(r.node for g, d in graph_nodes(mod) if g is not graph
+                    for r in refs(d["args"], d["kwargs"]))
         for nid, data in graph.nodes(data=True):
             if data["op"] in ("placeholder", "output") or graph._succ[nid] or nid in read:
                 continue
@@ -59,20 +54,11 @@ def _assumption_notes(module: ModuleIR) -> list[Diagnostic]:
     ``assumes``), with sizes for which it fails where small ones show it."""
     notes: dict[tuple, Diagnostic] = {}
     for _, mod in module.walk():
-        if mod.graph is not None:
-            for data in _all_nodes(mod.graph):
-                for a, b, span, why in data.get("assumes", ()):
-                    note = _assumption_note(a, b, span or data["span"], why)
-                    notes.setdefault((note.span, note.message), note)
+        for _, data in graph_nodes(mod):
+            for a, b, span, why in data.get("assumes", ()):
+                note = _assumption_note(a, b, span or data["span"], why)
+                notes.setdefault((note.span, note.message), note)
     return list(notes.values())
-
-
-def _all_nodes(graph: nx.DiGraph) -> Iterator[dict]:
-    for _, data in graph.nodes(data=True):
-        yield data
-        if data["op"] == "loop":
-            for frag in (data["cond"], data["body"]):
-                yield from _all_nodes(frag.graph)
 
 
 def _assumption_note(a: Any, b: Any, span: Span | None, why: str | None) -> Diagnostic:
