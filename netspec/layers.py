@@ -351,9 +351,9 @@ def _multihead_attention(args: dict[str, Any], q: Shape, k: Shape, v: Shape, *,
             raise ShapeRuleError(f"MultiheadAttention expects a 2-D or 3-D {name} "
                                  f"{_ATTENTION_LAYOUT}, got {fmt_shape(x)}", operand=i)
     if not len(q) == len(k) == len(v):
-        raise ShapeRuleError(f"MultiheadAttention's query, key and value are all batched (3-D) or "
-                             f"all unbatched (2-D), got {fmt_shape(q)}, {fmt_shape(k)} and "
-                             f"{fmt_shape(v)}")
+        raise ShapeRuleError(f"MultiheadAttention's query, key and value must all be batched "
+                             f"(3-D) or all unbatched (2-D), got {fmt_shape(q)}, {fmt_shape(k)} "
+                             f"and {fmt_shape(v)}")
     batched = len(q) == 3
     length, batch = (1, 0) if batched and args["batch_first"] else (0, 1)
     if batched and not (agree(k[batch], q[batch]) and agree(v[batch], q[batch])):

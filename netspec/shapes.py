@@ -365,16 +365,16 @@ class _ShapeInference:
             declared = self.subst(mod.input_dims)
             fits = len(declared) == len(shape) and all(
                 self.bind(d, a) for d, a in zip(mod.input_dims, shape))
+            bound = self.subst(mod.input_dims)         # its symbols as this input binds them
             if ASSUMED:
                 assumed = _taken_on_trust(None, f"{mod.cls_name} declares its input "
-                                          f"{fmt_shape(self.subst(mod.input_dims))}" +
+                                          f"{fmt_shape(bound)}" +
                                           (f" at {mod.input_span}" if mod.input_span else ""))
                 if step is not None:
                     step["assumes"] = (*step.get("assumes", ()), *assumed)
             if fits:          # the body sees the declared sizes where they are concrete
-                shape = tuple(unify(a, d) for a, d in zip(shape, self.subst(mod.input_dims)))
+                shape = tuple(unify(a, d) for a, d in zip(shape, bound))
             else:
-                bound = self.subst(mod.input_dims)     # its symbols as this input binds them
                 # written with symbols this input binds to sizes it lacks: show them bound
                 here = f", {fmt_shape(bound)} here" if len(bound) == len(shape) and any(
                     b != d and b != a for b, d, a in zip(bound, declared, shape)) else ""
