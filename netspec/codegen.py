@@ -54,6 +54,9 @@ class Emitter:
         self.comments: dict[Any, str] = {}       # shape -> its comment (shapes repeat)
         self.emitted: dict[tuple, str] = {}      # function and argument sources -> its source
         self.uses_modules = False
+        # what a factory is given: make(device, dtype, generator)'s arguments in a const or
+        # param; in a forward, the input's device (arange(T) sized by the input, each call)
+        self.factory_args = {"device": "device", "dtype": "dtype", "generator": "generator"}
 
     def var_for(self, nid: str, base: str, last_use: dict[str, int], now: int) -> str:
         base = base if _usable_name(base) else "x"
@@ -172,9 +175,11 @@ class Emitter:
         self.exprs[nid] = var
         cond = Emitter(self.mod, self.dims, self.indent)
         cond.exprs, cond.holder = dict(self.exprs), dict(self.holder)
+        cond.factory_args = self.factory_args
         cond_src = cond.graph(data["cond"].graph, var, last_use)
         body = Emitter(self.mod, self.dims, self.indent + "    ")
         body.exprs, body.holder = dict(self.exprs), dict(self.holder)
+        body.factory_args = self.factory_args
         body.holder[var] = nid
         body_src = body.graph(data["body"].graph, var, {**last_use, nid: 10**9})
         self.lines.extend(cond.lines)
@@ -216,7 +221,7 @@ class Emitter:
                                             hint="give the input a concrete shape with "
                                             "--input")])
             if fn.factory:
-                kwargs.update(device="device", dtype="dtype", generator="generator")
+                kwargs.update(self.factory_args)
             key = (fn.name, *args, *kwargs.items())  # sources are strings: hashable
         expr = self.emitted.get(key)
         if expr is None:                             # a forward repeats the same few calls
@@ -286,6 +291,7 @@ def forward_source(mod: ModuleIR) -> str:
     emitter = Emitter(mod, dims)
     emitter.holder[input_name] = entry
     emitter.exprs[entry] = input_name
+    emitter.factory_args = {"device": f"{input_name}.device"}
     out = emitter.graph(mod.graph, None, {})
     head = [f"def forward(self, {input_name}):"]
     if emitter.uses_modules:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import networkx as nx
 
 from netspec import ast
-from netspec.args import Arg, bind, validate
+from netspec.args import Arg, bind, has_symbols, validate
 from netspec.dims import Sym
 from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, did_you_mean
 from netspec.functions import FUNCTION_NAMES, FUNCTIONS, SliceValue, lookup_function
@@ -1127,10 +1127,10 @@ class _BodyBuilder:
                                 list(self.elab.program.blocks))
             what = "layer or block" if name[:1].isupper() else "function"
             self.fail("name error", f"unknown {what} '{name}'", expr.func.span, hint=hint)
-        if fn.factory and not factories:
+        in_step = fn.factory and not factories    # arange(T): sized by the input, each call
+        if in_step and running is None:
             self.fail("type error", f"{name}() creates a tensor, so it belongs in a const or "
-                      f"param", expr.span,
-                      hint=f"write `const t = {name}(...)` and use t")
+                      f"param", expr.span, hint=f"write `const t = {name}(...)` and use t")
         n_tensors = len(expr.args) if fn.tensors < 0 else fn.tensors
         operands = expr.args[:n_tensors]
         tensor_args = []
@@ -1160,6 +1160,11 @@ class _BodyBuilder:
         kwargs = validate(static_params, bound, callee=f"{name}()", diagnostics=diagnostics)
         if diagnostics:
             raise SpecError(diagnostics, self.elab.program.sources)
+        if in_step and not any(has_symbols(v) for v in kwargs.values()):
+            self.fail("type error", f"{name}() creates a tensor of a size known when the model "
+                      f"is built, so it belongs in a const or param", expr.span,
+                      hint=f"write `const t = {name}(...)` and use t; a step may create one "
+                           f"only of a size that depends on the input, such as arange(T)")
         return Ref(self.call_function(fn, tuple(tensor_args), kwargs, expr.span,
                                       operand_spans=operand_spans,
                                       arg_spans={k: a.span for k, a in bound.items()}))

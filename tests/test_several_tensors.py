@@ -237,3 +237,56 @@ def test_a_call_of_a_let_refuses_what_it_cannot_pass(text: str, message: str) ->
     spec = f"block Net {{\n    input x: [N, 5, 8]\n    {text}\n}}"
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         netspec.analyze(spec)
+
+
+CAUSAL = """\
+block Gpt {
+    input tokens: [N, T]
+    let attn = MultiheadAttention(4, batch_first=true)
+    h = tokens -> embed: Embedding(100, 32)
+    positions = arange(T) -> pos: Embedding(64, 32)       # [T, 32]: one row per position
+    x = h + positions
+    future = unsqueeze(arange(T), 0) > unsqueeze(arange(T), 1)
+    x = x + attn(x, x, x, attn_mask=future, is_causal=true, need_weights=false)
+    head: Linear(100)
+}"""
+
+
+class CausalTwin(nn.Module):
+    """Token and learned position embeddings, causal self-attention: the mask and the
+    positions are made on each call, for the length of the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.embed = nn.Embedding(100, 32)
+        self.pos = nn.Embedding(64, 32)
+        self.head = nn.Linear(32, 100)
+
+    def forward(self, tokens):
+        t = tokens.shape[1]
+        x = self.embed(tokens) + self.pos(torch.arange(t, device=tokens.device))
+        future = torch.arange(t).unsqueeze(0) > torch.arange(t).unsqueeze(1)
+        x = x + self.attn(x, x, x, attn_mask=future, is_causal=True, need_weights=False)[0]
+        return self.head(x)
+
+
+@pytest.mark.parametrize("length", [5, 9])
+def test_tensors_sized_by_the_input_are_made_on_each_call(length: int) -> None:
+    """``arange(T)`` in a step: positions and a causal mask for whatever length arrives."""
+    torch.manual_seed(0)
+    hand = CausalTwin().eval()
+    model = netspec.build(CAUSAL).eval()
+    assert list(model.state_dict()) == list(hand.state_dict())
+    model.load_state_dict(hand.state_dict())
+    tokens = torch.randint(0, 100, (3, length), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(model(tokens), hand(tokens))
+    assert "torch.arange(_T, device=tokens.device)" in type(model).code
+
+
+def test_a_step_makes_only_tensors_sized_by_the_input() -> None:
+    spec = "block A {\n    input x: [N, 4]\n    x + rand(4)\n}"
+    with pytest.raises(SpecError, match=r"rand\(\) creates a tensor of a size known when the "
+                                        r"model is built, so it belongs in a const or param"):
+        netspec.analyze(spec)
