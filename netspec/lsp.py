@@ -416,20 +416,21 @@ def _describe_node(node: _Node) -> tuple[str, str]:
     op = data["op"]
     out = _shape(data.get("shape"))
     ins = ", ".join(_shape(s) for s in _inputs(node))
+    flow = f"{ins} -> {out}" if ins else out        # a factory, arange(T): no input
     if op == "call_module":
         child = node.mod.children.get(data["target"])
         what = describe_module(child) if child is not None else str(data["target"])
         label = data.get("label")
         if label is None and not str(data["target"]).isdigit():
             label = data["target"]          # a shared module, used by its `let` name
-        return (f"{label}: {what}" if label else what), f"{ins} -> {out}"
+        return (f"{label}: {what}" if label else what), flow
     if op == "call_function":
         kwargs = data.get("static", data.get("kwargs")) or {}
         fn = lookup_function(data["target"])
         if fn is not None and fn.label is not None:      # as written: [:, -1]
-            return fn.label(**kwargs), f"{ins} -> {out}"
+            return fn.label(**kwargs), flow
         args = ", ".join(f"{k}={_show(v)}" for k, v in kwargs.items())
-        return f"{data['target']}({args})", f"{ins} -> {out}"
+        return f"{data['target']}({args})", flow
     if op == "get_attr":
         decl = node.mod.tensors.get(data["target"])
         kind = "param" if decl is not None and decl.trainable else "const"
@@ -438,7 +439,7 @@ def _describe_node(node: _Node) -> tuple[str, str]:
     if op == "placeholder":
         return f"input {data.get('name')}", out
     if op == "loop":
-        return "while", f"{ins} -> {out}"
+        return "while", flow
     return op, out
 
 

@@ -422,3 +422,16 @@ def test_diagnostics_are_those_of_check(case: Path, monkeypatch: pytest.MonkeyPa
     doc = analyse_document(case.read_text(), case)
     assert doc.diagnostics == netspec.check(case.name)
     assert doc.diagnostics
+
+
+def test_hover_on_a_let_call_and_a_factory_in_a_step() -> None:
+    text = ("block G {\n    input x: [N, T, 8]\n    let attn = MultiheadAttention(2, batch_first=true)\n"
+            "    future = unsqueeze(arange(T), 0) > unsqueeze(arange(T), 1)\n"
+            "    attn(x, x, x, attn_mask=future)\n}\n")
+    doc = analyse_document(text)
+    assert doc.diagnostics == []
+    lines = text.split("\n")
+    hover = hover_text(doc, 4, lines[3].index("arange") + 1)
+    assert hover.endswith("\n`[T]`")                   # no input: the shape alone
+    hover = hover_text(doc, 5, lines[4].index("attn") + 1)
+    assert "MultiheadAttention(embed_dim=8, num_heads=2" in hover and "[N, T, 8]" in hover

@@ -290,3 +290,18 @@ def test_a_step_makes_only_tensors_sized_by_the_input() -> None:
     with pytest.raises(SpecError, match=r"rand\(\) creates a tensor of a size known when the "
                                         r"model is built, so it belongs in a const or param"):
         netspec.analyze(spec)
+
+
+@pytest.mark.parametrize("spec,shape", [(MASKED, (2, 5, 8)), (DECODER, (2, 6, 32))],
+                         ids=["masks", "decoder-layer"])
+def test_a_checkpoint_keeps_the_mask_boolean(tmp_path, spec: str, shape: tuple) -> None:
+    model = netspec.build(spec, seed=1).eval()
+    path = tmp_path / "model.safetensors"
+    netspec.save(model, path)
+    loaded = netspec.load(path).eval()
+    assert [(n, b.dtype) for n, b in loaded.named_buffers()] == \
+        [(n, b.dtype) for n, b in model.named_buffers()]
+    assert all(b.dtype == torch.bool for _, b in loaded.named_buffers())
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
