@@ -187,7 +187,7 @@ class _ShapeInference:
         assert layer is not None
         by_position: dict[str, int] = {}       # input sizes given by position: their index
         if mod.torch_reading is not None:
-            picked = self.pick_reading(mod, xs, span)
+            picked = self.pick_reading(mod, xs, mod.span)    # where its arguments are written
             if picked is None:
                 return _UNKNOWN
             by_position = picked
