@@ -174,9 +174,7 @@ class _ShapeInference:
         out = self.layer_shape(mod, [shape, *more], span, origin, forward or {},
                                forward_spans or {})
         if ASSUMED:              # stated sizes taken on trust
-            taken = _taken_on_trust(None, None)
-            if step is not None:
-                step["assumes"] = (*step.get("assumes", ()), *taken)
+            _take_on_trust(step)
         return out
 
     def layer_shape(self, mod: ModuleIR, xs: list, span: Span, origin: _Origin,
@@ -205,8 +203,7 @@ class _ShapeInference:
                 # a size stated where the input's dim is symbolic (16 for H): taken on trust
                 # and noted, unless the two are known to differ
                 if agree(shape[dim], stated):
-                    xs[which] = shape = tuple(stated if i == dim % len(shape) else d
-                                              for i, d in enumerate(shape))
+                    xs[which] = shape = _with_dim(shape, dim, stated)
                     key = None          # each such call notes it at its own step
             try:
                 inferred = size.infer(shape)
@@ -228,8 +225,7 @@ class _ShapeInference:
                     return _UNKNOWN
                 key = None            # another call like this one must report its own error
                 # go on as if the stated size had arrived, to find later, independent errors
-                xs[which] = tuple(stated if i == size.dim % len(shape) else d
-                                  for i, d in enumerate(shape))
+                xs[which] = _with_dim(shape, size.dim, stated)
                 inferred = stated
             if mod.resolved_args is not None and not _same(mod.resolved_args[size.param],
                                                            inferred):
@@ -367,11 +363,9 @@ class _ShapeInference:
                 self.bind(d, a) for d, a in zip(mod.input_dims, shape))
             bound = self.subst(mod.input_dims)         # its symbols as this input binds them
             if ASSUMED:
-                assumed = _taken_on_trust(None, f"{mod.cls_name} declares its input "
-                                          f"{fmt_shape(bound)}" +
-                                          (f" at {mod.input_span}" if mod.input_span else ""))
-                if step is not None:
-                    step["assumes"] = (*step.get("assumes", ()), *assumed)
+                _take_on_trust(step, why=f"{mod.cls_name} declares its input "
+                               f"{fmt_shape(bound)}" +
+                               (f" at {mod.input_span}" if mod.input_span else ""))
             if fits:          # the body sees the declared sizes where they are concrete
                 shape = tuple(unify(a, d) for a, d in zip(shape, bound))
             else:
@@ -405,8 +399,7 @@ class _ShapeInference:
             fits = actual is None or (len(actual) == len(expected) and
                                       all(self.bind(e, a) for e, a in zip(dims, actual)))
             if ASSUMED:
-                data = mod.graph.nodes[node]
-                data["assumes"] = (*data.get("assumes", ()), *_taken_on_trust(espan, None))
+                _take_on_trust(mod.graph.nodes[node], espan)
             if not fits:
                 self.error("shape error", f"expected {fmt_shape(expected)}, but the value here "
                            f"is {fmt_shape(actual)}", espan, notes=(origins[node].note(actual),))
@@ -533,7 +526,8 @@ class _ShapeInference:
         try:
             out = tuple(fn.shape(*inputs, **kwargs))
             if ASSUMED:          # sizes the rule took as equal without knowing they are
-                data["assumes"] = _taken_on_trust(None, None)
+                data.pop("assumes", None)        # this run's, where a block runs again
+                _take_on_trust(data)
             if rule is not None:
                 category = "type error"
                 args = data["args"]
@@ -765,12 +759,19 @@ def _stated_size_hint(param: str, by_position: dict[str, int]) -> str:
     return f"leave out {param}, the {nth} argument, to infer it, or fix the step before"
 
 
-def _taken_on_trust(span: Span | None, why: str | None) -> tuple:
-    """Empty ``ASSUMED`` into a node's ``assumes``: ``(a, b, span, why)`` per pair of sizes,
-    ``span`` where it is noted (None: at the node) and ``why`` a note on where it comes from."""
-    taken = tuple((a, b, span, why) for a, b in ASSUMED)
+def _with_dim(shape: Shape, dim: int, size: Any) -> Shape:
+    """``shape`` with ``size`` at ``dim`` (negative counting from the end)."""
+    return tuple(size if i == dim % len(shape) else d for i, d in enumerate(shape))
+
+
+def _take_on_trust(data: dict | None, span: Span | None = None, why: str | None = None) -> None:
+    """Empty ``ASSUMED`` onto a node's ``assumes`` (none: dropped): ``(a, b, span, why)`` per
+    pair of sizes, ``span`` where it is noted (None: at the node) and ``why`` a note on where
+    it comes from."""
+    if data is not None:
+        data["assumes"] = (*data.get("assumes", ()),
+                           *((a, b, span, why) for a, b in ASSUMED))
     ASSUMED.clear()
-    return taken
 
 
 @gc_paused
@@ -795,4 +796,3 @@ def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap
     inference.errors.check()
     lint(module, shaped=True)
     return module
-
