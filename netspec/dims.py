@@ -368,10 +368,10 @@ def numel(shape: Shape) -> Dim:
     return total
 
 
+# -- equality of sizes in shape rules -------------------------------------------------------------
+
 _SYMBOL = re.compile(r"[A-Za-z_]\w*(@\d+)?")  # a named symbol, maybe tagged with its instance
 
-
-# -- equality of sizes in shape rules -------------------------------------------------------------
 
 def known_equal(a: Dim, b: Dim) -> bool | None:
     """True/False when decidable, None when unknown.
@@ -401,6 +401,12 @@ def agree(a: Dim, b: Dim) -> bool:
     if known is None:
         ASSUMED.append((a, b))
     return known is not False
+
+
+def shapes_agree(a: Shape, b: Shape) -> bool:
+    """Whether two shapes may be equal: the same rank, and each pair of sizes may (``agree``,
+    in order, stopping at the first pair known to differ)."""
+    return len(a) == len(b) and all(agree(x, y) for x, y in zip(a, b))
 
 
 def unify(a: Dim, b: Dim) -> Dim:

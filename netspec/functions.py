@@ -50,11 +50,10 @@ from __future__ import annotations
 import ast
 import functools
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from netspec.dims import ASSUMED, Dim, Shape, Sym, agree, fmt_shape, numel, unify
+from netspec.dims import Dim, Shape, Sym, agree, fmt_shape, numel, shapes_agree, unify
 from netspec.layers import padded_length, pool_shape
 from netspec.registry import (
     FUNCTIONS,
@@ -725,7 +724,7 @@ def _stack_shape(*shapes: Shape, dim: int) -> Shape:
         raise ShapeRuleError("stack needs at least one tensor")
     out = list(shapes[0])
     for i, s in enumerate(shapes[1:], 1):
-        if len(s) != len(out) or not all(agree(b, a) for a, b in zip(s, out)):
+        if not shapes_agree(out, s):
             raise ShapeRuleError(f"stack: tensor {i} has shape {fmt_shape(s)} where tensor 0 has "
                                  f"{fmt_shape(shapes[0])}", operand=i)
         out = [unify(a, b) for a, b in zip(out, s)]

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, create_model
 
-from netspec.dims import Shape, Sym, agree, fmt_shape, is_static, numel
+from netspec.dims import Shape, Sym, agree, fmt_shape, is_static, numel, shapes_agree
 from netspec.registry import (LAYERS, REQUIRED, InSize, LayerDef, Param, ShapeRuleError,
                               TensorArg, register_layer)
 
@@ -371,15 +371,13 @@ def _multihead_attention(args: dict[str, Any], q: Shape, k: Shape, v: Shape, *,
     n, tgt, src = (q[batch] if batched else None), q[length], k[length]
     if key_padding_mask is not None:
         want = (n, src) if batched else (src,)
-        if len(key_padding_mask) != len(want) or not all(
-                agree(a, b) for a, b in zip(key_padding_mask, want)):
+        if not shapes_agree(key_padding_mask, want):
             raise ShapeRuleError(f"key_padding_mask is {fmt_shape(key_padding_mask)}, but "
                                  f"MultiheadAttention needs [batch, key length] = "
                                  f"{fmt_shape(want)}", arg="key_padding_mask")
     if attn_mask is not None:
         wants = [(tgt, src)] + ([(n * heads, tgt, src)] if batched else [])
-        if not any(len(attn_mask) == len(w) and all(agree(a, b) for a, b in zip(attn_mask, w))
-                   for w in wants):
+        if not any(shapes_agree(attn_mask, w) for w in wants):
             raise ShapeRuleError(f"attn_mask is {fmt_shape(attn_mask)}, but MultiheadAttention "
                                  f"needs " + " or ".join(fmt_shape(w) for w in wants),
                                  arg="attn_mask")
@@ -406,7 +404,7 @@ register_layer(LayerDef(
 
 def _bilinear(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
     # [*, in1_features], [*, in2_features] -> [*, out_features]
-    if len(x1) != len(x2) or not all(agree(b, a) for a, b in zip(x1[:-1], x2[:-1])):
+    if not shapes_agree(x2[:-1], x1[:-1]):
         raise ShapeRuleError(f"Bilinear's inputs must have the same leading dims, got "
                              f"{fmt_shape(x1)} and {fmt_shape(x2)}", operand=1)
     return x1[:-1] + (args["out_features"],)
