@@ -1349,8 +1349,8 @@ def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:
 
     A class may state what netspec cannot guess: ``netspec_in_sizes = {"in_features": -1}``
     (arguments read off an input dim) and a ``netspec_shape(args, shape) -> shape`` static
-    method. Otherwise input sizes are guessed from argument names and the output shape is
-    found by running the module on meta tensors.
+    method, given one shape per tensor its ``forward`` takes. Otherwise input sizes are guessed
+    from argument names and the output shape is found by running the module on meta tensors.
     """
     sig = inspect.signature(cls.__init__)
     params, factory = [], False
@@ -1366,8 +1366,8 @@ def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:
     else:
         sizes = tuple(_guess_size(p.name) for p in params if p.name in _LAST_DIM + _CHANNEL_DIM)
     rule = getattr(cls, "netspec_shape", None)
-    shape = (lambda args, x: tuple(rule(args, tuple(x)))) if rule is not None \
-        else _probe_rule(cls)
+    shape = (lambda args, *xs, **forward: tuple(rule(args, *(tuple(x) for x in xs)))) \
+        if rule is not None else _probe_rule(cls)
     doc = (inspect.getdoc(cls) or "").split("\n", 1)[0]
     inputs, forward_params = _forward_signature(cls)
     return LayerDef(name or cls.__name__, tuple(params), sizes, shape, None, factory, doc,

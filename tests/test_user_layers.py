@@ -127,3 +127,40 @@ def test_keyword_only_arguments_are_never_bound_by_position(tmp_path: Path, call
     assert (gate.proj.in_features, gate.proj.out_features, gate.scale) == (4, 8, 0.5)
     x = torch.rand(3, 4)
     assert torch.equal(model(x), torch.sigmoid(gate.proj(x)) * 0.5)
+
+
+TWO_TENSORS = '''\
+import torch
+from torch import nn
+
+
+class Gate(nn.Module):
+    """Gates one tensor by another; states its size and its shape rule, for two tensors."""
+
+    netspec_in_sizes = {"features": -1}
+
+    @staticmethod
+    def netspec_shape(args, x, y):
+        return x
+
+    def __init__(self, features):
+        super().__init__()
+        self.proj = nn.Linear(features, features)
+
+    def forward(self, x, y):
+        return torch.sigmoid(self.proj(y)) * x
+'''
+
+
+def test_a_stated_shape_rule_gets_a_shape_for_each_tensor(tmp_path: Path) -> None:
+    (tmp_path / "pair_gates.py").write_text(TWO_TENSORS)      # not "gates": imported above
+    (tmp_path / "net.net").write_text('import python "pair_gates"\nblock Net {\n'
+                                      '    input x: [N, 8]\n'
+                                      '    let gate = Gate()\n    h = x -> Linear(8)\n'
+                                      '    gate(x, h)\n}\n')
+    model = netspec.build(tmp_path / "net.net", seed=0)
+    assert model.gate.proj.in_features == 8
+    x = torch.rand(3, 8)
+    h = getattr(model, "0")(x)
+    assert torch.equal(model(x), torch.sigmoid(model.gate.proj(h)) * x)
+    assert [str(d) for d in netspec.analyze(tmp_path / "net.net").output_shape] == ["N", "8"]
