@@ -158,6 +158,7 @@ class _ShapeInference:
         ``forward`` its forward arguments); stated sizes taken on trust are noted at ``step``."""
         layer = mod.layer
         assert layer is not None
+        key = None                 # calls like this one give the same result
         if not more and mod.resolved_args is None and mod.torch_reading is None:
             key = _layer_key(mod, shape)
             seen = self.layers_seen.get(key) if key is not None else None
@@ -172,15 +173,15 @@ class _ShapeInference:
                        hint=_arity_hint(layer, label or (target if is_let else "m"), is_let))
             return _UNKNOWN
         out = self.layer_shape(mod, [shape, *more], span, origin, forward or {},
-                               forward_spans or {})
+                               forward_spans or {}, key)
         if ASSUMED:              # stated sizes taken on trust
             _take_on_trust(step)
         return out
 
     def layer_shape(self, mod: ModuleIR, xs: list, span: Span, origin: _Origin,
-                    forward: dict, forward_spans: dict) -> Shape | None:
+                    forward: dict, forward_spans: dict, key: tuple | None) -> Shape | None:
         """The shape rule on the input shapes ``xs`` (one per tensor of ``layer.inputs``), the
-        sizes it reads off them inferred or checked."""
+        sizes it reads off them inferred or checked; the result is kept under ``key``."""
         layer = mod.layer
         assert layer is not None
         by_position: dict[str, int] = {}       # input sizes given by position: their index
@@ -189,8 +190,8 @@ class _ShapeInference:
             if picked is None:
                 return _UNKNOWN
             by_position = picked
-        # calls like this one give the same result (``layer`` looks them up)
-        key = _layer_key(mod, xs[0]) if mod.resolved_args is None and len(xs) == 1 else None
+            if mod.resolved_args is None and len(xs) == 1:
+                key = _layer_key(mod, xs[0])     # the arguments as the kept reading binds them
         values = {k: v if v.__class__ in _PLAIN else self.subst(v) for k, v in mod.args.items()}
         for size in layer.in_sizes:
             stated = values.get(size.param)
