@@ -6,9 +6,10 @@ with paused(promote=True):    # what an import makes lives on: collecting it fre
     from netspec.api import Analysis, analyze, build, check, materialize
     from netspec.checkpoint import LoadReport, load, save
     from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError, Span
+    from netspec.registry import ShapeRuleError
 
 __version__ = "0.1.0"
 
 __all__ = ["Analysis", "CheckpointError", "Diagnostic", "LoadReport", "NetspecError",
-           "SpecError", "Span", "__version__", "analyze", "build", "check", "load",
-           "materialize", "save"]
+           "ShapeRuleError", "SpecError", "Span", "__version__", "analyze", "build", "check",
+           "load", "materialize", "save"]

@@ -11,10 +11,8 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
-
-import networkx as nx
 
 from netspec import ast
 from netspec.args import Arg, bind, has_symbols, validate
@@ -996,7 +994,7 @@ class _BodyBuilder:
             self.fail("value error", "division by zero", expr.span)
         except (TypeError, ValueError, OverflowError) as exc:
             if str(exc) == "too large":
-                self.fail("limit error", f"the value of this expression would be too large",
+                self.fail("limit error", "the value of this expression would be too large",
                           expr.span)
             self.fail("type error", f"cannot apply '{op}' to {_show_value(left)} and "
                       f"{_show_value(right)}", expr.span)

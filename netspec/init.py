@@ -148,7 +148,7 @@ def plan_sites(sites: list[ModuleSite], sources: Any = None) -> dict[int, Assign
         plan[pid] = Assignment(full, layer, chosen)
     unused = [rule for _, rules in scopes for rule in rules if rule.matched == 0]
     if unused:
-        raise SpecError([Diagnostic("init error", f"this init rule matches no parameter",
+        raise SpecError([Diagnostic("init error", "this init rule matches no parameter",
                                     r.span, hint=_unused_hint(r, owners)) for r in unused],
                         sources)
     return plan

@@ -1366,8 +1366,7 @@ def layer_from_class(cls: Any, name: str | None = None) -> LayerDef:
     else:
         sizes = tuple(_guess_size(p.name) for p in params if p.name in _LAST_DIM + _CHANNEL_DIM)
     rule = getattr(cls, "netspec_shape", None)
-    shape = (lambda args, *xs, **forward: tuple(rule(args, *(tuple(x) for x in xs)))) \
-        if rule is not None else _probe_rule(cls)
+    shape = _stated_rule(cls, rule) if rule is not None else _probe_rule(cls)
     doc = (inspect.getdoc(cls) or "").split("\n", 1)[0]
     inputs, forward_params = _forward_signature(cls)
     return LayerDef(name or cls.__name__, tuple(params), sizes, shape, None, factory, doc,
@@ -1387,6 +1386,31 @@ def _forward_signature(cls: Any) -> tuple[tuple[str, ...], tuple[Param, ...]]:
                      if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL,
                                                                      p.VAR_KEYWORD))
     return needed or ("input",), optional
+
+
+def _stated_rule(cls: Any, rule: Callable[..., Any]) -> Rule:
+    """A class's own ``netspec_shape``, given one shape per tensor. Whatever else it raises, or
+    a result that is not a shape, becomes a located shape error naming the rule."""
+
+    def shape(args: dict[str, Any], *xs: Shape, **forward: Any) -> Shape:
+        try:
+            out = rule(args, *(tuple(x) for x in xs))
+        except ShapeRuleError:
+            raise
+        except Exception as exc:  # a bug in the user's rule: located, not a traceback
+            first = str(exc).strip().split("\n")[0]
+            raise ShapeRuleError(
+                f"{cls.__name__}.netspec_shape raised {type(exc).__name__}"
+                + (f": {first}" if first else ""),
+                hint="raise netspec.ShapeRuleError(message) for a shape the layer refuses"
+            ) from exc
+        out = tuple(out) if isinstance(out, (tuple, list)) else out
+        if not _is_shape(out):
+            raise ShapeRuleError(f"{cls.__name__}.netspec_shape returned {out!r}, not a shape",
+                                 hint="return a tuple of sizes, such as (*x[:-1], 10)")
+        return out
+
+    return shape
 
 
 def _stated_size(param: str, dim: int) -> InSize:

@@ -393,7 +393,7 @@ class _ShapeInference:
             child = mod.children[name]
             if child.in_shape is None and not _applied(mod, name):
                 self.error("shape error", f"let '{name}' is never used, so its input size is "
-                           "unknown", child.span, hint=f"use it as a step, or remove it")
+                           "unknown", child.span, hint="use it as a step, or remove it")
         for node, dims, espan in mod.expects:
             actual = env.get(node)
             expected = self.subst(dims)

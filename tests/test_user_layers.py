@@ -164,3 +164,58 @@ def test_a_stated_shape_rule_gets_a_shape_for_each_tensor(tmp_path: Path) -> Non
     h = getattr(model, "0")(x)
     assert torch.equal(model(x), torch.sigmoid(model.gate.proj(h)) * x)
     assert [str(d) for d in netspec.analyze(tmp_path / "net.net").output_shape] == ["N", "8"]
+
+
+BAD_RULES = '''\
+import netspec
+from torch import nn
+
+
+class Refuses(nn.Module):
+    @staticmethod
+    def netspec_shape(args, x):
+        if len(x) != 3:
+            raise netspec.ShapeRuleError(f"Refuses takes [N, T, C], not a {len(x)}-D input",
+                                         hint="add a time dimension")
+        return x
+
+    def forward(self, x):
+        return x
+
+
+class Crashes(nn.Module):
+    @staticmethod
+    def netspec_shape(args, x):
+        return x[5]
+
+    def forward(self, x):
+        return x
+
+
+class ReturnsNothing(nn.Module):
+    @staticmethod
+    def netspec_shape(args, x):
+        pass
+
+    def forward(self, x):
+        return x
+'''
+
+
+@pytest.mark.parametrize("layer, message, hint", [
+    ("Refuses", "Refuses takes [N, T, C], not a 2-D input", "add a time dimension"),
+    ("Crashes", "Crashes.netspec_shape raised IndexError: tuple index out of range",
+     "raise netspec.ShapeRuleError(message) for a shape the layer refuses"),
+    ("ReturnsNothing", "ReturnsNothing.netspec_shape returned None, not a shape",
+     "return a tuple of sizes"),
+])
+def test_a_stated_shape_rule_that_fails_is_a_located_error(tmp_path: Path, layer: str,
+                                                          message: str, hint: str) -> None:
+    (tmp_path / "bad_rules.py").write_text(BAD_RULES)
+    (tmp_path / "net.net").write_text(f'import python "bad_rules"\nblock Net {{\n'
+                                      f'    input x: [N, 8]\n    {layer}()\n}}\n')
+    with pytest.raises(netspec.SpecError) as info:
+        netspec.analyze(tmp_path / "net.net")
+    text = str(info.value)
+    assert message in text and hint in text
+    assert "net.net:4:5" in text and "Traceback" not in text
