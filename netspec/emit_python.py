@@ -230,7 +230,14 @@ def _defaults_of(mod: ModuleIR) -> set[str]:
     args = mod.resolved_args or {}
     return {p.name for p in _signature(mod.cls_name)
             if p.name in args and p.default is not inspect.Parameter.empty
-            and _same(args[p.name], p.default)}
+            and (_same(args[p.name], p.default) or _at_others_value(mod, p.name))}
+
+
+def _at_others_value(mod: ModuleIR, name: str) -> bool:
+    """``kdim=16`` where embed_dim is 16: the value the layer gives the argument left out."""
+    other = dict(mod.layer.defaults_to).get(name) if mod.layer is not None else None
+    args = mod.resolved_args or {}
+    return other is not None and _same(args[name], args.get(other))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -342,6 +349,8 @@ class _Program:
                     positional = False
                 continue
             value = args.pop(p.name)
+            if _at_others_value(mod, p.name):
+                continue
             required = p.default is inspect.Parameter.empty
             if p.name in _FIRST_BY_POSITION and index == 0 \
                     and not mod.resolved_args.keys() - {p.name} - _defaults_of(mod):
@@ -1181,12 +1190,25 @@ def _wrap(line: str) -> list[str]:
     if scan is None:
         return [line]
     if not scan.commas and not scan.ops and scan.last_open is not None:
-        lines = _bracket_split(prefix, expr, scan, indent, suffix)
+        expr, scan, trailer = _without_index(expr, scan)
+        lines = _bracket_split(prefix, expr, scan, indent, trailer + suffix)
     else:
         lines = [indent + prefix + "("] + _inside(expr, indent + _INDENT) + \
             [indent + ")" + suffix]
     lines[-1] += comment
     return lines
+
+
+def _without_index(expr: str, scan: _Scan) -> tuple[str, _Scan, str]:
+    """``f(a, b)[0]`` -> ``f(a, b)`` and ``[0]``: a call's arguments are what a long line breaks,
+    and the index closes it, ``)[0]``, as black writes it."""
+    i = scan.last_open
+    if i is None or i == 0 or scan.tokens[i][1] != "[" or scan.tokens[i - 1][1] != ")":
+        return expr, scan, ""
+    head = _scan(expr[:scan.tokens[i][2]])
+    if head is None or head.last_open is None:
+        return expr, scan, ""
+    return expr[:scan.tokens[i][2]], head, expr[scan.tokens[i][2]:]
 
 
 def _depth_at(scan: _Scan, index: int) -> int:

@@ -397,6 +397,7 @@ register_layer(LayerDef(
     "attention of a query over keys and values, in num_heads heads", output_index=0,
     inputs=("query", "key", "value"),
     submodules=(("out_proj", "NonDynamicallyQuantizableLinear"),),
+    defaults_to=(("kdim", "embed_dim"), ("vdim", "embed_dim")),
     forward_params=(P("key_padding_mask", TensorArg, None), P("need_weights", Bool, True),
                     P("attn_mask", TensorArg, None), P("average_attn_weights", Bool, True),
                     P("is_causal", Bool, False))))

@@ -100,6 +100,9 @@ class LayerDef:
     # (name, class name) of each submodule the layer builds for itself (MultiheadAttention's
     # ``out_proj``), whose tensors its table lists as ``name.tensor``
     submodules: tuple[tuple[str, str], ...] = ()
+    # (argument, other): the argument left at None takes the other's value (MultiheadAttention's
+    # kdim is embed_dim), so at that value it is at its default: source writes leave it out
+    defaults_to: tuple[tuple[str, str], ...] = ()
 
     @functools.cached_property
     def positional(self) -> tuple[Param, ...]:

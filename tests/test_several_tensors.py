@@ -180,18 +180,25 @@ def test_cross_attention_infers_the_key_and_value_widths() -> None:
     assert not model.attn._qkv_same_embed_dim
 
 
-def test_standalone_source_calls_the_layer_as_written(tmp_path) -> None:
+@pytest.mark.parametrize("spec, shape, written", [
+    (MASKED, (2, 5, 8), ["nn.MultiheadAttention(8, 2, batch_first=True)",
+                         "(x, x, x, attn_mask=self._buffers['itself'], key_padding_mask=padding, "
+                         "need_weights=False)"]),
+    (CROSS, (2, 6, 16), ["nn.MultiheadAttention(16, 2, kdim=8, vdim=4, batch_first=True)"]),
+], ids=["self-attention", "cross-attention"])
+def test_standalone_source_calls_the_layer_as_written(spec, shape, written) -> None:
+    """kdim and vdim are written only where they differ from embed_dim, as by hand."""
     from netspec.emit_python import python_source
 
-    source = python_source(netspec.analyze(MASKED))
-    assert "(x, x, x, attn_mask=self._buffers['itself'], key_padding_mask=padding, " \
-           "need_weights=False)" in source, source
+    source = python_source(netspec.analyze(spec))
+    for text in written:
+        assert text in source, source
     namespace: dict = {}
     exec(compile(source, "<emitted>", "exec"), namespace)
     emitted = namespace["build"]()
-    model = netspec.build(MASKED)
+    model = netspec.build(spec)
     emitted.load_state_dict(model.state_dict())
-    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(emitted.eval()(x), model.eval()(x))
 
