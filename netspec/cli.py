@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from netspec.errors import NetspecError, SpecError, render
+from netspec.errors import Diagnostic, NetspecError, SpecError, render
 from netspec.gc_pause import paused
 
 with paused(promote=True):
@@ -24,7 +24,6 @@ SetOpt = typer.Option(None, "--set", "-s", help="a block argument, k=v (repeatab
 
 def _block_args(pairs: Optional[List[str]]) -> dict[str, Any]:
     from netspec.api import parse_value
-    from netspec.errors import Diagnostic
 
     args: dict[str, Any] = {}
     for pair in pairs or []:
@@ -146,7 +145,6 @@ def compile_(spec: Path = SpecArg, output: Path = typer.Option(..., "--output", 
     """Build SPEC and write it: a checkpoint with its spec, an ONNX model, or PyTorch source."""
     def action() -> None:
         from netspec.api import analyze, build_analysis
-        from netspec.errors import Diagnostic
 
         if emit not in EMITTERS:
             raise SpecError([Diagnostic("argument error", f"--emit {emit!r} is not an output kind",
@@ -211,10 +209,21 @@ def fmt_(files: List[Path] = typer.Argument(..., help=".net files, or folders of
          check: bool = typer.Option(False, "--check", help="write nothing; list the files that "
                                     "would change and exit 1 if any would"),
          ) -> None:
-    """Rewrite FILES in netspec's canonical layout (atomically, in place)."""
+    """Rewrite FILES in netspec's canonical layout (atomically, in place); `-` formats standard
+    input to standard output, as an editor calls it."""
     def action() -> int:
-        from netspec.fmt import format_file, spec_files
+        from netspec.fmt import format_file, format_source, spec_files
 
+        if Path("-") in files:
+            if len(files) > 1:
+                raise SpecError([Diagnostic("argument error", "`-` (standard input) cannot be "
+                                            "formatted with other files")])
+            text = sys.stdin.read()
+            formatted = format_source(text, "<stdin>")
+            if check:
+                return int(formatted != text)
+            sys.stdout.write(formatted)
+            return 0
         changed: list[Path] = []
         failed = False
         for path in spec_files(files):
@@ -244,7 +253,6 @@ def diff(old: Path = typer.Argument(..., help="the old .net spec", show_default=
     def action() -> None:
         from netspec.api import analyze
         from netspec.diff import FORMATS, diff_specs
-        from netspec.errors import Diagnostic
 
         if format not in FORMATS:
             raise SpecError([Diagnostic("argument error", f"--format {format!r} is not one of "

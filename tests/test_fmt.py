@@ -510,3 +510,38 @@ def test_comments_anywhere_survive() -> None:
         assert comments(out) == comments(candidate)
         assert format_source(out) == out
     assert count > 40
+
+
+UNFORMATTED = "block A {\n  input x: [N, 8]\n  Linear(8); ReLU()\n}\n"
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_dash_formats_standard_input_to_standard_output(capsys, monkeypatch, check) -> None:
+    """``netspec fmt -`` is how an editor calls a formatter: text in, text out, no file."""
+    import io
+
+    from netspec.cli import app
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(UNFORMATTED))
+    with pytest.raises(SystemExit) as info:
+        app(["fmt", *(["--check"] if check else []), "-"], prog_name="netspec")
+    out, err = capsys.readouterr()
+    assert err == ""
+    if check:
+        assert (info.value.code, out) == (1, "")
+    else:
+        assert (info.value.code, out) == (0, format_source(UNFORMATTED))
+        assert out == "block A {\n    input x: [N, 8]\n    Linear(8)\n    ReLU()\n}\n"
+
+
+def test_a_dash_reports_a_syntax_error_in_standard_input(capsys, monkeypatch) -> None:
+    import io
+
+    from netspec.cli import app
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("block A {\n  Linear(\n}\n"))
+    with pytest.raises(SystemExit) as info:
+        app(["fmt", "-"], prog_name="netspec")
+    out, err = capsys.readouterr()
+    assert (info.value.code, out) == (1, "")
+    assert err.startswith("<stdin>:3:1: syntax error") and "Traceback" not in err
