@@ -158,8 +158,8 @@ def join_path(path: str, name: str) -> str:
 
 def forward_class_name(cls_name: str) -> str:
     """The class name of a block with a generated forward, from its ``ModuleIR.cls_name``: the
-    block's name, or ``Block`` for a nested ``{ }`` (``Sequential`` in the IR, which the class
-    is not)."""
+    block's name, or ``Block`` for a ``{ }`` body built as ``Sequential`` (a repeat's body)
+    that is given a forward of its own."""
     return cls_name if cls_name != "Sequential" else "Block"
 
 

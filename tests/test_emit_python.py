@@ -350,7 +350,7 @@ def test_ties_are_assignments() -> None:
 def test_let_modules_are_handed_to_nested_blocks() -> None:
     source = check_extra("let_in_nested_blocks")
     assert "def __init__(self, s: nn.Module):" in source
-    assert "self.inner = Block(self.s)" in source
+    assert "self.inner = Inner(self.s)" in source      # named by its label
     assert source.count("nn.Linear(4, 4)") == 1
     _, model = generate(netspec.analyze(EXTRA["let_in_nested_blocks"]))
     assert model.s is model.inner.s is model.inner2[0]
