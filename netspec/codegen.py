@@ -78,8 +78,8 @@ class Emitter:
         operands: dict[str, Sequence[Ref]] = {}   # node id -> the values it reads
         for now, n in enumerate(order):
             data = attrs[n]
-            operands[n] = _refs(data)
-            for ref in operands[n]:
+            operands[n] = ops = refs(data["args"], data["kwargs"])
+            for ref in ops:
                 uses.setdefault(ref.node, []).append(n)
                 if last_use.get(ref.node, -1) < now:
                     last_use[ref.node] = now
@@ -110,21 +110,25 @@ class Emitter:
                 continue
             if op == "call_function":
                 expr = self.function_source(data)
-                consumers = uses.get(n, [])
-                into = attrs[consumers[0]]["op"] if len(consumers) == 1 else None
-                if into in _INLINE_INTO and n not in in_loops and \
-                        _one_expression(order, attrs, uses, pos, now, pos[consumers[0]]):
-                    depth = 1 + max([self.depth.get(r.node, 0) for r in operands[n]], default=0)
-                    if depth < _INLINE_INTO[into]:
-                        self.inline(n, expr, depth, operands[n], last_use, pos[consumers[0]])
-                        continue
+                consumers = uses.get(n)
+                into = attrs[consumers[0]]["op"] if consumers and len(consumers) == 1 else None
+                if into in _INLINE_INTO and n not in in_loops:
+                    at = pos[consumers[0]]
+                    if at == now + 1 or _one_expression(order, attrs, uses, pos, now, at):
+                        ops = operands[n]
+                        depth = 1 + (self.depth.get(ops[0].node, 0) if len(ops) == 1 else
+                                     max([self.depth.get(r.node, 0) for r in ops], default=0))
+                        if depth < _INLINE_INTO[into]:
+                            self.inline(n, expr, depth, ops, last_use, at)
+                            continue
                 self.assign(n, data, expr, last_use, now)
                 continue
             if op == "call_module":
                 self.uses_modules = True
                 args = data["args"]
                 if len(args) == 1 and not data["kwargs"]:
-                    call = strip_parens(self.src(args[0]))
+                    a = args[0]
+                    call = strip_parens(self.exprs[a.node] if a.__class__ is Ref else self.src(a))
                 else:               # attn(q, k, v, need_weights=False)
                     call = ", ".join([strip_parens(self.src(a)) for a in args] +
                                      [f"{k}={strip_parens(self.src(v))}"
@@ -208,7 +212,8 @@ class Emitter:
 
     def function_source(self, data: dict) -> str:
         fn = lookup_function(data["target"])
-        args = [self.src(a) for a in data["args"]]
+        exprs = self.exprs
+        args = [exprs[a.node] if a.__class__ is Ref else self.src(a) for a in data["args"]]
         static = data.get("static", data["kwargs"])
         if not static and not fn.factory:            # relu(x), x + y: tensors only
             kwargs = _NO_KWARGS
