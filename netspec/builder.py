@@ -76,7 +76,7 @@ def _generated_class(name: str, source: str) -> type:
             raise SpecError([Diagnostic("internal error", f"the generated forward of {name} "
                                         f"does not compile: {exc}")]) from None
         exec(code, namespace)
-        _classes[key] = type(forward_class_name(name), (nn.Module,), {
+        _classes[key] = type(name, (nn.Module,), {
             "__module__": _GENERATED, "forward": namespace["forward"],
             "__doc__": f"netspec block {name}; forward:\n\n{source}", "code": source})
     return _classes[key]
@@ -159,7 +159,7 @@ class _Builder:
 
     def dataflow(self, mod: ModuleIR) -> nn.Module:
         """A block with a generated ``forward``, its children, and its own tensors."""
-        module = _generated_class(mod.cls_name, forward_source(mod))()
+        module = _generated_class(forward_class_name(mod), forward_source(mod))()
         for name, child in mod.children.items():
             module.add_module(name, self.module(child))
         makers: dict[str, Any] = {}

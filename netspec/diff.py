@@ -22,6 +22,7 @@ from typing import Any
 from netspec.api import Analysis, build_analysis
 from netspec.args import spec_literal
 from netspec.dims import fmt_shape
+from netspec.ir import class_name
 
 __all__ = ["ModuleInfo", "ModuleChange", "SpecDiff", "diff_specs", "module_table"]
 
@@ -276,7 +277,7 @@ def _collect(analysis: Analysis) -> tuple[dict[str, ModuleInfo], int]:
         output = None
         kind = type(module).__name__
         if ir is not None:
-            kind = ir.cls_name
+            kind = class_name(ir)
             output = ir.out_shape
             if ir.kind == "layer":
                 args.update(ir.resolved_args if ir.resolved_args is not None else ir.args)

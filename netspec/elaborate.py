@@ -21,8 +21,8 @@ from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, d
 from netspec.functions import FUNCTION_NAMES, FUNCTIONS, SliceValue, lookup_function
 from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
-from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, is_sequential,
-                        layer_ir, new_graph)
+from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, layer_ir,
+                        new_graph)
 from netspec.layers import LAYER_NAMES, lookup_layer
 from netspec.limits import current as current_limits
 from netspec.program import Program
@@ -283,13 +283,6 @@ def _show_value(value: Any) -> str:
     return str(value)
 
 
-def _body_class_name(label: str | None) -> str:
-    """The class of a ``{ }`` body with a generated forward: ``gate: { ... }`` is a ``Gate``,
-    ``res_block:`` a ``ResBlock``, an unnamed body a ``Block``."""
-    name = "".join(part[:1].upper() + part[1:] for part in (label or "").split("_"))
-    return name if name.isidentifier() else "Block"
-
-
 _LITERALS = frozenset({ast.Num, ast.Str, ast.Lit})
 
 
@@ -386,8 +379,7 @@ class _BodyBuilder:
         entry = builder.node(RUNNING, "placeholder", span=span)
         result = builder.statements(list(body.stmts), entry)
         builder.node("output", "output", args=(Ref(result),), span=body.span)
-        if not is_sequential(mod):    # a generated forward: a class of its own, named by the step
-            mod.cls_name = _body_class_name(label)
+        mod.label = label
         return mod
 
     def declare_input(self, decl: ast.InputDecl) -> None:

@@ -503,7 +503,7 @@ class _Program:
             stmts.append(_Stmt(f"self.{name} = ", node) if _identifier(name) else
                          _Stmt(f"self.add_module({name!r}, ", node, ")"))
         stmts.extend(self._ties(mod))
-        return _Body(mod, forward_class_name(mod.cls_name), "nn.Module",
+        return _Body(mod, forward_class_name(mod), "nn.Module",
                      stmts, externals, _forward_lines(mod))
 
     def _ties(self, mod: ModuleIR) -> list[_Stmt]:

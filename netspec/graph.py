@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from netspec.api import Analysis
 from netspec.dims import Sym, fmt_shape
 from netspec.errors import NetspecError
-from netspec.ir import ModuleIR, Ref, refs
+from netspec.ir import ModuleIR, Ref, class_name, refs
 from netspec.registry import FUNCTIONS, REQUIRED
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
@@ -337,7 +337,7 @@ class _Drawer:
 
     def _block_label(self, mod: ModuleIR, path: str, *, fold: str = "") -> str:
         args = ", ".join(f"{k}={_value(v)}" for k, v in mod.block_args.items())
-        head = f"{mod.cls_name}({args})" if args else mod.cls_name
+        head = f"{class_name(mod)}({args})" if args else class_name(mod)
         return f"{fold or path}: {head}" if (fold or path) else head
 
     def _use_note(self, uid: int) -> str:
@@ -413,9 +413,9 @@ class _Drawer:
         node = self.new_id()
         module = self.built.get(child.uid)
         count = sum(p.numel() for p in module.parameters()) if module is not None else 0
-        head = f"{target}: {child.cls_name} {layer_text(child)}".rstrip()
+        head = f"{target}: {class_name(child)} {layer_text(child)}".rstrip()
         if fold:
-            head = f"{fold}: {child.cls_name} {layer_text(child)}".rstrip()
+            head = f"{fold}: {class_name(child)} {layer_text(child)}".rstrip()
         note = self._use_note(child.uid)
         lines = [head, *fold_lines, f"{count:,} params" if count else "", note,
                  *self.tie_notes.get(child.uid, [])]

@@ -95,6 +95,7 @@ class ModuleIR:
     input_span: Span | None = None
     expects: list[tuple[str, tuple, Span]] = field(default_factory=list)
     block_args: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None             # a ``{ }`` body's step name (``gate: { ... }``)
     # a layer call whose positional arguments also read in torch's order, reaching the input
     # size (``LSTM(64, 2)``): (args, arg_spans, how many were positional); infer_shapes keeps
     # the reading that fits the input and drops this
@@ -156,11 +157,22 @@ def join_path(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def forward_class_name(cls_name: str) -> str:
-    """The class name of a block with a generated forward, from its ``ModuleIR.cls_name``: the
-    block's name, or ``Block`` for a ``{ }`` body built as ``Sequential`` (a repeat's body)
-    that is given a forward of its own."""
-    return cls_name if cls_name != "Sequential" else "Block"
+def forward_class_name(mod: ModuleIR) -> str:
+    """The class of a block with a generated forward: the block's name; for a ``{ }`` body
+    (``Sequential`` in the IR, which its class is not), its label's: ``gate: { ... }`` is a
+    ``Gate``, ``res_block:`` a ``ResBlock``, an unnamed body a ``Block``."""
+    if mod.cls_name != "Sequential":
+        return mod.cls_name
+    name = "".join(part[:1].upper() + part[1:] for part in (mod.label or "").split("_"))
+    return name if name.isidentifier() else "Block"
+
+
+def class_name(mod: ModuleIR) -> str:
+    """The class of the module built for ``mod``: its layer, a block's ``nn.Sequential``
+    (subclass), or the generated class of a block with a forward of its own."""
+    if mod.kind == "block" and not is_sequential(mod):
+        return forward_class_name(mod)
+    return mod.cls_name
 
 
 def new_graph() -> nx.DiGraph:

@@ -24,7 +24,7 @@ from netspec.dims import fmt_shape
 from netspec.elaborate import RUNNING
 from netspec.errors import Diagnostic, LimitError, NetspecError, SpecError, Span
 from netspec.functions import lookup_function
-from netspec.ir import ModuleIR, graph_nodes
+from netspec.ir import ModuleIR, class_name, graph_nodes
 from netspec.limits import current as current_limits
 
 logger = logging.getLogger("netspec.lsp")
@@ -399,8 +399,8 @@ def describe_module(mod: ModuleIR) -> str:
         return f"{mod.cls_name}({', '.join(args)})"
     if mod.block_args:
         args = ", ".join(f"{k}={_show(v)}" for k, v in mod.block_args.items())
-        return f"{mod.cls_name}({args})"
-    return mod.cls_name
+        return f"{class_name(mod)}({args})"
+    return class_name(mod)
 
 
 def _inputs(node: _Node) -> list[Any]:

@@ -37,7 +37,7 @@ from rich.table import Table
 from netspec.api import Analysis, build_analysis, matched_static_model
 from netspec.dims import Sym, fmt_shape, numel
 from netspec.init import describe, plan_sites
-from netspec.ir import ModuleIR, Ref, is_sequential, join_path
+from netspec.ir import ModuleIR, Ref, class_name, is_sequential, join_path
 from netspec.tensors import StaticModel, StaticModule, read_module
 
 FORMATS = ("text", "markdown", "json")
@@ -173,7 +173,7 @@ class _Summary:
               ) -> tuple[Any, bool]:
         """A row for ``mod`` on input ``x`` (and ``more`` tensors: attention's key, value)."""
         kind = "model" if parent is None else mod.kind
-        row = Row(path or "(model)", name, mod.cls_name, kind, level, parent, y)
+        row = Row(path or "(model)", name, class_name(mod), kind, level, parent, y)
         index = len(self.rows)
         self.rows.append(row)
         module = self.built.get(mod.uid)

@@ -158,7 +158,7 @@ class _Mirror:
 
     def dataflow(self, mod: ModuleIR) -> StaticModule:
         """A generated class: children by name, then the block's own tensors."""
-        module = StaticModule(forward_class_name(mod.cls_name), mod, mod)
+        module = StaticModule(forward_class_name(mod), mod, mod)
         for name, child in mod.children.items():
             module.children[name] = self.module(child)
         for name, decl in mod.tensors.items():

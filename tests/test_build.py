@@ -122,3 +122,34 @@ def test_a_built_model_deep_copies_into_an_independent_twin():
         assert not torch.equal(twin(x), model(x))
     assert all(a.data_ptr() != b.data_ptr() for a, b in zip(model.parameters(),
                                                               twin.parameters()))
+
+
+NESTED_BODIES = """\
+block A {
+    input x: [N, C]
+    y = x -> { h = Linear(8); return relu(h) + h }
+    res_block: { h = Linear(8); return sigmoid(h) * h }
+    chain: { Linear(8); ReLU() }
+    maybe: { if C != 8 { Linear(8) } }
+}"""
+
+
+def test_a_nested_body_with_a_forward_of_its_own_is_named_by_its_label() -> None:
+    """The class printed by ``print(model)``, the summary's and the standalone source's agree;
+    a body that is a chain (once a shape-dependent ``if`` is decided) stays an nn.Sequential."""
+    from netspec.emit_python import python_source
+    from netspec.summary import summarize
+
+    model = netspec.build(NESTED_BODIES, input=[2, 8])
+    names = {k: type(m).__name__ for k, m in model.named_children()}
+    assert names == {"0": "Block", "res_block": "ResBlock", "chain": "Sequential",
+                     "maybe": "Sequential"}
+    assert type(model.chain) is torch.nn.Sequential and type(model.maybe) is torch.nn.Sequential
+    analysis = netspec.analyze(NESTED_BODIES, input=[2, 8])
+    rows = {r["path"]: r["layer"] for r in summarize(analysis)["rows"]}
+    assert {k: rows[k] for k in names} == names
+    source = python_source(analysis)
+    assert "class Block(nn.Module):" in source and "class ResBlock(nn.Module):" in source
+    x = torch.rand(2, 8)
+    h = getattr(getattr(model, "0"), "0")(x)
+    assert torch.equal(getattr(model, "0")(x), torch.relu(h) + h)
