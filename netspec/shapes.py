@@ -375,9 +375,11 @@ class _ShapeInference:
                     b != d and b != a for b, d, a in zip(bound, declared, shape)) else ""
                 self.error("shape error", f"{mod.cls_name} declares the input "
                            f"{fmt_shape(declared)}{here}, but gets {fmt_shape(shape)}",
-                           span, notes=(origin.note(shape) if origin.span else None,
-                                        f"declared at {mod.input_span}" if mod.input_span
-                                        else None))
+                           span, notes=(origin.note(shape) if origin.span else
+                                        "the input shape was given with --input (input= in "
+                                        "Python)" if span == mod.input_span else None,
+                                        f"declared at {mod.input_span}"
+                                        if mod.input_span and mod.input_span != span else None))
                 return _UNKNOWN
         if mod.in_shape is not None and mod.out_shape is not None and mod.in_shape == shape:
             self.kind_out = None
