@@ -565,6 +565,8 @@ class _BodyBuilder:
             hint = did_you_mean(name, self.elab.layer_names() + list(self.elab.program.blocks) +
                                 list(self.lets) + list(FUNCTION_NAMES) + list(self.values) +
                                 list(self.mod.tensors))
+            if name in _OTHER_FRAMEWORKS:
+                hint = f"netspec uses torch.nn's layers: {_OTHER_FRAMEWORKS[name]}"
             self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
         return _ModuleValue(self.layer_instance(layer, args, keywords, span))
 
@@ -943,8 +945,11 @@ class _BodyBuilder:
         if isinstance(expr, ast.ListLit):
             items = tuple(self.expr(i, running, factories) for i in expr.items)
             if any(isinstance(i, Ref) for i in items):
+                inner = ", ".join(_source_text(self.elab.program.sources, i.span)
+                                  for i in expr.items)
                 self.fail("type error", "a list of tensors is only allowed as a const or param",
-                          expr.span, hint="use cat(...) or stack(...) to combine tensors")
+                          expr.span, hint=f"cat and stack take the tensors as arguments: "
+                                          f"cat({inner}, dim=1), stack({inner})")
             return items
         if isinstance(expr, ast.BinOp):
             left = self.expr(expr.left, running, factories)
@@ -1030,8 +1035,10 @@ class _BodyBuilder:
             raise SpecError([], self.elab.program.sources)   # already reported where defined
         candidates = (list(self.values) + list(self.statics) + list(self.mod.tensors) +
                       list(self.lets) + [RUNNING] + list(FUNCTION_NAMES))
-        self.fail("name error", f"unknown name '{name}'", expr.span,
-                  hint=did_you_mean(name, candidates))
+        hint = did_you_mean(name, candidates)
+        if name in _PYTHON_LITERALS:
+            hint = f"netspec writes {_PYTHON_LITERALS[name]} in lower case"
+        self.fail("name error", f"unknown name '{name}'", expr.span, hint=hint)
 
     def get_attr(self, name: str, key: Any, span: Span) -> str:
         cache_key = (name, key, id(self.graph))
@@ -1111,7 +1118,8 @@ class _BodyBuilder:
 
     def call(self, expr: ast.Call, running: str | None, factories: bool) -> Any:
         if not isinstance(expr.func, ast.Name):
-            self.fail("syntax error", "only names can be called", expr.func.span)
+            self.fail("syntax error", "only names can be called", expr.func.span,
+                      hint=self.method_hint(expr))
         name = expr.func.id
         fn = lookup_function(name)
         if fn is None:
@@ -1168,6 +1176,27 @@ class _BodyBuilder:
                                       operand_spans=operand_spans,
                                       arg_spans={k: a.span for k, a in bound.items()}))
 
+    def method_hint(self, expr: ast.Call) -> str | None:
+        """How to write ``torch.relu(x)``, ``nn.Linear(10)`` or ``x.view(N, -1)`` in netspec."""
+        func = expr.func
+        if func.__class__ is not ast.Attr:
+            return None
+        name, owner, root = func.name, func.value, func.value
+        while root.__class__ is ast.Attr:
+            root = root.value
+        known = lookup_function(name) is not None or self.elab.layer(name) is not None
+        if root.__class__ is ast.Name and root.id in _PYTHON_MODULES:
+            prefix = _source_text(self.elab.program.sources, owner.span)
+            if known:
+                return f"write {name}(...) without '{prefix}.': netspec names layers and " \
+                       f"functions by themselves"
+            return did_you_mean(name, list(FUNCTION_NAMES) + self.elab.layer_names())
+        if lookup_function(name) is not None:
+            text = [_source_text(self.elab.program.sources, a.span)
+                    for a in (owner, *expr.args, *expr.keywords)]
+            return f"netspec has no methods: write {name}({', '.join(text)})"
+        return "netspec has no methods: a function takes the tensor as its first argument"
+
     def compile_time_call(self, name: str, expr: ast.Call) -> Any:
         """A function of compile-time values (``len(widths)``), evaluated here."""
         if expr.keywords or len(expr.args) != 1:
@@ -1191,6 +1220,29 @@ class _BodyBuilder:
 
 
 _MISSING = object()
+
+# the names Python code calls functions and layers through: torch.relu(x), nn.Linear(10)
+_PYTHON_MODULES = frozenset({"torch", "nn", "F", "functional"})
+# layers of Keras and Caffe by their names there, and how netspec writes them
+_OTHER_FRAMEWORKS = {
+    "Dense": "Linear(out_features)",
+    "InnerProduct": "Linear(out_features)",
+    "Convolution": "Conv2d(out_channels, kernel_size)",
+    "BatchNormalization": "BatchNorm1d() or BatchNorm2d(), by the input's rank",
+    "LayerNormalization": "LayerNorm()",
+    "MaxPooling1D": "MaxPool1d(kernel_size)",
+    "MaxPooling2D": "MaxPool2d(kernel_size)",
+    "AveragePooling2D": "AvgPool2d(kernel_size)",
+    "GlobalAveragePooling2D": "AdaptiveAvgPool2d(1) -> Flatten()",
+    "GlobalMaxPooling2D": "AdaptiveMaxPool2d(1) -> Flatten()",
+    "Pooling": "MaxPool2d(kernel_size) or AvgPool2d(kernel_size)",
+    "Activation": "the activation's own layer, ReLU() or Tanh(), or a function, relu(x)",
+    "Concatenate": "concat { ... }, or cat(a, b, dim=1)",
+    "Reshape": "reshape(x, N, ...), or Flatten()",
+    "Add": "add { ... }, or a + b",
+}
+# Python's spelling of netspec's literals
+_PYTHON_LITERALS = {"True": "true", "False": "false", "None": "none"}
 
 # functions of compile-time lists, which are not tensor functions: name -> implementation
 _COMPILE_TIME_CALLS: dict[str, Callable[[tuple], Any]] = {"len": len}
