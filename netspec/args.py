@@ -64,9 +64,12 @@ def bind(params: Sequence[Param], positional: Sequence[Param], args: Sequence[Ar
     for p in positional if not unknown else ():   # a misspelt keyword explains a missing one
         key = p.name.lstrip("*")
         if key not in bound and p.required and not p.name.startswith("*"):
+            # a function's callee is "softmax()": its tensors come first, then what it lacks
+            hint = (f"write {callee[:-2]}(..., {key}=...)" if callee.endswith("()") else
+                    f"write {callee}({_signature(positional)})")
             diagnostics.append(Diagnostic("argument error",
                                           f"{callee} is missing its argument '{key}'", call_span,
-                                          hint=f"write {callee}({_signature(positional)})"))
+                                          hint=hint))
     return bound
 
 
