@@ -4,21 +4,23 @@
   could neither prove nor refuse that two symbolic sizes agree (``infer_shapes`` leaves them
   on the node as ``assumes``);
 * a value computed and never used: ``pool = mean(x, dim=1)`` followed by a step that applies
-  to the running value, not to ``pool``.
+  to the running value, not to ``pool``;
+* ``Softmax()`` without ``dim``, for which torch picks a dim by the input's rank: the batch
+  dim of a 3-D input.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from netspec.dims import counterexample, equal_residues, substitute, symbol_name
+from netspec.dims import counterexample, equal_residues, fmt_shape, substitute, symbol_name
 from netspec.errors import Diagnostic, Span
 from netspec.ir import ModuleIR, graph_nodes, refs
 
 
 def spec_notes(module: ModuleIR) -> list[Diagnostic]:
     """Every note on a shaped IR, in source order."""
-    notes = _assumption_notes(module) + _unused_notes(module)
+    notes = _assumption_notes(module) + _unused_notes(module) + _implicit_dim_notes(module)
     return sorted(notes, key=lambda d: (d.span.file, d.span.line, d.span.column)
                   if d.span else ("", 0, 0))
 
@@ -47,6 +49,27 @@ def _unused_notes(module: ModuleIR) -> list[Diagnostic]:
                 hint="a step applies to the running value, not to the last named one: use the "
                      "value by name (`value -> step`), or remove it")
     return list(notes.values())
+
+
+_IMPLICIT_DIM = frozenset({"Softmax", "LogSoftmax", "Softmin"})
+
+
+def _implicit_dim_notes(module: ModuleIR) -> list[Diagnostic]:
+    """A note for each ``Softmax()`` without ``dim`` on an input of known rank."""
+    notes = []
+    for _, mod in module.walk():
+        if mod.kind != "layer" or mod.cls_name not in _IMPLICIT_DIM or mod.in_shape is None \
+                or (mod.resolved_args or {}).get("dim") is not None:
+            continue
+        rank = len(mod.in_shape)
+        dim = 0 if rank in (0, 1, 3) else 1          # torch's legacy choice, _get_softmax_dim
+        notes.append(Diagnostic(
+            "note", f"{mod.cls_name}() without dim: torch picks dim {dim} for this {rank}-D "
+            f"input {fmt_shape(mod.in_shape)}, and warns that the choice is deprecated",
+            mod.span, hint=f"state it: {mod.cls_name}(dim={dim})" if dim == rank - 1 else
+            f"state it: {mod.cls_name}(dim=-1) for the last dim, or {mod.cls_name}(dim={dim}) "
+            f"for torch's choice"))
+    return notes
 
 
 def _assumption_notes(module: ModuleIR) -> list[Diagnostic]:

@@ -258,3 +258,21 @@ block Net {
     with pytest.raises(SpecError, match=r"expected \[2, 32\], but the value here is \[2, 31\]"):
         netspec.analyze(text, input=[2, 31])
     assert not netspec.analyze(text, input=[2, 32]).notes
+
+
+@pytest.mark.parametrize("layer", ["Softmax", "LogSoftmax", "Softmin"])
+@pytest.mark.parametrize("shape", [(7,), (2, 5), (2, 3, 5), (2, 3, 4, 5)])
+def test_a_softmax_without_dim_is_a_note_that_names_torch_s_choice(layer, shape) -> None:
+    """The dim the note names is the one torch's layer picks (the batch dim of a 3-D input)."""
+    text = f"block B {{\n    input x: {list(shape)}\n    {layer}()\n}}\n"
+    (note,) = netspec.analyze(text).notes
+    dim = int(note.message.split("picks dim ")[1].split()[0])
+    assert (note.kind, note.span.line, note.span.column) == ("note", 3, 5)
+    assert note.message.startswith(f"{layer}() without dim")
+    model = netspec.build(text)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="Implicit dimension choice"):
+        got = model(x)
+    assert torch.equal(got, getattr(torch.nn, layer)(dim=dim)(x))
+    assert f"{layer}(dim=" in note.hint
+    assert netspec.analyze(text.replace(f"{layer}()", f"{layer}(dim=-1)")).notes == []
