@@ -212,11 +212,8 @@ def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
         dtype = getattr(torch, dtype, None)
         if not isinstance(dtype, torch.dtype):
             problems.append("dtype must be a torch dtype such as torch.float32 or \"float64\"")
-    if device is not None:
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError):
-            problems.append(f"device={device!r} is not a torch device")
+    if device is not None and device_problem(device) is not None:
+        problems.append(device_problem(device))
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)
                              or not 0 <= seed < 2 ** 63):
         problems.append(f"seed={seed!r} must be an integer in [0, 2**63)")
@@ -261,4 +258,28 @@ def materialize(model, device: Any = "cpu", seed: int | None = None):
     """Allocate and initialise a model built with ``device="meta"``, in place."""
     from netspec.init import materialize as _materialize
 
+    problem = device_problem(device)
+    if problem is not None:
+        raise SpecError([Diagnostic("argument error", problem)])
     return _materialize(model, device, seed=seed)
+
+
+def device_problem(device: Any) -> str | None:
+    """Why a model cannot be put on ``device`` here (not a device, or none of its kind on this
+    machine), or None: a clear error rather than torch's assertion deep in the build."""
+    import torch
+
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError):
+        return f"device={device!r} is not a torch device"
+    if where.type in ("cpu", "meta"):
+        return None
+    backend = getattr(torch, where.type, None)
+    available = getattr(backend, "is_available", None)
+    if callable(available) and not available():
+        return f"device={device!r}: torch has no {where.type} device on this machine"
+    count = getattr(backend, "device_count", None)
+    if where.index is not None and callable(count) and where.index >= count():
+        return f"device={device!r}: this machine has {count()} {where.type} device(s)"
+    return None

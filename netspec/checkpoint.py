@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from netspec.errors import CheckpointError, NetspecError
+from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError
 from netspec.progress import progress
 
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
@@ -366,9 +366,12 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
     ``strict=False`` loads what matches, initialises the rest, and warns with a ``LoadReport``.
     A spec from a checkpoint may import Python layers only when ``trust=True``.
     """
-    from netspec.api import analyze, build_analysis
+    from netspec.api import analyze, build_analysis, device_problem
     from netspec.init import _reapply_ties
     from netspec.program import load as load_program
+
+    if device is not None and device_problem(device) is not None:
+        raise SpecError([Diagnostic("argument error", device_problem(device))])
 
     ckpt = read_checkpoint(path)
     record = ckpt.spec

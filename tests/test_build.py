@@ -153,3 +153,28 @@ def test_a_nested_body_with_a_forward_of_its_own_is_named_by_its_label() -> None
     x = torch.rand(2, 8)
     h = getattr(getattr(model, "0"), "0")(x)
     assert torch.equal(getattr(model, "0")(x), torch.relu(h) + h)
+
+
+def _missing_device() -> tuple[str, str]:
+    """A device this machine lacks, and what netspec should say of it."""
+    if not torch.cuda.is_available():
+        return "cuda", "device='cuda': torch has no cuda device on this machine"
+    n = torch.cuda.device_count()
+    return f"cuda:{n}", f"device='cuda:{n}': this machine has {n} cuda device(s)"
+
+
+@pytest.mark.parametrize("call", ["build", "materialize", "load"])
+def test_a_device_this_machine_lacks_is_an_argument_error(call, tmp_path) -> None:
+    """Not torch's AssertionError from deep inside the build: a NetspecError up front."""
+    device, message = _missing_device()
+    spec = "block Net {\n    input x: [N, 4]\n    Linear(2)\n}\n"
+    with pytest.raises(netspec.SpecError) as info:
+        if call == "build":
+            netspec.build(spec, device=device)
+        elif call == "materialize":
+            netspec.materialize(netspec.build(spec, device="meta"), device)
+        else:
+            path = tmp_path / "net.safetensors"
+            netspec.save(netspec.build(spec), path)
+            netspec.load(path, device=device)
+    assert str(info.value) == f"argument error: {message}"
