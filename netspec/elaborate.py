@@ -1064,7 +1064,7 @@ class _BodyBuilder:
             return Ref(self.get_attr(decl.name, lookup, expr.span))
         value = self.expr(expr.value, running, factories)
         if value.__class__ is Ref:
-            return self.subscript(value, expr)
+            return self.subscript(value, expr, running)
         if isinstance(value, tuple):
             if len(expr.items) != 1 or isinstance(expr.items[0], ast.Ellipsis):
                 self.fail("type error", "a list takes one index or slice", expr.span,
@@ -1080,7 +1080,7 @@ class _BodyBuilder:
         self.fail("type error", f"only tensors, lists and const/param lists and dicts can be "
                   f"indexed, not {_show_value(value)}", expr.span)
 
-    def subscript(self, value: Ref, expr: ast.Index) -> Ref:
+    def subscript(self, value: Ref, expr: ast.Index, running: str | None) -> Ref:
         """``x[i, a:b, none, ...]`` on a tensor: a ``getitem`` node, its items known at compile
         time."""
         items: list[Any] = []
@@ -1094,7 +1094,14 @@ class _BodyBuilder:
                               item.span, hint="remove this one")
                 items.append(...)
             else:
-                index = self.static(item)
+                index = self.expr(item, running)
+                if index.__class__ is Ref:
+                    self.fail("type error", "a tensor cannot index a tensor here: a subscript "
+                              "takes integers, slices, none and ... known at compile time",
+                              item.span, hint="for positions known when the model is built, "
+                              "write a slice or use narrow(x, dim, start, length); a boolean "
+                              "mask selects a number of elements known only at run time, and "
+                              "where(mask, x, 0) keeps the shape instead")
                 if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
                     self.fail("type error", f"a tensor subscript must be an integer, a slice or "
                               f"none, not {_show_value(index)}", item.span,
