@@ -241,6 +241,8 @@ def _at_others_value(mod: ModuleIR, name: str) -> bool:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and inspect.isfunction(b):     # activation="relu" is torch's F.relu
+        return a == b.__name__
     return type(a) is type(b) and repr(a) == repr(b)
 
 

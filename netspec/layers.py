@@ -403,6 +403,102 @@ register_layer(LayerDef(
                     P("is_causal", Bool, False))))
 
 
+# TransformerEncoderLayer and TransformerDecoderLayer: attention and a feed-forward network with
+# residual connections and LayerNorm, whose output has the shape of src (tgt)
+
+_ENCODER_LAYOUT = "([S, E]; [S, N, E], or [N, S, E] with batch_first)"
+
+
+def _layer_attention(layer: str, args: dict[str, Any], q: Shape, kv: Shape, mask: str,
+                     padding: str, forward: dict[str, Any]) -> None:
+    """MultiheadAttention's rule for one attention of a transformer layer, its messages in the
+    layer's own argument names (d_model, nhead, src_mask, ...)."""
+    names = {"embed_dim": "d_model", "num_heads": "nhead", "attn_mask": mask,
+             "key_padding_mask": padding, "MultiheadAttention": layer}
+    try:
+        _multihead_attention({"embed_dim": args["d_model"], "num_heads": args["nhead"],
+                              "batch_first": args["batch_first"]}, q, kv, kv,
+                             attn_mask=forward.get(mask), key_padding_mask=forward.get(padding))
+    except ShapeRuleError as exc:
+        message = exc.message
+        for old, new in names.items():
+            message = message.replace(old, new)
+        raise ShapeRuleError(message, arg=names.get(exc.arg or "", exc.arg), hint=exc.hint,
+                             operand=exc.operand) from None
+
+
+def _transformer_encoder_layer(args: dict[str, Any], src: Shape, **forward: Any) -> Shape:
+    _expect_rank("TransformerEncoderLayer", src, (2, 3), 0, _ENCODER_LAYOUT)
+    _layer_attention("TransformerEncoderLayer", args, src, src, "src_mask",
+                     "src_key_padding_mask", forward)
+    return src
+
+
+def _transformer_decoder_layer(args: dict[str, Any], tgt: Shape, memory: Shape,
+                               **forward: Any) -> Shape:
+    # tgt: [T, N, E] (batch_first: [N, T, E]; unbatched: [T, E]); memory: [S, N, E]
+    layer = "TransformerDecoderLayer"
+    _expect_rank(layer, tgt, (2, 3), 0, _ENCODER_LAYOUT)
+    if len(memory) != len(tgt):
+        raise ShapeRuleError(f"{layer}'s tgt and memory must both be batched (3-D) or both "
+                             f"unbatched (2-D), got {fmt_shape(tgt)} and {fmt_shape(memory)}",
+                             operand=1)
+    if not agree(memory[-1], args["d_model"]):
+        raise ShapeRuleError(f"{layer}'s memory has {memory[-1]} features, but d_model is "
+                             f"{args['d_model']}", operand=1,
+                             hint="memory is attended with the layer's own width: project it "
+                                  "first, or use MultiheadAttention with kdim and vdim")
+    batch = 0 if args["batch_first"] else 1
+    if len(tgt) == 3 and not agree(memory[batch], tgt[batch]):
+        raise ShapeRuleError(f"{layer}'s tgt and memory have batch sizes {tgt[batch]} and "
+                             f"{memory[batch]}; they must be equal", operand=1,
+                             hint=None if args["batch_first"] else
+                             "the batch is dim 1 unless batch_first=true")
+    _layer_attention(layer, args, tgt, tgt, "tgt_mask", "tgt_key_padding_mask", forward)
+    _layer_attention(layer, args, tgt, memory, "memory_mask", "memory_key_padding_mask",
+                     forward)
+    return tgt
+
+
+_TRANSFORMER_LAYER_PARAMS = (
+    P("d_model", PosInt), P("nhead", PosInt), P("dim_feedforward", PosInt, 2048),
+    P("dropout", Prob, 0.1), P("activation", Literal["relu", "gelu"], "relu"),
+    P("layer_norm_eps", PosFloat, 1e-5), P("batch_first", Bool, False),
+    P("norm_first", Bool, False), P("bias", Bool, True))
+_ATTENTION_PARTS = (("out_proj", "NonDynamicallyQuantizableLinear"),)
+_FEED_FORWARD_PARTS = (("linear1", "Linear"), ("dropout", "Dropout"), ("linear2", "Linear"))
+
+register_layer(LayerDef(
+    "TransformerEncoderLayer", _TRANSFORMER_LAYER_PARAMS,
+    (_last_dim_of("TransformerEncoderLayer", "src", "d_model", 0, (2, 3), _ENCODER_LAYOUT),),
+    _transformer_encoder_layer, None, True,
+    "self-attention and a feed-forward network, each with a residual connection and LayerNorm",
+    inputs=("src",),
+    submodules=(("self_attn", "MultiheadAttention"), ("self_attn.out_proj",
+                "NonDynamicallyQuantizableLinear"), *_FEED_FORWARD_PARTS, ("norm1", "LayerNorm"),
+                ("norm2", "LayerNorm"), ("dropout1", "Dropout"), ("dropout2", "Dropout")),
+    forward_params=(P("src_mask", TensorArg, None), P("src_key_padding_mask", TensorArg, None),
+                    P("is_causal", Bool, False))))
+
+register_layer(LayerDef(
+    "TransformerDecoderLayer", _TRANSFORMER_LAYER_PARAMS,
+    (_last_dim_of("TransformerDecoderLayer", "tgt", "d_model", 0, (2, 3), _ENCODER_LAYOUT),),
+    _transformer_decoder_layer, None, True,
+    "self-attention, attention over memory and a feed-forward network, each with a residual "
+    "connection and LayerNorm",
+    inputs=("tgt", "memory"),
+    submodules=(("self_attn", "MultiheadAttention"), ("self_attn.out_proj",
+                "NonDynamicallyQuantizableLinear"), ("multihead_attn", "MultiheadAttention"),
+                ("multihead_attn.out_proj", "NonDynamicallyQuantizableLinear"),
+                *_FEED_FORWARD_PARTS, ("norm1", "LayerNorm"), ("norm2", "LayerNorm"),
+                ("norm3", "LayerNorm"), ("dropout1", "Dropout"), ("dropout2", "Dropout"),
+                ("dropout3", "Dropout")),
+    forward_params=(P("tgt_mask", TensorArg, None), P("memory_mask", TensorArg, None),
+                    P("tgt_key_padding_mask", TensorArg, None),
+                    P("memory_key_padding_mask", TensorArg, None),
+                    P("tgt_is_causal", Bool, False), P("memory_is_causal", Bool, False))))
+
+
 def _bilinear(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
     # [*, in1_features], [*, in2_features] -> [*, out_features]
     if not shapes_agree(x2[:-1], x1[:-1]):
@@ -1241,6 +1337,25 @@ def _attention_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
     return out
 
 
+def _transformer_layer_tensors(attentions: tuple[str, ...], norms: int) -> TensorRule:
+    """Each attention's tensors under its name, then linear1, linear2 and the norms."""
+    def tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+        d, ff, bias = args["d_model"], args["dim_feedforward"], args["bias"]
+        attention = _attention_tensors({"embed_dim": d, "kdim": None, "vdim": None,
+                                        "bias": bias, "add_bias_kv": False})
+        out = {f"{name}.{k}": v for name in attentions for k, v in attention.items()}
+        for name, shape in (("linear1", (ff, d)), ("linear2", (d, ff))):
+            out[f"{name}.weight"] = (shape, "param")
+            if bias:
+                out[f"{name}.bias"] = ((shape[0],), "param")
+        for k in range(1, norms + 1):
+            out[f"norm{k}.weight"] = ((d,), "param")
+            if bias:
+                out[f"norm{k}.bias"] = ((d,), "param")
+        return out
+    return tensors
+
+
 def _bilinear_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
     out = {"weight": ((args["out_features"], args["in1_features"], args["in2_features"]),
                       "param")}
@@ -1253,6 +1368,8 @@ _TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = 
     "Linear": _linear_tensors,
     "MultiheadAttention": _attention_tensors,
     "Bilinear": _bilinear_tensors,
+    "TransformerEncoderLayer": _transformer_layer_tensors(("self_attn",), 2),
+    "TransformerDecoderLayer": _transformer_layer_tensors(("self_attn", "multihead_attn"), 3),
     **{f"Conv{n}d": _conv_tensors(n, False) for n in (1, 2, 3)},
     **{f"ConvTranspose{n}d": _conv_tensors(n, True) for n in (1, 2, 3)},
     **{f"BatchNorm{n}d": _norm_tensors("affine", "track_running_stats") for n in (1, 2, 3)},

@@ -173,15 +173,18 @@ class _ShapeInference:
                        hint=_arity_hint(layer, label or (target if is_let else "m"), is_let))
             return _UNKNOWN
         out = self.layer_shape(mod, [shape, *more], span, origin, forward or {},
-                               forward_spans or {}, key)
+                               forward_spans or {}, key,
+                               (step or {}).get("operand_spans") or ())
         if ASSUMED:              # stated sizes taken on trust
             _take_on_trust(step)
         return out
 
     def layer_shape(self, mod: ModuleIR, xs: list, span: Span, origin: _Origin,
-                    forward: dict, forward_spans: dict, key: tuple | None) -> Shape | None:
-        """The shape rule on the input shapes ``xs`` (one per tensor of ``layer.inputs``), the
-        sizes it reads off them inferred or checked; the result is kept under ``key``."""
+                    forward: dict, forward_spans: dict, key: tuple | None,
+                    operands: tuple = ()) -> Shape | None:
+        """The shape rule on the input shapes ``xs`` (one per tensor of ``layer.inputs``, written
+        at ``operands`` in a let's call), the sizes it reads off them inferred or checked; the
+        result is kept under ``key``."""
         layer = mod.layer
         assert layer is not None
         by_position: dict[str, int] = {}       # input sizes given by position: their index
@@ -245,8 +248,12 @@ class _ShapeInference:
                 else shape
         except ShapeRuleError as exc:
             where = mod.arg_spans.get(exc.arg, span) if exc.arg else span
+            note = origin.note(shape)
+            if exc.arg is None and exc.operand is not None and 0 < exc.operand < len(operands):
+                where = operands[exc.operand]       # dec(x, memory): at memory
+                note = f"the {layer.inputs[exc.operand]} is {fmt_shape(xs[exc.operand])}"
             self.error("shape error", exc.message, forward_spans.get(exc.arg, where),
-                       hint=exc.hint, notes=(origin.note(shape),))
+                       hint=exc.hint, notes=(note,))
             return _UNKNOWN
         mod.out_shape = out
         if key is not None:

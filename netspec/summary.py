@@ -125,6 +125,14 @@ def layer_macs(name: str, args: dict[str, Any], x: tuple | None, y: tuple | None
         length = x[-2] if args.get("batch_first") and len(x) == 3 else x[0]
         # q, k, v and output projections; scores and weighted sum; feed-forward; two norms
         return tokens * (4 * d * d + 2 * length * d + 2 * d * ff + 2 * d)
+    if name == "TransformerDecoderLayer" and len(more) == 1 and more[0] is not None:
+        (m,), d, ff = more, args["d_model"], args["dim_feedforward"]
+        first = args.get("batch_first") and len(x) == 3
+        length, memory_length = (x[-2], m[-2]) if first else (x[0], m[0])
+        # self-attention as the encoder's; over memory: q and output projections and scores and
+        # weighted sum per target token, k and v projections per memory token; three norms
+        return (numel(x[:-1]) * (6 * d * d + 2 * (length + memory_length) * d + 2 * d * ff
+                                 + 3 * d) + numel(m[:-1]) * 2 * d * d)
     return None if has_params else 0
 
 

@@ -42,6 +42,12 @@ class StaticTensor:
         return math.prod(self.shape)
 
 
+def _child_at(module: "StaticModule", path: list[str]) -> "StaticModule":
+    for name in path:
+        module = module.children[name]
+    return module
+
+
 @dataclass(eq=False)
 class StaticModule:
     """One module of the built tree: its class name, its own tensors and its children."""
@@ -130,14 +136,13 @@ class _Mirror:
         if tensors is None:
             raise Unknown(mod.cls_name)
         module = StaticModule(mod.cls_name, mod, mod)
-        for child, cls_name in mod.layer.submodules:      # out_proj of MultiheadAttention
-            module.children[child] = StaticModule(cls_name, None, mod)
+        for path, cls_name in mod.layer.submodules:   # out_proj, self_attn.out_proj, in order
+            *parents, child = path.split(".")
+            _child_at(module, parents).children[child] = StaticModule(cls_name, None, mod)
         for name, (shape, kind) in tensors.items():
             tensor = StaticTensor(_concrete(shape, mod), kind, requires_grad=kind == "param")
-            holder = module
-            if "." in name:                                # "out_proj.weight"
-                child, name = name.split(".", 1)
-                holder = module.children[child]
+            *parents, name = name.split(".")               # "self_attn.out_proj.weight"
+            holder = _child_at(module, parents)
             (holder.params if kind == "param" else holder.buffers)[name] = tensor
         return module
 

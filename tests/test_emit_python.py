@@ -415,3 +415,17 @@ def test_docs_example(source: str) -> None:
     options = {k: directives[k] for k in ("input", "block") if k in directives}
     ids = re.fullmatch(r"integers below (\d+)", directives.get("input values", ""))
     check(source, integers_below=int(ids.group(1)) if ids else None, **options)
+
+
+def test_transformer_layers_leave_torch_s_default_activation_out() -> None:
+    """activation="relu" is torch's default F.relu: written only when it is "gelu"."""
+    spec = """block T {
+    input x: [N, 5, 8]
+    enc: TransformerEncoderLayer(nhead=2, dim_feedforward=16, batch_first=true)
+    let dec = TransformerDecoderLayer(nhead=2, dim_feedforward=16, activation="gelu")
+    memory = x -> Linear(8)
+    dec(x, memory)
+}"""
+    source = check(spec)
+    assert "nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)" in source
+    assert "nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, activation='gelu')" in source

@@ -55,13 +55,35 @@ def expected_params(cls: type) -> tuple[list[tuple[str, object]], bool]:
     return torch_params(cls)
 
 
+def by_name(default: object) -> object:
+    """A function default (the transformer layers' ``activation=F.relu``) by its name: netspec
+    writes it as the string torch also takes (``activation="relu"``)."""
+    return default.__name__ if inspect.isfunction(default) else default
+
+
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_params_match_torch_signature(name):
     layer = LAYERS[name]
     expected, factory = expected_params(getattr(torch.nn, name))
     assert [(p.name, typed(p.default)) for p in layer.params] == \
-        [(n, typed(d)) for n, d in expected]
+        [(n, typed(by_name(d))) for n, d in expected]
     assert layer.factory_kwargs == factory
+
+
+@pytest.mark.parametrize("name", ["TransformerEncoderLayer", "TransformerDecoderLayer"])
+def test_an_activation_named_by_a_string_is_torch_s_default(name):
+    """activation="relu" builds the same layer as torch's default F.relu (the fast path's
+    flag included), so netspec's string default stands for it."""
+    torch.manual_seed(0)
+    default = getattr(torch.nn, name)(8, 2, 16).eval()
+    torch.manual_seed(0)
+    named = getattr(torch.nn, name)(8, 2, 16, activation="relu").eval()
+    assert named.activation is default.activation is torch.nn.functional.relu
+    assert getattr(named, "activation_relu_or_gelu", 1) == \
+        getattr(default, "activation_relu_or_gelu", 1) == 1      # the encoder's fast path
+    xs = [torch.randn(5, 3, 8) for _ in LAYERS[name].inputs]
+    with torch.no_grad():
+        assert torch.equal(named(*xs), default(*xs))
 
 
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
@@ -328,6 +350,15 @@ SHAPE_CASES = [
      [(5, 8), (3, 8), (3, 8)]),
     ("Bilinear", dict(out_features=5), [(3, 4), (3, 6)]),
     ("Bilinear", dict(out_features=2, bias=False), [(2, 3, 4), (2, 3, 5)]),
+    ("TransformerEncoderLayer", dict(nhead=2, dim_feedforward=16), (5, 3, 8)),
+    ("TransformerEncoderLayer", dict(nhead=4, dim_feedforward=8, batch_first=True,
+                                     norm_first=True, bias=False, activation="gelu"), (3, 5, 8)),
+    ("TransformerEncoderLayer", dict(nhead=1, dim_feedforward=4), (6, 4)),
+    ("TransformerDecoderLayer", dict(nhead=2, dim_feedforward=16), [(5, 3, 8), (7, 3, 8)]),
+    ("TransformerDecoderLayer", dict(nhead=4, dim_feedforward=8, batch_first=True, bias=False),
+     [(3, 5, 8), (3, 2, 8)]),
+    ("TransformerDecoderLayer", dict(nhead=2, dim_feedforward=4, norm_first=True),
+     [(6, 4), (2, 4)]),
 ]
 
 
@@ -477,6 +508,12 @@ ERROR_CASES = [
     ("MultiheadAttention", dict(num_heads=2), [(5, 2, 8), (7, 8), (7, 8)], None),
     ("MultiheadAttention", dict(num_heads=2), [(1, 5, 2, 8), (7, 2, 8), (7, 2, 8)], None),
     ("Bilinear", dict(out_features=5), [(3, 4), (2, 6)], None),
+    ("TransformerEncoderLayer", dict(nhead=3), (5, 2, 8), "nhead"),
+    ("TransformerEncoderLayer", dict(nhead=2), (1, 5, 2, 8), None),
+    ("TransformerDecoderLayer", dict(nhead=2), [(5, 2, 8), (7, 2, 6)], None),
+    ("TransformerDecoderLayer", dict(nhead=2), [(5, 2, 8), (7, 3, 8)], None),
+    ("TransformerDecoderLayer", dict(nhead=2, batch_first=True), [(2, 5, 8), (3, 7, 8)], None),
+    ("TransformerDecoderLayer", dict(nhead=2), [(5, 2, 8), (7, 8)], None),
 ]
 
 
@@ -693,18 +730,28 @@ def test_lookup_prefers_the_table():
     assert lookup_layer("Conv2d") is LAYERS["Conv2d"]
 
 
+class _Mixer(torch.nn.Module):
+    """A layer without a table: attention over the last dim, then a projection."""
+
+    def __init__(self, d_model, nhead, hidden=8, *, device=None, dtype=None):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(d_model, nhead, batch_first=True)
+        self.proj = torch.nn.Linear(d_model, hidden)
+
+    def forward(self, x):
+        return self.proj(self.attn(x, x, x)[0])
+
+
 def test_fallback_reads_the_signature_and_infers_the_input_size():
-    layer = lookup_layer("TransformerEncoderLayer")
-    assert layer is not None and "TransformerEncoderLayer" not in LAYERS
-    expected, factory = torch_params(torch.nn.TransformerEncoderLayer)
+    layer = layer_from_class(_Mixer)
+    expected, factory = torch_params(_Mixer)
     assert [(p.name, p.default) for p in layer.params] == expected
     assert layer.factory_kwargs == factory
     (size,) = layer.in_sizes
     assert size.param == "d_model" and size.infer((N, H, 16)) == 16
-    args = {p.name: p.default for p in layer.params} | dict(d_model=16, nhead=2,
-                                                           dim_feedforward=8, batch_first=True)
-    assert layer.shape(args, (N, H, 16)) == (N, H, 16)
-    real = torch.nn.TransformerEncoderLayer(16, 2, 8, batch_first=True)(torch.randn(3, 5, 16))
+    args = {p.name: p.default for p in layer.params} | dict(d_model=16, nhead=2)
+    assert layer.shape(args, (N, H, 16)) == (N, H, 8)
+    real = _Mixer(16, 2)(torch.randn(3, 5, 16))
     assert layer.shape(args, (3, 5, 16)) == tuple(real.shape)
     with pytest.raises(ShapeRuleError):
         layer.shape(args, (N, H, 17))

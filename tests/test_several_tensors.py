@@ -312,3 +312,33 @@ def test_a_checkpoint_keeps_the_mask_boolean(tmp_path, spec: str, shape: tuple) 
     x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_summary_counts_transformer_layer_macs() -> None:
+    """Checked against torch's own FLOP counter, which counts the projections and the
+    feed-forward network; the scores and weighted sums (2 * length * d_model per query token)
+    and the norms (d_model per token each) are added to it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from netspec.summary import summarize
+
+    spec = """block T {
+    input x: [3, 5, 8]
+    enc: TransformerEncoderLayer(nhead=2, dim_feedforward=16, dropout=0.0, batch_first=true)
+    let dec = TransformerDecoderLayer(nhead=2, dim_feedforward=16, dropout=0.0, batch_first=true)
+    h = x -> Linear(8)
+    memory = narrow(h, 1, 0, 3)
+    dec(x, memory)
+}"""
+    rows = {r["path"]: r["macs"] for r in summarize(netspec.analyze(spec))["rows"]}
+    model = netspec.build(spec, seed=0)
+    x = torch.randn(3, 5, 8)
+    memory = torch.narrow(getattr(model, "1")(x), 1, 0, 3)
+    counted = {}
+    for name, args in (("enc", (x,)), ("dec", (model.enc(x), memory))):
+        with FlopCounterMode(display=False) as counter:
+            getattr(model, name)(*args)
+        counted[name] = counter.get_total_flops() // 2
+    tokens = 3 * 5
+    assert rows["enc"] == counted["enc"] + tokens * (2 * 5 * 8 + 2 * 8)
+    assert rows["dec"] == counted["dec"] + tokens * (2 * (5 + 3) * 8 + 3 * 8)

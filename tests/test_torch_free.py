@@ -228,15 +228,46 @@ def test_static_init_rows_name_the_first_owner_of_a_shared_weight():
 
 # ---- a layer without a table falls back to a meta-device build --------------------------------
 
-# TransformerEncoderLayer: a torch.nn layer made of other layers, with no netspec table
+# Transformer: a torch.nn layer made of other layers, with no netspec table
 FALLBACK = """
 block F {
     input x: [N, 5, 8]
-    enc: TransformerEncoderLayer(nhead=2, dim_feedforward=16, batch_first=true)
+    let enc = Transformer(nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                          dim_feedforward=16, batch_first=true)
+    enc(x, x)
     norm: LayerNorm()
     Linear(3)
 }
 """
+
+# the transformer layers have tables: checked, summarised and planned without torch
+TRANSFORMER_LAYERS = """
+block T {
+    input x: [N, 5, 8]
+    enc: TransformerEncoderLayer(nhead=2, dim_feedforward=16, batch_first=true)
+    let dec = TransformerDecoderLayer(nhead=2, dim_feedforward=16, batch_first=true)
+    memory = x -> Linear(8)
+    dec(x, memory)
+    Linear(3)
+    init { MultiheadAttention.in_proj_weight: zeros() }
+}
+"""
+
+
+def test_the_transformer_layers_need_no_torch(tmp_path):
+    analysis = netspec.analyze(TRANSFORMER_LAYERS)
+    data = summarize(analysis)
+    assert data == summarize(analysis, build=True)
+    model = netspec.build(TRANSFORMER_LAYERS, seed=0)
+    assert data["totals"]["params"] == sum(p.numel() for p in model.parameters())
+    assert data["totals"]["macs_complete"]
+    assert init_rows(analysis) == init_rows(analysis, build=True)
+    spec = tmp_path / "transformer_layers.net"
+    spec.write_text(TRANSFORMER_LAYERS)
+    runs = run_commands(spec, [["check"], ["summary", "--format", "json"], ["summary", "--init"]])
+    assert [(r["code"], r["torch"]) for r in runs] == [(0, False)] * 3, runs
+    assert json.loads(runs[1]["out"]) == {**data, "spec": str(spec)}
+    assert "dec.multihead_attn.in_proj_weight" in runs[2]["out"]
 
 
 def test_a_layer_without_a_table_falls_back_to_a_build(tmp_path):
@@ -250,6 +281,7 @@ def test_a_layer_without_a_table_falls_back_to_a_build(tmp_path):
     assert data["totals"]["buffers"] == sum(b.numel() for b in model.buffers())
     enc = next(r for r in data["rows"] if r["path"] == "enc")
     assert enc["trainable"] == sum(p.numel() for p in model.enc.parameters()) > 0
+    assert not data["totals"]["macs_complete"]            # Transformer's MACs are unknown
     spec = tmp_path / "fallback.net"
     spec.write_text(FALLBACK)
     runs = run_commands(spec, [["check"], ["summary", "--format", "json"], ["summary"]])
@@ -262,8 +294,9 @@ def test_init_rules_with_a_layer_without_a_table_fall_back():
     rule = "MultiheadAttention.in_proj_weight: zeros()"
     analysis = netspec.analyze(FALLBACK[:-2] + f"    init {{ {rule}; \"*.bias\": zeros() }}\n}}\n")
     check_init_rules(analysis)
-    assert ("enc.self_attn.in_proj_weight", "MultiheadAttention", rule) in init_rows(analysis)
-    bad = FALLBACK[:-2] + "    init { TransformerEncoderLayer.weight: zeros() }\n}\n"
+    assert ("enc.encoder.layers.0.self_attn.in_proj_weight", "MultiheadAttention", rule) in \
+        init_rows(analysis)
+    bad = FALLBACK[:-2] + "    init { Transformer.weight: zeros() }\n}\n"
     diagnostics = netspec.check(bad)
     assert [(d.kind, d.message) for d in diagnostics] == \
         [("init error", "this init rule matches no parameter")]
@@ -310,6 +343,7 @@ REQUIRED = {
     "kernel_size": 3, "num_features": 4, "norm_type": 2.0, "output_size": 2,
     "upscale_factor": 2, "downscale_factor": 2, "groups": 2, "padding": 1, "input_size": 6,
     "hidden_size": 4, "embed_dim": 8, "num_heads": 2, "in1_features": 3, "in2_features": 5,
+    "d_model": 8, "nhead": 2,
 }
 
 # argument sets beyond the defaults and each flag flipped
@@ -323,6 +357,9 @@ EXTRA = {
     "MultiheadAttention": [dict(kdim=6, vdim=4), dict(kdim=8, vdim=8, add_bias_kv=True),
                            dict(kdim=6, bias=False)],
     "RMSNorm": [dict(normalized_shape=(2, 3))],
+    **dict.fromkeys(("TransformerEncoderLayer", "TransformerDecoderLayer"),
+                    [dict(dim_feedforward=6, bias=False), dict(norm_first=True,
+                                                                activation="gelu")]),
     "GroupNorm": [dict(num_groups=3, num_channels=6, affine=False)],
     "PReLU": [dict(num_parameters=7)],
     "Embedding": [dict(padding_idx=0, num_embeddings=4, embedding_dim=9)],
