@@ -1128,10 +1128,10 @@ class _BodyBuilder:
             self.fail("syntax error", "only names can be called", expr.func.span,
                       hint=self.method_hint(expr))
         name = expr.func.id
+        if name in self.lets and running is not None:    # x + attn(h, h, h); a let named cos
+            return Ref(self.let_call(expr, running))     # shadows the function, as in a step
         fn = lookup_function(name)
         if fn is None:
-            if name in self.lets and running is not None:     # x + attn(h, h, h)
-                return Ref(self.let_call(expr, running))
             if name in _COMPILE_TIME_CALLS:
                 return self.compile_time_call(name, expr)
             if self.is_module_name(name):

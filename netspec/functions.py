@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from netspec.dims import Dim, Shape, Sym, agree, fmt_shape, numel, shapes_agree, unify
-from netspec.layers import padded_length, pool_shape
+from netspec.layers import broadcast, padded_length, pool_shape
 from netspec.registry import (
     FUNCTIONS,
     REQUIRED,
@@ -75,31 +75,6 @@ __all__ = ["FUNCTION_NAMES", "SliceValue", "lookup_function"]
 def _is_dim(d: Any) -> bool:
     """Whether ``d`` can be a size: an int (not a bool) or a symbolic dim."""
     return isinstance(d, Sym) or (isinstance(d, int) and not isinstance(d, bool))
-
-
-def _broadcast_dim(a: Dim, b: Dim) -> Dim | None:
-    """The broadcast of two dims, or None when they clash."""
-    if a == 1:
-        return b
-    if b == 1:
-        return a
-    return unify(a, b) if agree(a, b) else None
-
-
-def _broadcast(*shapes: Shape) -> Shape:
-    """Broadcast shapes left to right; the first one that clashes is the operand at fault."""
-    out: Shape = ()
-    for i, shape in enumerate(shapes):
-        n = max(len(out), len(shape))
-        a, b = (1,) * (n - len(out)) + tuple(out), (1,) * (n - len(shape)) + tuple(shape)
-        merged = tuple(_broadcast_dim(x, y) for x, y in zip(a, b))
-        if i and None in merged:
-            k = merged.index(None)
-            raise ShapeRuleError(
-                f"cannot broadcast {fmt_shape(out)} with {fmt_shape(shape)}",
-                operand=i, hint=f"at dim {k - n}: {a[k]} vs {b[k]}")
-        out = merged
-    return out
 
 
 def _norm_dim(dim: int, shape: Shape, arg: str = "dim", extra: int = 0) -> int:
@@ -270,7 +245,7 @@ def _same(x: Shape, **_: Any) -> Shape:
 
 def _binary_shape(a: Shape, b: Shape, **_: Any) -> Shape:
     """Elementwise on two operands with broadcasting."""
-    return _broadcast(a, b)
+    return broadcast(a, b)
 
 
 def _operator(op: str) -> Callable[[str, str], str]:
@@ -347,7 +322,7 @@ def _matmul_shape(a: Shape, b: Shape, **_: Any) -> Shape:
                              hint=f"the last dim of the left operand ({k_a}) must equal the "
                                   f"{which} of the right one ({k_b})")
     try:
-        batch = _broadcast(a[:-2], b[:-2])
+        batch = broadcast(a[:-2], b[:-2])
     except ShapeRuleError:
         raise ShapeRuleError(f"the batch dims of {fmt_shape(a)} @ {fmt_shape(b)} do not broadcast",
                              operand=1) from None
@@ -734,7 +709,7 @@ def _stack_shape(*shapes: Shape, dim: int) -> Shape:
 
 def _where_shape(cond: Shape, a: Shape, b: Shape) -> Shape:
     """Broadcast of the condition and both branches."""
-    return _broadcast(cond, a, b)
+    return broadcast(cond, a, b)
 
 
 def _pad_shape(x: Shape, *, pad: tuple[int, ...], value: float) -> Shape:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, create_model
 
-from netspec.dims import Shape, Sym, agree, fmt_shape, is_static, numel, shapes_agree
+from netspec.dims import Dim, Shape, Sym, agree, fmt_shape, is_static, numel, shapes_agree, unify
 from netspec.registry import (LAYERS, REQUIRED, InSize, LayerDef, Param, ShapeRuleError,
                               TensorArg, register_layer)
 
@@ -105,6 +105,31 @@ def _expect_rank(name: str, x: Shape, ranks: tuple[int, ...] | None, min_rank: i
         where = f" {layout}" if layout else ""
         raise ShapeRuleError(f"{name} expects {_ranks_text(ranks, min_rank)}{where}, "
                              f"got the {len(x)}-D input {fmt_shape(x)}")
+
+
+def _broadcast_dim(a: Dim, b: Dim) -> Dim | None:
+    """The broadcast of two dims, or None when they clash."""
+    if a == 1:
+        return b
+    if b == 1:
+        return a
+    return unify(a, b) if agree(a, b) else None
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    """Broadcast shapes left to right; the first one that clashes is the operand at fault."""
+    out: Shape = ()
+    for i, shape in enumerate(shapes):
+        n = max(len(out), len(shape))
+        a, b = (1,) * (n - len(out)) + tuple(out), (1,) * (n - len(shape)) + tuple(shape)
+        merged = tuple(_broadcast_dim(x, y) for x, y in zip(a, b))
+        if i and None in merged:
+            k = merged.index(None)
+            raise ShapeRuleError(
+                f"cannot broadcast {fmt_shape(out)} with {fmt_shape(shape)}",
+                operand=i, hint=f"at dim {k - n}: {a[k]} vs {b[k]}")
+        out = merged
+    return out
 
 
 def _norm_dim(dim: int, x: Shape, arg: str = "dim") -> int:
@@ -402,6 +427,28 @@ register_layer(LayerDef(
                     P("attn_mask", TensorArg, None), P("average_attn_weights", Bool, True),
                     P("is_causal", Bool, False))))
 
+
+def _cosine_similarity(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
+    # x1, x2 broadcast together; dim reduced
+    both = broadcast(x1, x2)
+    return tuple(d for i, d in enumerate(both) if i != _norm_dim(args["dim"], both))
+
+
+def _pairwise_distance(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
+    # x1, x2 broadcast together; the last dim reduced (kept as 1 with keepdim)
+    both = broadcast(x1, x2)
+    if not both:
+        raise ShapeRuleError("PairwiseDistance takes vectors, got two 0-D inputs")
+    return both[:-1] + ((1,) if args["keepdim"] else ())
+
+
+register_layer(LayerDef(
+    "CosineSimilarity", (P("dim", Int, 1), P("eps", PosFloat, 1e-8)), (), _cosine_similarity,
+    doc="cosine similarity of two tensors along dim", inputs=("x1", "x2")))
+register_layer(LayerDef(
+    "PairwiseDistance", (P("p", Float, 2.0), P("eps", NonNegFloat, 1e-6),
+                         P("keepdim", Bool, False)), (), _pairwise_distance,
+    doc="the p-norm distance between two tensors, over their last dim", inputs=("x1", "x2")))
 
 # TransformerEncoderLayer and TransformerDecoderLayer: attention and a feed-forward network with
 # residual connections and LayerNorm, whose output has the shape of src (tgt)
@@ -1406,7 +1453,8 @@ _KINDS: dict[str, dict[str, str]] = {
     **dict.fromkeys(("ReLU", "ReLU6", "Hardtanh", "Threshold", "MaxPool2d", "MaxPool3d",
                      "AvgPool1d", "AvgPool2d", "AvgPool3d"), _NUMBER),   # not MaxPool1d
     **dict.fromkeys(("Sigmoid", "Tanh", "LPPool1d", "LPPool2d", "LPPool3d"), _TO_FLOAT),
-    **dict.fromkeys(("Softsign", "Tanhshrink", "LocalResponseNorm"), _NUMBER_TO_FLOAT),
+    **dict.fromkeys(("Softsign", "Tanhshrink", "LocalResponseNorm", "PairwiseDistance"),
+                    _NUMBER_TO_FLOAT),
     "Embedding": {"int": "float"},
 }
 _INDEX_LAYERS = frozenset({"Embedding", "EmbeddingBag"})     # see LayerDef.indices

@@ -132,6 +132,30 @@ class SharedOnValuesTwin(nn.Module):
         return self.proj(a) + self.proj(torch.relu(a))
 
 
+SIAMESE = """\
+block Siamese {
+    input x: [N, 2, 12]                          # two items to compare, side by side
+    let embed = { Linear(16); ReLU(); Linear(8) }
+    let cos = CosineSimilarity(dim=1)             # shadows the function cos(x) here
+    let dist = PairwiseDistance(keepdim=true)
+    a = x[:, 0] -> embed
+    b = x[:, 1] -> embed
+    return cat(unsqueeze(cos(a, b), 1), dist(a, b), dim=1)
+}"""
+
+
+class SiameseTwin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8))
+        self.cos = nn.CosineSimilarity(dim=1)
+        self.dist = nn.PairwiseDistance(keepdim=True)
+
+    def forward(self, x):
+        a, b = self.embed(x[:, 0]), self.embed(x[:, 1])
+        return torch.cat([self.cos(a, b).unsqueeze(1), self.dist(a, b)], dim=1)
+
+
 CASES = [
     pytest.param(CROSS, CrossTwin, (3, 6, 16), id="cross-attention"),
     pytest.param(MASKED, MaskedTwin, (4, 5, 8), id="masks"),
@@ -139,6 +163,7 @@ CASES = [
     pytest.param(PAIR, PairTwin, (5, 6), id="bilinear"),
     pytest.param(DECODER, DecoderTwin, (2, 6, 32), id="decoder-layer"),
     pytest.param(SHARED_ON_VALUES, SharedOnValuesTwin, (3, 8), id="let-on-values"),
+    pytest.param(SIAMESE, SiameseTwin, (4, 2, 12), id="siamese-similarity"),
 ]
 
 
