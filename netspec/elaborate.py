@@ -578,6 +578,9 @@ class _BodyBuilder:
             spans = [a.span for a in args] + [k.span for k in keywords]
             return layer_ir(layer, span, {k: v for k, v, _ in recipe},
                             {k: spans[i] for k, _, i in recipe})
+        if layer.name in _STACKS:
+            self.fail("type error", f"{layer.name} takes a module to copy, which netspec writes "
+                      f"as a repeat", span, hint=_STACKS[layer.name])
         first, required = layer.torch_order_from
         if len(args) > first:
             given = {k.name for k in keywords}
@@ -1248,6 +1251,11 @@ _OTHER_FRAMEWORKS = {
     "Reshape": "reshape(x, N, ...), or Flatten()",
     "Add": "add { ... }, or a + b",
 }
+# torch.nn layers built from a module argument, and how netspec writes them: the same
+# state_dict keys (layers.0.self_attn.in_proj_weight, ...)
+_STACKS = {
+    f"Transformer{part}": f"write `layers: {{ repeat num_layers {{ Transformer{part}Layer(nhead=4) "
+    f"}} }}`, then `norm: LayerNorm()` for its norm" for part in ("Encoder", "Decoder")}
 # Python's spelling of netspec's literals
 _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "none"}
 

@@ -367,3 +367,26 @@ def test_summary_counts_transformer_layer_macs() -> None:
     tokens = 3 * 5
     assert rows["enc"] == counted["enc"] + tokens * (2 * 5 * 8 + 2 * 8)
     assert rows["dec"] == counted["dec"] + tokens * (2 * (5 + 3) * 8 + 3 * 8)
+
+
+ENCODER_STACK = """\
+block Encoder {
+    input x: [N, 6, 32]
+    layers: { repeat 2 { TransformerEncoderLayer(nhead=4, dim_feedforward=64, batch_first=true) } }
+    norm: LayerNorm()
+}"""
+
+
+def test_a_repeat_of_encoder_layers_is_torch_s_transformer_encoder() -> None:
+    """What the TransformerEncoder error's hint says to write has nn.TransformerEncoder's
+    keys and, on its weights, its outputs."""
+    layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, batch_first=True)
+    hand = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(32), enable_nested_tensor=False)
+    model = netspec.build(ENCODER_STACK)
+    assert list(model.state_dict()) == list(hand.state_dict())
+    model.load_state_dict(hand.state_dict())
+    x = torch.randn(3, 6, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), hand.eval()(x))
+    with pytest.raises(SpecError, match="TransformerEncoder takes a module to copy"):
+        netspec.analyze("block E {\n    input x: [N, 6, 32]\n    TransformerEncoder(num_layers=2)\n}")
