@@ -212,8 +212,9 @@ def build_analysis(analysis: Analysis, *, device: Any = None, dtype: Any = None,
         dtype = getattr(torch, dtype, None)
         if not isinstance(dtype, torch.dtype):
             problems.append("dtype must be a torch dtype such as torch.float32 or \"float64\"")
-    if device is not None and device_problem(device) is not None:
-        problems.append(device_problem(device))
+    problem = device_problem(device) if device is not None else None
+    if problem is not None:
+        problems.append(problem)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)
                              or not 0 <= seed < 2 ** 63):
         problems.append(f"seed={seed!r} must be an integer in [0, 2**63)")

@@ -370,8 +370,9 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
     from netspec.init import _reapply_ties
     from netspec.program import load as load_program
 
-    if device is not None and device_problem(device) is not None:
-        raise SpecError([Diagnostic("argument error", device_problem(device))])
+    problem = device_problem(device) if device is not None else None
+    if problem is not None:
+        raise SpecError([Diagnostic("argument error", problem)])
 
     ckpt = read_checkpoint(path)
     record = ckpt.spec

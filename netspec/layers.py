@@ -512,8 +512,16 @@ _TRANSFORMER_LAYER_PARAMS = (
     P("dropout", Prob, 0.1), P("activation", Literal["relu", "gelu"], "relu"),
     P("layer_norm_eps", PosFloat, 1e-5), P("batch_first", Bool, False),
     P("norm_first", Bool, False), P("bias", Bool, True))
-_ATTENTION_PARTS = (("out_proj", "NonDynamicallyQuantizableLinear"),)
-_FEED_FORWARD_PARTS = (("linear1", "Linear"), ("dropout", "Dropout"), ("linear2", "Linear"))
+
+
+def _transformer_parts(attentions: tuple[str, ...], norms: int) -> tuple[tuple[str, str], ...]:
+    """A transformer layer's submodules, in the order its constructor makes them."""
+    parts = [part for name in attentions for part in (
+        (name, "MultiheadAttention"), (f"{name}.out_proj", "NonDynamicallyQuantizableLinear"))]
+    parts += [("linear1", "Linear"), ("dropout", "Dropout"), ("linear2", "Linear")]
+    parts += [(f"norm{k}", "LayerNorm") for k in range(1, norms + 1)]
+    return (*parts, *((f"dropout{k}", "Dropout") for k in range(1, norms + 1)))
+
 
 register_layer(LayerDef(
     "TransformerEncoderLayer", _TRANSFORMER_LAYER_PARAMS,
@@ -521,9 +529,7 @@ register_layer(LayerDef(
     _transformer_encoder_layer, None, True,
     "self-attention and a feed-forward network, each with a residual connection and LayerNorm",
     inputs=("src",),
-    submodules=(("self_attn", "MultiheadAttention"), ("self_attn.out_proj",
-                "NonDynamicallyQuantizableLinear"), *_FEED_FORWARD_PARTS, ("norm1", "LayerNorm"),
-                ("norm2", "LayerNorm"), ("dropout1", "Dropout"), ("dropout2", "Dropout")),
+    submodules=_transformer_parts(("self_attn",), 2),
     forward_params=(P("src_mask", TensorArg, None), P("src_key_padding_mask", TensorArg, None),
                     P("is_causal", Bool, False))))
 
@@ -534,12 +540,7 @@ register_layer(LayerDef(
     "self-attention, attention over memory and a feed-forward network, each with a residual "
     "connection and LayerNorm",
     inputs=("tgt", "memory"),
-    submodules=(("self_attn", "MultiheadAttention"), ("self_attn.out_proj",
-                "NonDynamicallyQuantizableLinear"), ("multihead_attn", "MultiheadAttention"),
-                ("multihead_attn.out_proj", "NonDynamicallyQuantizableLinear"),
-                *_FEED_FORWARD_PARTS, ("norm1", "LayerNorm"), ("norm2", "LayerNorm"),
-                ("norm3", "LayerNorm"), ("dropout1", "Dropout"), ("dropout2", "Dropout"),
-                ("dropout3", "Dropout")),
+    submodules=_transformer_parts(("self_attn", "multihead_attn"), 3),
     forward_params=(P("tgt_mask", TensorArg, None), P("memory_mask", TensorArg, None),
                     P("tgt_key_padding_mask", TensorArg, None),
                     P("memory_key_padding_mask", TensorArg, None),

@@ -832,3 +832,15 @@ def test_import_does_not_import_torch():
     code = "import sys, netspec.layers; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(n for n in LAYERS if LAYERS[n].submodules))
+def test_submodules_are_the_real_layer_s(name):
+    """The submodules a table lists (for the static tree, and init rules by class) are the
+    real layer's, with their classes, in its order."""
+    for case, stated, shape in SHAPE_CASES:
+        if case == name:
+            module = getattr(torch.nn, name)(**validated(name, stated_and_inferred(name, stated,
+                                                                                   shape)))
+            assert list(LAYERS[name].submodules) == \
+                [(path, type(m).__name__) for path, m in module.named_modules() if path]
