@@ -870,6 +870,10 @@ class _BodyBuilder:
                 if fn.name == "default" and steps:
                     self.fail("init error", "default() must be the first step of a rule",
                               node.span, hint="it re-runs the layer's own initialisation")
+                if fn.name in ("uniform", "trunc_normal") and kwargs["a"] > kwargs["b"]:
+                    self.fail("argument error", f"{fn.name}() draws from [a, b], but a="
+                              f"{kwargs['a']:g} is above b={kwargs['b']:g}", node.span,
+                              hint="swap them")
                 steps.append(("init", fn.name, kwargs))
                 continue
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \

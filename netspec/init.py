@@ -17,9 +17,11 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from netspec.errors import Diagnostic, SpecError, Span
+from pydantic import Field
+
+from netspec.errors import Diagnostic, SpecError, Span, did_you_mean
 from netspec.gc_pause import gc_paused
 from netspec.progress import progress
 from netspec.registry import Param
@@ -28,6 +30,8 @@ _NONLINEARITY = Literal["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1
                         "conv_transpose2d", "conv_transpose3d", "sigmoid", "tanh", "relu",
                         "leaky_relu", "selu"]
 _MODE = Literal["fan_in", "fan_out"]
+_STD = Annotated[float, Field(ge=0)]                 # torch refuses a negative std
+_FRACTION = Annotated[float, Field(ge=0, le=1)]
 
 
 @dataclass(frozen=True)
@@ -41,22 +45,22 @@ class InitFn:
 
 INITS: dict[str, InitFn] = {f.name: f for f in (
     InitFn("uniform", (Param("a", float, 0.0), Param("b", float, 1.0))),
-    InitFn("normal", (Param("mean", float, 0.0), Param("std", float, 1.0))),
+    InitFn("normal", (Param("mean", float, 0.0), Param("std", _STD, 1.0))),
     InitFn("constant", (Param("val", float),), generator=False),
     InitFn("ones", (), generator=False),
     InitFn("zeros", (), generator=False),
     InitFn("eye", (), generator=False),
-    InitFn("dirac", (Param("groups", int, 1),), generator=False),
+    InitFn("dirac", (Param("groups", Annotated[int, Field(ge=1)], 1),), generator=False),
     InitFn("xavier_uniform", (Param("gain", float, 1.0),)),
     InitFn("xavier_normal", (Param("gain", float, 1.0),)),
     InitFn("kaiming_uniform", (Param("a", float, 0.0), Param("mode", _MODE, "fan_in"),
                                Param("nonlinearity", _NONLINEARITY, "leaky_relu"))),
     InitFn("kaiming_normal", (Param("a", float, 0.0), Param("mode", _MODE, "fan_in"),
                               Param("nonlinearity", _NONLINEARITY, "leaky_relu"))),
-    InitFn("trunc_normal", (Param("mean", float, 0.0), Param("std", float, 1.0),
+    InitFn("trunc_normal", (Param("mean", float, 0.0), Param("std", _STD, 1.0),
                             Param("a", float, -2.0), Param("b", float, 2.0))),
     InitFn("orthogonal", (Param("gain", float, 1.0),)),
-    InitFn("sparse", (Param("sparsity", float), Param("std", float, 0.01))),
+    InitFn("sparse", (Param("sparsity", _FRACTION), Param("std", _STD, 0.01))),
     InitFn("default", (), generator=False),
 )}
 
@@ -156,7 +160,12 @@ def plan_sites(sites: list[ModuleSite], sources: Any = None) -> dict[int, Assign
 
 def _unused_hint(rule: InitRuleIR, owners: dict[int, tuple[str, str, str]]) -> str:
     types = sorted({f"{layer}.{n}" for _, layer, n in owners.values()})
-    return "parameters here: " + ", ".join(types[:12]) + (" ..." if len(types) > 12 else "")
+    listed = "parameters here: " + ", ".join(types[:12]) + (" ..." if len(types) > 12 else "")
+    if rule.layer_type is not None and rule.param is not None:      # Linear.weigth
+        close = did_you_mean(f"{rule.layer_type}.{rule.param}", types)
+        if close is not None:
+            return f"{close} ({listed})"
+    return listed
 
 
 @gc_paused
