@@ -935,6 +935,8 @@ _STATEMENT_START = re.compile(r"(?:\A|[{;])(?:\s|#[^\n]*)*\Z")
 _REPEAT_BEFORE = re.compile(r"\brepeat\s+(\w+)\s*\Z")            # `repeat i` before `in`
 _RANGE_AFTER = re.compile(r"\s+in\s+range\(\s*(\w+)\s*\)")        # ` in range(3)`
 _FOR_BEFORE = re.compile(r"(?:\A|[{;\n])[ \t]*for[ \t]+\Z")       # `for` before `i in ...`
+_NAME_BEFORE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\Z")               # `layer` before `{i}:`
+_PATTERN_AFTER = re.compile(r"\{(\w+)\}(\w*)\s*:")                   # `{i}:` or `{i}_fc:`
 
 
 def _is_keyword(tok: Any, parser: lark.Lark) -> bool:
@@ -984,6 +986,14 @@ def _misread(exc: lark.exceptions.UnexpectedToken, file: str, text: str, parser:
         return Diagnostic("syntax error", "netspec has no 'for'",
                           Span(file, line, column, line, column + 3),
                           hint=f"repeat a body with `repeat {count} as {tok.value} {{ ... }}`")
+    name = _NAME_BEFORE.search(before) if tok.value == "{" else None
+    pattern = _PATTERN_AFTER.match(text, tok.start_pos) if name else None
+    if pattern:                                               # `layer{i}: Linear(8)` in a repeat
+        label = f"{name.group(1)}{{i}}{pattern.group(2)}"      # a pattern's index is i
+        return Diagnostic("syntax error", f"a step's name cannot hold {{{pattern.group(1)}}}",
+                          _span(file, tok),
+                          hint=f"name each copy of a repeat with a pattern: `repeat n as "
+                               f"\"{label}\" {{ ... }}`")
     if tok.type in ("INT", "FLOAT"):                          # `Dropout(0.1.5)`
         dotted = _DOTTED_BEFORE.search(before)
         if dotted:
