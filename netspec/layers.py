@@ -428,6 +428,38 @@ register_layer(LayerDef(
                     P("is_causal", Bool, False))))
 
 
+def _unfold(args: dict[str, Any], x: Shape) -> Shape:
+    # [N, C, H, W] -> [N, C * kh * kw, L]: L sliding blocks, each its kernel's values
+    blocks = _spatial_windows(args, x, 2, stride=args["stride"], padding=args["padding"],
+                              dilation=args["dilation"])
+    kh, kw = _nt(args["kernel_size"], 2)
+    return x[:-3] + (x[-3] * kh * kw, blocks[0] * blocks[1])
+
+
+def _fold(args: dict[str, Any], x: Shape) -> Shape:
+    # [N, C * kh * kw, L] -> [N, C, *output_size]: the inverse arrangement of Unfold's blocks
+    kh, kw = _nt(args["kernel_size"], 2)
+    size = _nt(args["output_size"], 2)
+    if not _divides(x[-2], kh * kw):
+        raise ShapeRuleError(f"Fold's input has {x[-2]} values per block, not a multiple of "
+                             f"the kernel's {kh * kw} positions", arg="kernel_size")
+    blocks = _spatial_windows(args, size, 2, stride=args["stride"], padding=args["padding"],
+                              dilation=args["dilation"])
+    if not agree(x[-1], blocks[0] * blocks[1]):
+        raise ShapeRuleError(f"Fold's input has {x[-1]} blocks, but output_size="
+                             f"{args['output_size']} holds {blocks[0] * blocks[1]} "
+                             f"({blocks[0]} x {blocks[1]})", arg="output_size")
+    return x[:-2] + (x[-2] // (kh * kw), *size)
+
+
+_layer("Unfold", (P("kernel_size", Size2), P("dilation", Size2, 1), P("padding", _nonneg(2), 0),
+                  P("stride", Size2, 1)), _unfold, ranks=(3, 4), layout="[N, C, H, W]",
+       doc="sliding blocks of the input, each flattened: [N, C * kh * kw, blocks]")
+_layer("Fold", (P("output_size", Size2), P("kernel_size", Size2), P("dilation", Size2, 1),
+                P("padding", _nonneg(2), 0), P("stride", Size2, 1)), _fold, ranks=(2, 3),
+       layout="[N, C * kh * kw, blocks]", doc="sums sliding blocks back into an image")
+
+
 def _cosine_similarity(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
     # x1, x2 broadcast together; dim reduced
     both = broadcast(x1, x2)
@@ -1457,6 +1489,7 @@ _KINDS: dict[str, dict[str, str]] = {
     **dict.fromkeys(("Softsign", "Tanhshrink", "LocalResponseNorm", "PairwiseDistance"),
                     _NUMBER_TO_FLOAT),
     "Embedding": {"int": "float"},
+    **dict.fromkeys(("Unfold", "Fold"), {"bool": "bool", "float": "float"}),   # not ints, on CPU
 }
 _INDEX_LAYERS = frozenset({"Embedding", "EmbeddingBag"})     # see LayerDef.indices
 _DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
