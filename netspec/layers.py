@@ -447,7 +447,7 @@ def _fold(args: dict[str, Any], x: Shape) -> Shape:
                               dilation=args["dilation"])
     if not agree(x[-1], blocks[0] * blocks[1]):
         raise ShapeRuleError(f"Fold's input has {x[-1]} blocks, but output_size="
-                             f"{args['output_size']} holds {blocks[0] * blocks[1]} "
+                             f"{fmt_shape(size)} holds {blocks[0] * blocks[1]} "
                              f"({blocks[0]} x {blocks[1]})", arg="output_size")
     return x[:-2] + (x[-2] // (kh * kw), *size)
 

@@ -937,6 +937,7 @@ _RANGE_AFTER = re.compile(r"\s+in\s+range\(\s*(\w+)\s*\)")        # ` in range(3
 _FOR_BEFORE = re.compile(r"(?:\A|[{;\n])[ \t]*for[ \t]+\Z")       # `for` before `i in ...`
 _NAME_BEFORE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\Z")               # `layer` before `{i}:`
 _PATTERN_AFTER = re.compile(r"\{(\w+)\}(\w*)\s*:")                   # `{i}:` or `{i}_fc:`
+_TUPLE_BEFORE = re.compile(r"(?:[=(,\[]|\A)\s*\(([^()\n]*)\Z")         # `=(3` before `, 3)`
 
 
 def _is_keyword(tok: Any, parser: lark.Lark) -> bool:
@@ -986,6 +987,13 @@ def _misread(exc: lark.exceptions.UnexpectedToken, file: str, text: str, parser:
         return Diagnostic("syntax error", "netspec has no 'for'",
                           Span(file, line, column, line, column + 3),
                           hint=f"repeat a body with `repeat {count} as {tok.value} {{ ... }}`")
+    opened = _TUPLE_BEFORE.search(before) if tok.value == "," else None
+    close = text.find(")", tok.end_pos) if opened else -1
+    if opened and close >= 0 and "\n" not in text[tok.end_pos:close]:   # kernel_size=(3, 3)
+        items = ", ".join(part.strip() for part in
+                          (opened.group(1) + "," + text[tok.end_pos:close]).split(","))
+        return Diagnostic("syntax error", "netspec has no tuples", _span(file, tok),
+                          hint=f"write a list: [{items}]")
     name = _NAME_BEFORE.search(before) if tok.value == "{" else None
     pattern = _PATTERN_AFTER.match(text, tok.start_pos) if name else None
     if pattern:                                               # `layer{i}: Linear(8)` in a repeat
