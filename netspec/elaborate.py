@@ -567,6 +567,7 @@ class _BodyBuilder:
                                 list(self.mod.tensors))
             if name in _OTHER_FRAMEWORKS:
                 hint = f"netspec uses torch.nn's layers: {_OTHER_FRAMEWORKS[name]}"
+            hint = _CONTAINERS.get(name, hint)
             self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
         return _ModuleValue(self.layer_instance(layer, args, keywords, span))
 
@@ -996,8 +997,12 @@ class _BodyBuilder:
         if isinstance(expr, ast.Index):
             return self.index(expr, running, factories)
         if isinstance(expr, ast.Attr):
+            hint = "parameters are reached by path only in `tie`"
+            if expr.name in ("shape", "size") and expr.value.__class__ is ast.Name:
+                hint = (f"name the sizes where the input is declared: `input {expr.value.id}: "
+                        f"[N, C]` makes C the size of dim 1")
             self.fail("syntax error", "attribute access is not supported in expressions",
-                      expr.span, hint="parameters are reached by path only in `tie`")
+                      expr.span, hint=hint)
         raise AssertionError(f"unhandled expression {expr!r}")
 
     def static_op(self, op: str, left: Any, right: Any, expr: ast.Expr) -> Any:
@@ -1199,6 +1204,11 @@ class _BodyBuilder:
         while root.__class__ is ast.Attr:
             root = root.value
         known = lookup_function(name) is not None or self.elab.layer(name) is not None
+        if name in _CONTAINERS:
+            return _CONTAINERS[name]
+        if owner.__class__ is ast.Name and owner.id == "self":    # self.fc(x) from a forward
+            return f"a block has no self: name the step where it applies, `{name}: Linear(8)`, " \
+                   f"or declare `let {name} = Linear(8)` and write `x -> {name}`"
         if root.__class__ is ast.Name and root.id in _PYTHON_MODULES:
             prefix = _source_text(self.elab.program.sources, owner.span)
             if known:
@@ -1254,6 +1264,13 @@ _OTHER_FRAMEWORKS = {
     "Concatenate": "concat { ... }, or cat(a, b, dim=1)",
     "Reshape": "reshape(x, N, ...), or Flatten()",
     "Add": "add { ... }, or a + b",
+}
+# torch.nn's containers, which netspec writes as its own constructs
+_CONTAINERS = {
+    "Sequential": "steps in order are a { } body: `{ Linear(8); ReLU() }`",
+    "ModuleList": "copies of a body are a repeat, `repeat n { Linear(8) }`; other modules are "
+                  "steps, or lets",
+    "ModuleDict": "a module with a name is a named step, `fc: Linear(8)`, or a let",
 }
 # torch.nn layers built from a module argument, and how netspec writes them: the same
 # state_dict keys (layers.0.self_attn.in_proj_weight, ...)
