@@ -55,21 +55,22 @@ _IMPLICIT_DIM = frozenset({"Softmax", "LogSoftmax", "Softmin"})
 
 
 def _implicit_dim_notes(module: ModuleIR) -> list[Diagnostic]:
-    """A note for each ``Softmax()`` without ``dim`` on an input of known rank."""
-    notes = []
+    """A note for each ``Softmax()`` without ``dim`` on an input of known rank (once for the
+    copies of a block)."""
+    notes: dict[Span, Diagnostic] = {}
     for _, mod in module.walk():
         if mod.kind != "layer" or mod.cls_name not in _IMPLICIT_DIM or mod.in_shape is None \
-                or (mod.resolved_args or {}).get("dim") is not None:
+                or (mod.resolved_args or {}).get("dim") is not None or mod.span in notes:
             continue
         rank = len(mod.in_shape)
         dim = 0 if rank in (0, 1, 3) else 1          # torch's legacy choice, _get_softmax_dim
-        notes.append(Diagnostic(
+        notes[mod.span] = Diagnostic(
             "note", f"{mod.cls_name}() without dim: torch picks dim {dim} for this {rank}-D "
             f"input {fmt_shape(mod.in_shape)}, and warns that the choice is deprecated",
             mod.span, hint=f"state it: {mod.cls_name}(dim={dim})" if dim == rank - 1 else
             f"state it: {mod.cls_name}(dim=-1) for the last dim, or {mod.cls_name}(dim={dim}) "
-            f"for torch's choice"))
-    return notes
+            f"for torch's choice")
+    return list(notes.values())
 
 
 def _assumption_notes(module: ModuleIR) -> list[Diagnostic]:

@@ -276,3 +276,10 @@ def test_a_softmax_without_dim_is_a_note_that_names_torch_s_choice(layer, shape)
     assert torch.equal(got, getattr(torch.nn, layer)(dim=dim)(x))
     assert f"{layer}(dim=" in note.hint
     assert netspec.analyze(text.replace(f"{layer}()", f"{layer}(dim=-1)")).notes == []
+
+
+def test_a_softmax_without_dim_in_a_repeated_block_is_noted_once() -> None:
+    text = ("block Head {\n    input x: [N, T, 8]\n    Softmax()\n}\n"
+            "block Net {\n    input x: [N, T, 8]\n    repeat 3 { Head() }\n}\n")
+    notes = netspec.analyze(text).notes
+    assert [(n.message.split(":")[0], n.span.line) for n in notes] == [("Softmax() without dim", 3)]
