@@ -193,10 +193,12 @@ def materialize(model, device: Any = None, seed: int | None = None):
                                          "without memory")]) from None
         _reapply_ties(model)
         plan = init_plan(model)    # after to_empty: parameters are new objects
-        modules = [(m, _own_bytes(m)) for m in _unique_modules(model)]
-        with torch.no_grad(), progress("initialising", sum(n for _, n in modules)) as advance:
-            for module, size in modules:
-                _init_module(module, plan, device)
+        modules = [(m, how, _own_bytes(m)) for m, how in _unique_modules(model)]
+        with torch.no_grad(), progress("initialising", sum(n for *_, n in modules)) as advance:
+            for module, how, size in modules:
+                if how == "whole":
+                    _init_from_constructor(module, device, recurse=True)
+                _init_module(module, plan, device, defaults=how == "own")
                 advance(size)
     return model
 
@@ -254,33 +256,60 @@ def _own_bytes(module) -> int:
 
 
 def _unique_modules(model):
-    """Every module once, in the order torch's constructors initialise them: a block before
-    its children, as netspec builds them, but a layer's own submodules before the layer, whose
-    constructor builds them and then resets its own tensors (MultiheadAttention: ``out_proj``,
-    then ``_reset_parameters``, which also zeroes ``out_proj.bias``)."""
+    """Every module once, with how it is initialised, in the order torch's constructors
+    initialise them: a block before its children, as netspec builds them, but a layer's own
+    submodules before the layer, whose constructor builds them and then resets its own tensors
+    (MultiheadAttention: ``out_proj``, then ``_reset_parameters``, which also zeroes
+    ``out_proj.bias``).
+
+    ``how`` is "own" (defaults, then rules), or, for a layer whose reset re-initialises its
+    submodules (``Transformer``: one encoder layer deep-copied, then xavier for every matrix),
+    "whole" for the layer, constructed for real before its submodules, which then take only
+    their rules ("rules")."""
     seen: set[int] = set()
 
-    def visit(module, in_layer: bool):
+    def visit(module, in_layer: bool, in_whole: bool):
         if id(module) in seen:
             return
         seen.add(id(module))
         ir = module.__dict__.get("_netspec_ir")
-        in_layer = in_layer or (ir is not None and ir.kind == "layer")
+        is_layer = ir is not None and ir.kind == "layer"
+        whole = is_layer and not in_whole and _resets_its_submodules(module)
+        if whole:
+            yield module, "whole"
+        in_layer = in_layer or is_layer
         if not in_layer:
-            yield module
+            yield module, "own"
         for child in module._modules.values():
             if child is not None:
-                yield from visit(child, in_layer)
-        if in_layer:
-            yield module
+                yield from visit(child, in_layer, in_whole or whole)
+        if in_layer and not whole:
+            yield module, "rules" if in_whole else "own"
 
-    yield from visit(model, False)
+    yield from visit(model, False, False)
 
 
-def _init_module(module, plan: dict[int, Assignment], device) -> None:
+def _resets_its_submodules(module) -> bool:
+    """A layer with submodules and no tensors of its own whose reset method can only concern
+    its submodules (``Transformer._reset_parameters``)."""
+    return bool(module._modules) and not own_tensors(module._parameters) and \
+        not own_tensors(module._buffers) and any(
+            callable(getattr(type(module), name, None))
+            for name in ("reset_parameters", "_reset_parameters"))
+
+
+def _init_module(module, plan: dict[int, Assignment], device, defaults: bool = True) -> None:
+    """A module's own tensors: its defaults (unless a constructor made them already), then
+    its rules."""
     own = own_tensors(module._parameters)
     buffers = own_tensors(module._buffers)
     if not own and not buffers:
+        return
+    if not defaults:
+        for _, p in own:
+            assignment = plan.get(id(p))
+            if assignment is not None and assignment.rule is not None:
+                apply_rule(assignment.rule, p, assignment.path)
         return
     makers = getattr(module, "_netspec_makers", None)
     needs_default = bool(buffers) or any(plan.get(id(p)) is None or plan[id(p)].rule is None
@@ -314,8 +343,9 @@ def _init_module(module, plan: dict[int, Assignment], device) -> None:
             apply_rule(assignment.rule, p, assignment.path)
 
 
-def _init_from_constructor(module, device) -> None:
-    """A layer with no reset method (a user's own): its constructor is its initialisation."""
+def _init_from_constructor(module, device, recurse: bool = False) -> None:
+    """A layer with no reset method (a user's own), or one whose constructor initialises its
+    submodules too (``recurse``): its constructor is its initialisation."""
     import torch
 
     ir = getattr(module, "_netspec_ir", None)
@@ -324,12 +354,12 @@ def _init_from_constructor(module, device) -> None:
     cls = ir.layer.cls or getattr(torch.nn, ir.cls_name)
     with torch.device(device):
         fresh = cls(**ir.resolved_args)
-    own = dict(fresh.named_parameters(recurse=False))
-    own.update(fresh.named_buffers(recurse=False))
-    for name, tensor in list(module.named_parameters(recurse=False)) + \
-            list(module.named_buffers(recurse=False)):
-        if name in own:
-            tensor.copy_(own[name])
+    made = dict(fresh.named_parameters(recurse=recurse))
+    made.update(fresh.named_buffers(recurse=recurse))
+    for name, tensor in list(module.named_parameters(recurse=recurse)) + \
+            list(module.named_buffers(recurse=recurse)):
+        if name in made:
+            tensor.copy_(made[name])
 
 
 def _ruled(plan: dict[int, Assignment], tensor) -> bool:
@@ -416,7 +446,7 @@ def _compiled(fragment) -> Any:
 
 
 def _reapply_ties(model) -> None:
-    for module in _unique_modules(model):
+    for module, _ in _unique_modules(model):
         ir = getattr(module, "_netspec_ir", None)
         for tie in getattr(ir, "ties", None) or ():
             owner = module.get_submodule(".".join(tie.target[:-1]))

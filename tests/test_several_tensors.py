@@ -156,6 +156,27 @@ class SiameseTwin(nn.Module):
         return torch.cat([self.cos(a, b).unsqueeze(1), self.dist(a, b)], dim=1)
 
 
+WHOLE_TRANSFORMER = """\
+block Seq2Seq {
+    input x: [N, 5, 8]
+    let t = Transformer(nhead=2, num_encoder_layers=2, num_decoder_layers=1,
+                        dim_feedforward=16, batch_first=true)
+    t(x, x)
+}"""
+
+
+class WholeTransformerTwin(nn.Module):
+    """nn.Transformer clones one encoder layer and then xavier-initialises every matrix: built
+    with a seed, netspec's model has its weights too."""
+
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Transformer(8, 2, 2, 1, 16, batch_first=True)
+
+    def forward(self, x):
+        return self.t(x, x)
+
+
 CASES = [
     pytest.param(CROSS, CrossTwin, (3, 6, 16), id="cross-attention"),
     pytest.param(MASKED, MaskedTwin, (4, 5, 8), id="masks"),
@@ -164,6 +185,7 @@ CASES = [
     pytest.param(DECODER, DecoderTwin, (2, 6, 32), id="decoder-layer"),
     pytest.param(SHARED_ON_VALUES, SharedOnValuesTwin, (3, 8), id="let-on-values"),
     pytest.param(SIAMESE, SiameseTwin, (4, 2, 12), id="siamese-similarity"),
+    pytest.param(WHOLE_TRANSFORMER, WholeTransformerTwin, (3, 5, 8), id="transformer"),
 ]
 
 
@@ -390,3 +412,24 @@ def test_a_repeat_of_encoder_layers_is_torch_s_transformer_encoder() -> None:
         assert torch.equal(model.eval()(x), hand.eval()(x))
     with pytest.raises(SpecError, match="TransformerEncoder takes a module to copy"):
         netspec.analyze("block E {\n    input x: [N, 6, 32]\n    TransformerEncoder(num_layers=2)\n}")
+
+
+def test_rules_apply_inside_a_layer_constructed_whole() -> None:
+    """Transformer is constructed as torch would, then the spec's rules apply inside it: the
+    ruled tensors take the rule, every other one torch's value under the same seed."""
+    spec = WHOLE_TRANSFORMER.replace("    t(x, x)\n", "    t(x, x)\n    init { Linear.bias: "
+                                     "zeros(); \"*.norm.weight\": constant(2.0) }\n")
+    model = netspec.build(spec, seed=5)
+    torch.manual_seed(5)
+    hand = WholeTransformerTwin()
+    ruled = 0
+    for (name, ours), theirs in zip(model.t.named_parameters(), hand.t.parameters()):
+        if name.endswith(("linear1.bias", "linear2.bias")):
+            assert not ours.any(), name
+            ruled += 1
+        elif name.endswith(("encoder.norm.weight", "decoder.norm.weight")):
+            assert (ours == 2.0).all(), name
+            ruled += 1
+        else:
+            assert torch.equal(ours, theirs), name
+    assert ruled == 2 * 3 + 2
