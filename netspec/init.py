@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -352,7 +353,8 @@ def _init_from_constructor(module, device, recurse: bool = False) -> None:
     if ir is None or ir.kind != "layer" or ir.resolved_args is None:
         return
     cls = ir.layer.cls or getattr(torch.nn, ir.cls_name)
-    with torch.device(device):
+    with torch.device(device), warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # what it warns of, the build already did
         fresh = cls(**ir.resolved_args)
     made = dict(fresh.named_parameters(recurse=recurse))
     made.update(fresh.named_buffers(recurse=recurse))

@@ -579,6 +579,61 @@ register_layer(LayerDef(
                     P("tgt_is_causal", Bool, False), P("memory_is_causal", Bool, False))))
 
 
+def _transformer(args: dict[str, Any], src: Shape, tgt: Shape, **forward: Any) -> Shape:
+    # src: [S, N, E], tgt: [T, N, E] (batch_first: [N, S, E], [N, T, E]; unbatched: [S, E], [T, E])
+    layer = "Transformer"
+    _expect_rank(layer, src, (2, 3), 0, _ENCODER_LAYOUT)
+    if len(tgt) != len(src):
+        raise ShapeRuleError(f"{layer}'s src and tgt must both be batched (3-D) or both "
+                             f"unbatched (2-D), got {fmt_shape(src)} and {fmt_shape(tgt)}",
+                             operand=1)
+    if not agree(tgt[-1], args["d_model"]):
+        raise ShapeRuleError(f"{layer}'s tgt has {tgt[-1]} features, but d_model is "
+                             f"{args['d_model']}", operand=1)
+    batch = 0 if args["batch_first"] else 1
+    if len(src) == 3 and not agree(tgt[batch], src[batch]):
+        raise ShapeRuleError(f"{layer}'s src and tgt have batch sizes {src[batch]} and "
+                             f"{tgt[batch]}; they must be equal", operand=1,
+                             hint=None if args["batch_first"] else
+                             "the batch is dim 1 unless batch_first=true")
+    _layer_attention(layer, args, src, src, "src_mask", "src_key_padding_mask", forward)
+    _layer_attention(layer, args, tgt, tgt, "tgt_mask", "tgt_key_padding_mask", forward)
+    _layer_attention(layer, args, tgt, src, "memory_mask", "memory_key_padding_mask", forward)
+    return tgt
+
+
+def _transformer_modules(args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """An encoder and a decoder: their layers in a ModuleList each, then a LayerNorm."""
+    parts: list[tuple[str, str]] = []
+    for stack, count, own, norms in (("encoder", args["num_encoder_layers"], ("self_attn",), 2),
+                                     ("decoder", args["num_decoder_layers"],
+                                      ("self_attn", "multihead_attn"), 3)):
+        kind = stack.capitalize()
+        parts += [(stack, f"Transformer{kind}"), (f"{stack}.layers", "ModuleList")]
+        for i in range(count):
+            prefix = f"{stack}.layers.{i}"
+            parts.append((prefix, f"Transformer{kind}Layer"))
+            parts += [(f"{prefix}.{path}", cls) for path, cls in _transformer_parts(own, norms)]
+        parts.append((f"{stack}.norm", "LayerNorm"))
+    return tuple(parts)
+
+
+register_layer(LayerDef(
+    "Transformer",
+    (P("d_model", PosInt, 512), P("nhead", PosInt, 8), P("num_encoder_layers", NonNegInt, 6),
+     P("num_decoder_layers", NonNegInt, 6), *_TRANSFORMER_LAYER_PARAMS[2:5],
+     P("custom_encoder", Literal[None], None), P("custom_decoder", Literal[None], None),
+     *_TRANSFORMER_LAYER_PARAMS[5:]),
+    (_last_dim_of("Transformer", "src", "d_model", 0, (2, 3), _ENCODER_LAYOUT),),
+    _transformer, None, True, "an encoder of src and a decoder of tgt attending to it",
+    inputs=("src", "tgt"), submodules=_transformer_modules,
+    forward_params=(*(P(f"{name}_mask", TensorArg, None) for name in ("src", "tgt", "memory")),
+                    *(P(f"{name}_key_padding_mask", TensorArg, None)
+                      for name in ("src", "tgt", "memory")),
+                    P("src_is_causal", Bool | None, None), P("tgt_is_causal", Bool | None, None),
+                    P("memory_is_causal", Bool, False))))
+
+
 def _bilinear(args: dict[str, Any], x1: Shape, x2: Shape) -> Shape:
     # [*, in1_features], [*, in2_features] -> [*, out_features]
     if not shapes_agree(x2[:-1], x1[:-1]):
@@ -1436,6 +1491,22 @@ def _transformer_layer_tensors(attentions: tuple[str, ...], norms: int) -> Tenso
     return tensors
 
 
+def _transformer_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
+    """Each encoder layer's tensors, the encoder's norm, then the decoder's likewise."""
+    out: dict[str, tuple[Shape, str]] = {}
+    d = args["d_model"]
+    for stack, count, layer in (
+            ("encoder", args["num_encoder_layers"], _transformer_layer_tensors(("self_attn",), 2)),
+            ("decoder", args["num_decoder_layers"],
+             _transformer_layer_tensors(("self_attn", "multihead_attn"), 3))):
+        for i in range(count):
+            out.update({f"{stack}.layers.{i}.{k}": v for k, v in layer(args).items()})
+        out[f"{stack}.norm.weight"] = ((d,), "param")
+        if args["bias"]:
+            out[f"{stack}.norm.bias"] = ((d,), "param")
+    return out
+
+
 def _bilinear_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
     out = {"weight": ((args["out_features"], args["in1_features"], args["in2_features"]),
                       "param")}
@@ -1450,6 +1521,7 @@ _TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = 
     "Bilinear": _bilinear_tensors,
     "TransformerEncoderLayer": _transformer_layer_tensors(("self_attn",), 2),
     "TransformerDecoderLayer": _transformer_layer_tensors(("self_attn", "multihead_attn"), 3),
+    "Transformer": _transformer_tensors,
     **{f"Conv{n}d": _conv_tensors(n, False) for n in (1, 2, 3)},
     **{f"ConvTranspose{n}d": _conv_tensors(n, True) for n in (1, 2, 3)},
     **{f"BatchNorm{n}d": _norm_tensors("affine", "track_running_stats") for n in (1, 2, 3)},

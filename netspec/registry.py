@@ -99,10 +99,16 @@ class LayerDef:
     forward_params: tuple[Param, ...] = ()
     # (name, class name) of each submodule the layer builds for itself (MultiheadAttention's
     # ``out_proj``), whose tensors its table lists as ``name.tensor``
-    submodules: tuple[tuple[str, str], ...] = ()
+    # or a function of the arguments where they decide them (Transformer's layer counts)
+    submodules: tuple[tuple[str, str], ...] | Callable[[dict[str, Any]], tuple[tuple[str, str],
+                                                                            ...]] = ()
     # (argument, other): the argument left at None takes the other's value (MultiheadAttention's
     # kdim is embed_dim), so at that value it is at its default: source writes leave it out
     defaults_to: tuple[tuple[str, str], ...] = ()
+
+    def parts(self, args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The submodules of a call with these (resolved) arguments."""
+        return self.submodules(args) if callable(self.submodules) else self.submodules
 
     @functools.cached_property
     def positional(self) -> tuple[Param, ...]:

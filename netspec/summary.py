@@ -133,6 +133,13 @@ def layer_macs(name: str, args: dict[str, Any], x: tuple | None, y: tuple | None
         # weighted sum per target token, k and v projections per memory token; three norms
         return (numel(x[:-1]) * (6 * d * d + 2 * (length + memory_length) * d + 2 * d * ff
                                  + 3 * d) + numel(m[:-1]) * 2 * d * d)
+    if name == "Transformer" and len(more) == 1 and more[0] is not None:
+        (tgt,), d = more, args["d_model"]
+        # its encoder layers on src, the decoder's on tgt over the encoded src; two norms
+        return (args["num_encoder_layers"] * layer_macs("TransformerEncoderLayer", args, x, x,
+                                                        True) + numel(x[:-1]) * d +
+                args["num_decoder_layers"] * layer_macs("TransformerDecoderLayer", args, tgt,
+                                                        tgt, True, (x,)) + numel(tgt[:-1]) * d)
     return None if has_params else 0
 
 

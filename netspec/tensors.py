@@ -136,7 +136,7 @@ class _Mirror:
         if tensors is None:
             raise Unknown(mod.cls_name)
         module = StaticModule(mod.cls_name, mod, mod)
-        for path, cls_name in mod.layer.submodules:   # out_proj, self_attn.out_proj, in order
+        for path, cls_name in mod.layer.parts(mod.resolved_args or {}):  # out_proj, in order
             *parents, child = path.split(".")
             _child_at(module, parents).children[child] = StaticModule(cls_name, None, mod)
         for name, (shape, kind) in tensors.items():

@@ -360,6 +360,12 @@ SHAPE_CASES = [
     ("PairwiseDistance", {}, [(3, 5), (3, 5)]),
     ("PairwiseDistance", dict(p=1.0, keepdim=True), [(2, 3, 4), (4,)]),
     ("PairwiseDistance", {}, [(5,), (5,)]),
+    ("Transformer", dict(nhead=2, num_encoder_layers=2, num_decoder_layers=1,
+                         dim_feedforward=16), [(5, 3, 8), (4, 3, 8)]),
+    ("Transformer", dict(nhead=4, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=8,
+                         batch_first=True, bias=False, norm_first=True), [(3, 5, 8), (3, 2, 8)]),
+    ("Transformer", dict(nhead=1, num_encoder_layers=1, num_decoder_layers=1,
+                         dim_feedforward=4), [(6, 4), (2, 4)]),
     ("TransformerEncoderLayer", dict(nhead=2, dim_feedforward=16), (5, 3, 8)),
     ("TransformerEncoderLayer", dict(nhead=4, dim_feedforward=8, batch_first=True,
                                      norm_first=True, bias=False, activation="gelu"), (3, 5, 8)),
@@ -525,6 +531,11 @@ ERROR_CASES = [
     ("CosineSimilarity", {}, [(3, 5), (2, 5)], None),
     ("CosineSimilarity", dict(dim=2), [(3, 5), (3, 5)], "dim"),
     ("PairwiseDistance", {}, [(3, 5), (3, 4)], None),
+    ("Transformer", dict(nhead=3, num_encoder_layers=1, num_decoder_layers=1), [(5, 2, 8), (4, 2, 8)],
+     "nhead"),
+    ("Transformer", dict(num_encoder_layers=1, num_decoder_layers=1), [(5, 2, 8), (4, 3, 8)], None),
+    ("Transformer", dict(num_encoder_layers=1, num_decoder_layers=1), [(5, 2, 8), (4, 2, 6)], None),
+    ("Transformer", dict(num_encoder_layers=1, num_decoder_layers=1), [(5, 2, 8), (4, 8)], None),
     ("TransformerEncoderLayer", dict(nhead=3), (5, 2, 8), "nhead"),
     ("TransformerEncoderLayer", dict(nhead=2), (1, 5, 2, 8), None),
     ("TransformerDecoderLayer", dict(nhead=2), [(5, 2, 8), (7, 2, 6)], None),
@@ -848,7 +859,7 @@ def test_submodules_are_the_real_layer_s(name):
     real layer's, with their classes, in its order."""
     for case, stated, shape in SHAPE_CASES:
         if case == name:
-            module = getattr(torch.nn, name)(**validated(name, stated_and_inferred(name, stated,
-                                                                                   shape)))
-            assert list(LAYERS[name].submodules) == \
+            args = validated(name, stated_and_inferred(name, stated, shape))
+            module = getattr(torch.nn, name)(**args)
+            assert list(LAYERS[name].parts(args)) == \
                 [(path, type(m).__name__) for path, m in module.named_modules() if path]

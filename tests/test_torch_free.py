@@ -228,13 +228,11 @@ def test_static_init_rows_name_the_first_owner_of_a_shared_weight():
 
 # ---- a layer without a table falls back to a meta-device build --------------------------------
 
-# Transformer: a torch.nn layer made of other layers, with no netspec table
+# EmbeddingBag: a torch.nn layer with no netspec table
 FALLBACK = """
 block F {
-    input x: [N, 5, 8]
-    let enc = Transformer(nhead=2, num_encoder_layers=1, num_decoder_layers=1,
-                          dim_feedforward=16, batch_first=true)
-    enc(x, x)
+    input x: [N, 6]
+    enc: EmbeddingBag(10, 8)
     norm: LayerNorm()
     Linear(3)
 }
@@ -246,8 +244,11 @@ block T {
     input x: [N, 5, 8]
     enc: TransformerEncoderLayer(nhead=2, dim_feedforward=16, batch_first=true)
     let dec = TransformerDecoderLayer(nhead=2, dim_feedforward=16, batch_first=true)
+    let whole = Transformer(nhead=2, num_encoder_layers=1, num_decoder_layers=2,
+                            dim_feedforward=16, batch_first=true)
     memory = x -> Linear(8)
-    dec(x, memory)
+    y = dec(x, memory)
+    whole(memory, y)
     Linear(3)
     init { MultiheadAttention.in_proj_weight: zeros() }
 }
@@ -281,7 +282,6 @@ def test_a_layer_without_a_table_falls_back_to_a_build(tmp_path):
     assert data["totals"]["buffers"] == sum(b.numel() for b in model.buffers())
     enc = next(r for r in data["rows"] if r["path"] == "enc")
     assert enc["trainable"] == sum(p.numel() for p in model.enc.parameters()) > 0
-    assert not data["totals"]["macs_complete"]            # Transformer's MACs are unknown
     spec = tmp_path / "fallback.net"
     spec.write_text(FALLBACK)
     runs = run_commands(spec, [["check"], ["summary", "--format", "json"], ["summary"]])
@@ -291,16 +291,15 @@ def test_a_layer_without_a_table_falls_back_to_a_build(tmp_path):
 
 
 def test_init_rules_with_a_layer_without_a_table_fall_back():
-    rule = "MultiheadAttention.in_proj_weight: zeros()"
+    rule = "EmbeddingBag.weight: zeros()"
     analysis = netspec.analyze(FALLBACK[:-2] + f"    init {{ {rule}; \"*.bias\": zeros() }}\n}}\n")
     check_init_rules(analysis)
-    assert ("enc.encoder.layers.0.self_attn.in_proj_weight", "MultiheadAttention", rule) in \
-        init_rows(analysis)
-    bad = FALLBACK[:-2] + "    init { Transformer.weight: zeros() }\n}\n"
+    assert ("enc.weight", "EmbeddingBag", rule) in init_rows(analysis)
+    bad = FALLBACK[:-2] + "    init { EmbeddingBag.bias: zeros() }\n}\n"
     diagnostics = netspec.check(bad)
     assert [(d.kind, d.message) for d in diagnostics] == \
         [("init error", "this init rule matches no parameter")]
-    assert "MultiheadAttention.in_proj_weight" in diagnostics[0].hint
+    assert "EmbeddingBag.weight" in diagnostics[0].hint
 
 
 def test_user_layers_fall_back_to_a_build():
@@ -357,6 +356,9 @@ EXTRA = {
     "MultiheadAttention": [dict(kdim=6, vdim=4), dict(kdim=8, vdim=8, add_bias_kv=True),
                            dict(kdim=6, bias=False)],
     "RMSNorm": [dict(normalized_shape=(2, 3))],
+    "Transformer": [dict(d_model=8, nhead=2, num_encoder_layers=2, num_decoder_layers=1,
+                         dim_feedforward=6), dict(d_model=4, nhead=1, num_encoder_layers=1,
+                                                  num_decoder_layers=1, bias=False)],
     **dict.fromkeys(("TransformerEncoderLayer", "TransformerDecoderLayer"),
                     [dict(dim_feedforward=6, bias=False), dict(norm_first=True,
                                                                 activation="gelu")]),
