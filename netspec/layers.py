@@ -197,9 +197,15 @@ def _inferrer(s: _From, check: Callable[[Shape], None]) -> Callable[[Shape], Any
         check(x)
         d = x[s.dim]
         if not is_static(d):
+            # [N, T, 16] into Conv1d: the features are last, where a sequence model keeps them
+            last = x[-1] if s.what == "channel" and s.dim == -2 and len(x) == 3 and \
+                is_static(x[-1]) else None
             raise ShapeRuleError(f"cannot infer {s.param}: the input's {s.what} dim is the symbol "
                                  f"{d}; state {s.param}= or give a concrete input shape",
-                                 arg=s.param)
+                                 arg=s.param, hint=None if last is None else
+                                 f"the channels come before the length, [N, C, L]: if the {last} "
+                                 f"features of {fmt_shape(x)} are the channels, move them first "
+                                 f"with transpose(x, 1, 2)")
         return (d,) if s.as_tuple else d
 
     return infer
