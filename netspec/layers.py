@@ -512,6 +512,26 @@ def _layer_attention(layer: str, args: dict[str, Any], q: Shape, kv: Shape, mask
                              operand=exc.operand) from None
 
 
+def _second_tensor(layer: str, args: dict[str, Any], first: tuple[str, Shape],
+                   second: tuple[str, Shape], width_hint: str | None = None) -> None:
+    """A transformer's second tensor (a decoder's memory, Transformer's tgt) against its first:
+    the first of rank 2 or 3, both of it, the second of d_model features, the same batch."""
+    (a, x), (b, y) = first, second
+    _expect_rank(layer, x, (2, 3), 0, _ENCODER_LAYOUT)
+    if len(y) != len(x):
+        raise ShapeRuleError(f"{layer}'s {a} and {b} must both be batched (3-D) or both "
+                             f"unbatched (2-D), got {fmt_shape(x)} and {fmt_shape(y)}", operand=1)
+    if not agree(y[-1], args["d_model"]):
+        raise ShapeRuleError(f"{layer}'s {b} has {y[-1]} features, but d_model is "
+                             f"{args['d_model']}", operand=1, hint=width_hint)
+    batch = 0 if args["batch_first"] else 1
+    if len(x) == 3 and not agree(y[batch], x[batch]):
+        raise ShapeRuleError(f"{layer}'s {a} and {b} have batch sizes {x[batch]} and "
+                             f"{y[batch]}; they must be equal", operand=1,
+                             hint=None if args["batch_first"] else
+                             "the batch is dim 1 unless batch_first=true")
+
+
 def _transformer_encoder_layer(args: dict[str, Any], src: Shape, **forward: Any) -> Shape:
     _expect_rank("TransformerEncoderLayer", src, (2, 3), 0, _ENCODER_LAYOUT)
     _layer_attention("TransformerEncoderLayer", args, src, src, "src_mask",
@@ -523,22 +543,9 @@ def _transformer_decoder_layer(args: dict[str, Any], tgt: Shape, memory: Shape,
                                **forward: Any) -> Shape:
     # tgt: [T, N, E] (batch_first: [N, T, E]; unbatched: [T, E]); memory: [S, N, E]
     layer = "TransformerDecoderLayer"
-    _expect_rank(layer, tgt, (2, 3), 0, _ENCODER_LAYOUT)
-    if len(memory) != len(tgt):
-        raise ShapeRuleError(f"{layer}'s tgt and memory must both be batched (3-D) or both "
-                             f"unbatched (2-D), got {fmt_shape(tgt)} and {fmt_shape(memory)}",
-                             operand=1)
-    if not agree(memory[-1], args["d_model"]):
-        raise ShapeRuleError(f"{layer}'s memory has {memory[-1]} features, but d_model is "
-                             f"{args['d_model']}", operand=1,
-                             hint="memory is attended with the layer's own width: project it "
-                                  "first, or use MultiheadAttention with kdim and vdim")
-    batch = 0 if args["batch_first"] else 1
-    if len(tgt) == 3 and not agree(memory[batch], tgt[batch]):
-        raise ShapeRuleError(f"{layer}'s tgt and memory have batch sizes {tgt[batch]} and "
-                             f"{memory[batch]}; they must be equal", operand=1,
-                             hint=None if args["batch_first"] else
-                             "the batch is dim 1 unless batch_first=true")
+    _second_tensor(layer, args, ("tgt", tgt), ("memory", memory),
+                   width_hint="memory is attended with the layer's own width: project it first, "
+                              "or use MultiheadAttention with kdim and vdim")
     _layer_attention(layer, args, tgt, tgt, "tgt_mask", "tgt_key_padding_mask", forward)
     _layer_attention(layer, args, tgt, memory, "memory_mask", "memory_key_padding_mask",
                      forward)
@@ -588,20 +595,7 @@ register_layer(LayerDef(
 def _transformer(args: dict[str, Any], src: Shape, tgt: Shape, **forward: Any) -> Shape:
     # src: [S, N, E], tgt: [T, N, E] (batch_first: [N, S, E], [N, T, E]; unbatched: [S, E], [T, E])
     layer = "Transformer"
-    _expect_rank(layer, src, (2, 3), 0, _ENCODER_LAYOUT)
-    if len(tgt) != len(src):
-        raise ShapeRuleError(f"{layer}'s src and tgt must both be batched (3-D) or both "
-                             f"unbatched (2-D), got {fmt_shape(src)} and {fmt_shape(tgt)}",
-                             operand=1)
-    if not agree(tgt[-1], args["d_model"]):
-        raise ShapeRuleError(f"{layer}'s tgt has {tgt[-1]} features, but d_model is "
-                             f"{args['d_model']}", operand=1)
-    batch = 0 if args["batch_first"] else 1
-    if len(src) == 3 and not agree(tgt[batch], src[batch]):
-        raise ShapeRuleError(f"{layer}'s src and tgt have batch sizes {src[batch]} and "
-                             f"{tgt[batch]}; they must be equal", operand=1,
-                             hint=None if args["batch_first"] else
-                             "the batch is dim 1 unless batch_first=true")
+    _second_tensor(layer, args, ("src", src), ("tgt", tgt))
     _layer_attention(layer, args, src, src, "src_mask", "src_key_padding_mask", forward)
     _layer_attention(layer, args, tgt, tgt, "tgt_mask", "tgt_key_padding_mask", forward)
     _layer_attention(layer, args, tgt, src, "memory_mask", "memory_key_padding_mask", forward)
