@@ -557,6 +557,8 @@ _TRANSFORMER_LAYER_PARAMS = (
     P("dropout", Prob, 0.1), P("activation", Literal["relu", "gelu"], "relu"),
     P("layer_norm_eps", PosFloat, 1e-5), P("batch_first", Bool, False),
     P("norm_first", Bool, False), P("bias", Bool, True))
+# (attentions, norms) of an encoder layer and of a decoder layer
+_ENCODER, _DECODER = (("self_attn",), 2), (("self_attn", "multihead_attn"), 3)
 
 
 def _transformer_parts(attentions: tuple[str, ...], norms: int) -> tuple[tuple[str, str], ...]:
@@ -574,7 +576,7 @@ register_layer(LayerDef(
     _transformer_encoder_layer, None, True,
     "self-attention and a feed-forward network, each with a residual connection and LayerNorm",
     inputs=("src",),
-    submodules=_transformer_parts(("self_attn",), 2),
+    submodules=_transformer_parts(*_ENCODER),
     forward_params=(P("src_mask", TensorArg, None), P("src_key_padding_mask", TensorArg, None),
                     P("is_causal", Bool, False))))
 
@@ -585,7 +587,7 @@ register_layer(LayerDef(
     "self-attention, attention over memory and a feed-forward network, each with a residual "
     "connection and LayerNorm",
     inputs=("tgt", "memory"),
-    submodules=_transformer_parts(("self_attn", "multihead_attn"), 3),
+    submodules=_transformer_parts(*_DECODER),
     forward_params=(P("tgt_mask", TensorArg, None), P("memory_mask", TensorArg, None),
                     P("tgt_key_padding_mask", TensorArg, None),
                     P("memory_key_padding_mask", TensorArg, None),
@@ -605,15 +607,15 @@ def _transformer(args: dict[str, Any], src: Shape, tgt: Shape, **forward: Any) -
 def _transformer_modules(args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """An encoder and a decoder: their layers in a ModuleList each, then a LayerNorm."""
     parts: list[tuple[str, str]] = []
-    for stack, count, own, norms in (("encoder", args["num_encoder_layers"], ("self_attn",), 2),
-                                     ("decoder", args["num_decoder_layers"],
-                                      ("self_attn", "multihead_attn"), 3)):
+    for stack, count, layer in (("encoder", args["num_encoder_layers"], _ENCODER),
+                                ("decoder", args["num_decoder_layers"], _DECODER)):
         kind = stack.capitalize()
         parts += [(stack, f"Transformer{kind}"), (f"{stack}.layers", "ModuleList")]
+        own = _transformer_parts(*layer)
         for i in range(count):
             prefix = f"{stack}.layers.{i}"
             parts.append((prefix, f"Transformer{kind}Layer"))
-            parts += [(f"{prefix}.{path}", cls) for path, cls in _transformer_parts(own, norms)]
+            parts += [(f"{prefix}.{path}", cls) for path, cls in own]
         parts.append((f"{stack}.norm", "LayerNorm"))
     return tuple(parts)
 
@@ -1495,12 +1497,11 @@ def _transformer_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
     """Each encoder layer's tensors, the encoder's norm, then the decoder's likewise."""
     out: dict[str, tuple[Shape, str]] = {}
     d = args["d_model"]
-    for stack, count, layer in (
-            ("encoder", args["num_encoder_layers"], _transformer_layer_tensors(("self_attn",), 2)),
-            ("decoder", args["num_decoder_layers"],
-             _transformer_layer_tensors(("self_attn", "multihead_attn"), 3))):
+    for stack, count, layer in (("encoder", args["num_encoder_layers"], _ENCODER),
+                                ("decoder", args["num_decoder_layers"], _DECODER)):
+        own = _transformer_layer_tensors(*layer)(args)
         for i in range(count):
-            out.update({f"{stack}.layers.{i}.{k}": v for k, v in layer(args).items()})
+            out.update({f"{stack}.layers.{i}.{k}": v for k, v in own.items()})
         out[f"{stack}.norm.weight"] = ((d,), "param")
         if args["bias"]:
             out[f"{stack}.norm.bias"] = ((d,), "param")
@@ -1519,8 +1520,8 @@ _TENSORS: dict[str, Callable[[dict[str, Any]], dict[str, tuple[Shape, str]]]] = 
     "Linear": _linear_tensors,
     "MultiheadAttention": _attention_tensors,
     "Bilinear": _bilinear_tensors,
-    "TransformerEncoderLayer": _transformer_layer_tensors(("self_attn",), 2),
-    "TransformerDecoderLayer": _transformer_layer_tensors(("self_attn", "multihead_attn"), 3),
+    "TransformerEncoderLayer": _transformer_layer_tensors(*_ENCODER),
+    "TransformerDecoderLayer": _transformer_layer_tensors(*_DECODER),
     "Transformer": _transformer_tensors,
     **{f"Conv{n}d": _conv_tensors(n, False) for n in (1, 2, 3)},
     **{f"ConvTranspose{n}d": _conv_tensors(n, True) for n in (1, 2, 3)},
