@@ -199,7 +199,7 @@ def materialize(model, device: Any = None, seed: int | None = None):
             for module, how, size in modules:
                 if how == "whole":
                     _init_from_constructor(module, device, recurse=True)
-                _init_module(module, plan, device, defaults=how == "own")
+                _init_module(module, plan, device, by_default=how == "own")
                 advance(size)
     return model
 
@@ -299,25 +299,19 @@ def _resets_its_submodules(module) -> bool:
             for name in ("reset_parameters", "_reset_parameters"))
 
 
-def _init_module(module, plan: dict[int, Assignment], device, defaults: bool = True) -> None:
-    """A module's own tensors: its defaults (unless a constructor made them already), then
-    its rules."""
+def _init_module(module, plan: dict[int, Assignment], device, by_default: bool = True) -> None:
+    """A module's own tensors: its defaults (``by_default``; not where a constructor made them
+    already), then its rules."""
     own = own_tensors(module._parameters)
     buffers = own_tensors(module._buffers)
     if not own and not buffers:
         return
-    if not defaults:
-        for _, p in own:
-            assignment = plan.get(id(p))
-            if assignment is not None and assignment.rule is not None:
-                apply_rule(assignment.rule, p, assignment.path)
-        return
-    makers = getattr(module, "_netspec_makers", None)
-    needs_default = bool(buffers) or any(plan.get(id(p)) is None or plan[id(p)].rule is None
-                                         or plan[id(p)].rule.starts_with_default
-                                         for _, p in own)
-    defaults = _defaults().get(type(module).__name__)
+    needs_default = by_default and (bool(buffers) or any(
+        plan.get(id(p)) is None or plan[id(p)].rule is None
+        or plan[id(p)].rule.starts_with_default for _, p in own))
     if needs_default:
+        makers = getattr(module, "_netspec_makers", None)
+        defaults = _defaults().get(type(module).__name__)
         if makers is not None:
             for name, make in makers.items():
                 target = module._parameters.get(name)
