@@ -1203,19 +1203,19 @@ class _BodyBuilder:
         name, owner, root = func.name, func.value, func.value
         while root.__class__ is ast.Attr:
             root = root.value
-        known = lookup_function(name) is not None or self.elab.layer(name) is not None
         if name in _CONTAINERS:
             return _CONTAINERS[name]
         if owner.__class__ is ast.Name and owner.id == "self":    # self.fc(x) from a forward
             return f"a block has no self: name the step where it applies, `{name}: Linear(8)`, " \
                    f"or declare `let {name} = Linear(8)` and write `x -> {name}`"
+        function = lookup_function(name) is not None
         if root.__class__ is ast.Name and root.id in _PYTHON_MODULES:
             prefix = _source_text(self.elab.program.sources, owner.span)
-            if known:
+            if function or self.elab.layer(name) is not None:
                 return f"write {name}(...) without '{prefix}.': netspec names layers and " \
                        f"functions by themselves"
             return did_you_mean(name, list(FUNCTION_NAMES) + self.elab.layer_names())
-        if lookup_function(name) is not None:
+        if function:
             text = [_source_text(self.elab.program.sources, a.span)
                     for a in (owner, *expr.args, *expr.keywords)]
             return f"netspec has no methods: write {name}({', '.join(text)})"
