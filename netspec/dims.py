@@ -54,6 +54,13 @@ class Sym:
     # -- arithmetic -----------------------------------------------------------------------------
     def __add__(self, other: Dim) -> Dim:
         terms = dict(self.terms)
+        if other.__class__ is int:          # a constant: only the constant term changes
+            constant = terms.get((), 0) + other
+            if constant:
+                terms[()] = constant
+            else:
+                terms.pop((), None)
+            return Sym._of(terms)            # a symbolic term remains: it is still a Sym
         for m, c in _as_terms(other).items():
             terms[m] = terms.get(m, 0) + c
         return _normal(terms)
@@ -70,6 +77,8 @@ class Sym:
         return (-self) + other
 
     def __mul__(self, other: Dim) -> Dim:
+        if other.__class__ is int:          # a constant scales every coefficient
+            return Sym._of({m: c * other for m, c in self.terms.items()}) if other else 0
         terms: _Terms = {}
         for m1, c1 in self.terms.items():
             for m2, c2 in _as_terms(other).items():
@@ -145,14 +154,28 @@ class Sym:
         return {a for m in self.terms for a in m}
 
     def substitute(self, values: dict[str, Dim]) -> Dim:
-        """Replace atoms by the sizes ``values`` gives (re-evaluating deferred divisions)."""
+        """Replace atoms by the sizes ``values`` gives (re-evaluating deferred divisions);
+        ``self`` itself when no atom has a size there."""
+        kept: _Terms | None = None          # the terms no atom of which is replaced
         total: Dim = 0
         for m, c in self.terms.items():
+            if not any(a in values or a in _DEFERRED for a in m):
+                if kept is not None:
+                    kept[m] = c
+                continue
+            if kept is None:                 # the first replaced term: keep those before it
+                kept = {}
+                for m0, c0 in self.terms.items():
+                    if m0 is m:
+                        break
+                    kept[m0] = c0
             term: Dim = c
             for a in m:
                 term = term * _substitute_atom(a, values)
             total = total + term
-        return total
+        if kept is None:
+            return self
+        return total + _normal(kept) if kept else total
 
     def __str__(self) -> str:
         if self._text is None:

@@ -77,7 +77,7 @@ class _ShapeInference:
         if isinstance(value, Sym):
             for _ in range(64):      # bindings may chain: C@5 -> C@2 -> 64
                 new = value.substitute(self.bindings)
-                if not isinstance(new, Sym) or new == value:
+                if new is value or not isinstance(new, Sym) or new == value:
                     return new
                 value = new
             return value

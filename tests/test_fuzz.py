@@ -692,6 +692,24 @@ def test_symbolic_dims_keep_their_value_and_print_as_python(tree, h, w) -> None:
     assert eval(dim.source({"H": "H", "W": "W"}), {"H": h, "W": w}) == want
 
 
+@settings(max_examples=_examples(300), deadline=DEADLINE)
+@given(_dim_trees(), st.sampled_from(["G", "2*G + 1", "W", "3*W", "G*W - 1"]),
+       st.integers(1, 40), st.integers(1, 40))
+def test_symbolic_dims_substituted_in_steps_keep_their_value(tree, h_is, g, w) -> None:
+    """Substituting one symbol by another dim (as shape inference binds a block's ``H@7`` to
+    its caller's size), then the rest, gives the value of substituting all at once; a dim none
+    of whose symbols is given comes back as it was."""
+    env = {"G": Sym.symbol("G"), "W": Sym.symbol("W")}
+    h_dim = eval(h_is, {}, env)
+    dim = _evaluate(tree, {"H": Sym.symbol("H"), "W": Sym.symbol("W")})
+    if isinstance(dim, int):
+        return
+    assert dim.substitute({"unused": 5}) == dim
+    step = dim.substitute({"H": h_dim})
+    want = _evaluate(tree, {"H": eval(h_is, {}, {"G": g, "W": w}), "W": w})
+    assert (step.substitute({"G": g, "W": w}) if isinstance(step, Sym) else step) == want
+
+
 @pytest.mark.parametrize("build, text", [
     (lambda H: (H - 2) // 2 + 1, "H//2"),                     # MaxPool2d(2)
     (lambda H: ((H - 2) // 2 + 1 - 2) // 2 + 1, "H//4"),      # twice
