@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -277,7 +278,24 @@ def main() -> None:
     # what the imports made lives until the command exits: moved out of the collector's sight,
     # it is not scanned again by each collection that a later import (rich, torch) triggers
     gc.freeze()
-    app(prog_name="netspec")
+    try:
+        app(prog_name="netspec")
+    except SystemExit as exc:
+        if not (exc.code is None or isinstance(exc.code, int)) or "torch" in sys.modules:
+            raise
+        status = exc.code or 0
+    else:
+        status = 0
+    # Exit without tearing the interpreter down (freeing every module and object one by one:
+    # 12-14 ms of a 0.41 s `check`), as mypy does. Nothing of netspec's is left to clean up
+    # once the streams are flushed; a command that imported torch exits normally, so that
+    # torch's own exit handlers run.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:            # the reader went away (`| head`) or the disk is full
+        status = 120           # what Python itself exits with when stdout fails at exit
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -489,3 +489,30 @@ def test_python_dash_m_runs_the_cli() -> None:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: specs/lenet.net: LeNet [N, 1, 28, 28] -> [N, 10]")
+
+
+@pytest.mark.parametrize("spec, status, stream, text", [
+    ("specs/lenet.net", 0, "stdout", "ok: specs/lenet.net: LeNet"),
+    ("tests/errors/add_mismatch.net", 1, "stderr", "add_mismatch.net:"),
+])
+def test_the_cli_process_exits_with_its_status_and_all_its_output(spec, status, stream,
+                                                                  text) -> None:
+    """``main`` leaves without the interpreter's teardown; what it wrote is still all there
+    (the streams are flushed first), and the exit status is the command's."""
+    result = subprocess.run([sys.executable, "-m", "netspec", "check", spec],
+                            capture_output=True, text=True)
+    assert result.returncode == status, result.stderr
+    assert text in getattr(result, stream)
+    assert getattr(result, stream).endswith("\n")
+
+
+def test_the_cli_process_survives_a_reader_that_goes_away() -> None:
+    """``netspec summary spec | head -1``: no traceback when the pipe closes early."""
+    proc = subprocess.Popen([sys.executable, "-m", "netspec", "summary",
+                             "bench/specs/llama70b.net"],     # 120 kB: more than a pipe holds
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err, err
