@@ -189,8 +189,8 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
 
         ckpt = read_checkpoint(checkpoint)
         record = ckpt.spec
-        console = Console()
-        console.print(f"[bold]{checkpoint}[/bold]")
+        console = Console(markup=False)         # paths and shapes print as they are, brackets too
+        console.print(str(checkpoint), style="bold")
         console.print(f"  netspec version: {ckpt.metadata.get('netspec.version')}")
         console.print(f"  spec: {record['root']} ({len(record['files'])} file(s)), "
                       f"block {record.get('block')}, args {record.get('args') or {}}, "

@@ -33,7 +33,7 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
                                TimeRemainingColumn, TransferSpeedColumn)
 
     console = Console(stderr=True, force_terminal=os.environ.get("NETSPEC_PROGRESS") == "always")
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
     with bar:
         task = bar.add_task(description, total=total)

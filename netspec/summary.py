@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from netspec.api import Analysis, build_analysis, matched_static_model
 from netspec.dims import Sym, fmt_shape, numel
@@ -454,7 +455,9 @@ def summary_table(analysis: Analysis, depth: int = -1, data: dict | None = None)
     data = data or summarize(analysis, depth)
     cols = _columns(data)
     notes = any(r["note"] for r in data["rows"])
-    table = Table(title=_title(data), caption=_caption(data))
+    # every text is a Text, never a str, which rich would read as markup: a shape such as
+    # [batch, 16] would be taken for a style tag and vanish
+    table = Table(title=Text(_title(data)), caption=Text(_caption(data)))
     table.add_column("module")
     table.add_column("layer")
     table.add_column("output shape")
@@ -469,7 +472,7 @@ def summary_table(analysis: Analysis, depth: int = -1, data: dict | None = None)
         cells.append(_macs_cell(row["macs"]))
         if notes:
             cells.append(row["note"])
-        table.add_row(*cells)
+        table.add_row(*map(Text, cells))
     return table
 
 
@@ -533,5 +536,5 @@ def init_table(analysis: Analysis) -> Table:
     table.add_column("layer")
     table.add_column("rule")
     for path, layer, rule in init_rows(analysis):
-        table.add_row(path, layer, rule)
+        table.add_row(Text(path), Text(layer), Text(rule))
     return table

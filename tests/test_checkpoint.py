@@ -596,6 +596,16 @@ def test_inspect_prints_block_hash_and_summary(tmp_path, capsys, monkeypatch):
     assert "Traceback" not in out + err
 
 
+def test_inspect_prints_a_name_in_brackets_as_it_is(tmp_path, capsys, monkeypatch):
+    """A file name that looks like rich markup (``[run]``) is printed, not taken for a style."""
+    file = tmp_path / "[run].safetensors"
+    netspec.save(netspec.build(SPECS / "tied.net", seed=0), file)
+    monkeypatch.setenv("COLUMNS", "1000")          # a long temporary path stays on one line
+    code, out, err = run_cli(["inspect", file], capsys, monkeypatch)
+    assert code == 0, err
+    assert out.splitlines()[0] == str(file)
+
+
 def _damaged_files(mlp_file: Path, tmp_path: Path) -> dict[str, Path]:
     data = mlp_file.read_bytes()
     files = {}

@@ -281,3 +281,34 @@ def test_cli_summary_into_a_pipe_keeps_each_row_on_one_line(capsys, monkeypatch)
     assert set(rows) <= set(lines)
     for path, row in rows.items():
         assert lines[path][2] == row["layer"] and lines[path][3] == row["output"], path
+
+
+LOWER_CASE_DIMS = """
+block Tagged {
+    input x: [batch, 4]
+    fc: Linear(8)
+    ReLU()
+}
+"""
+
+
+def test_shapes_that_look_like_rich_markup_are_printed_as_they_are(tmp_path, capsys,
+                                                                   monkeypatch):
+    """``[batch, 8]`` is what rich markup's style tags look like; the summary, its title and
+    the init table print it as text, in the CLI and in ``render_summary``."""
+    from netspec.cli import app
+
+    text = render_summary(netspec.analyze(LOWER_CASE_DIMS))
+    assert "Tagged [batch, 4] -> [batch, 8]" in text
+    assert text.count("[batch, 8]") == 4      # the title, the model, fc and the ReLU
+    path = tmp_path / "[tagged].net"                  # a file name in brackets, too
+    path.write_text(LOWER_CASE_DIMS)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        app(["summary", str(path), "--init"], prog_name="netspec")
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    rows = [line for line in out.splitlines() if "│" in line]
+    assert any("fc" in r and "Linear" in r and "[batch, 8]" in r for r in rows), out
+    assert "[tagged].net: Tagged [batch, 4] -> [batch, 8]" in out
+    assert any("fc.weight" in r and "Linear" in r for r in rows), out
