@@ -43,9 +43,7 @@ def _print_tables(*tables: Any) -> None:
 
     console = Console()
     if not console.is_terminal:
-        unbounded = console.options.update_width(10_000)
-        console.width = max([console.width] +
-                            [console.measure(t, options=unbounded).maximum for t in tables])
+        console.width = 10_000      # a table is as wide as its columns, not the console
     for t in tables:
         console.print(t)
 
