@@ -447,16 +447,19 @@ def _reshape_shape(x: Shape, *, shape: tuple) -> Shape:
     if len(holes) > 1:
         raise ShapeRuleError("only one size can be -1", arg="shape")
     total, known = numel(x), numel([d for d in sizes if not (isinstance(d, int) and d == -1)])
-    into = f"cannot reshape {fmt_shape(x)} ({total} elements) into {fmt_shape(sizes)}"
+
+    def refuse(why: str) -> ShapeRuleError:       # the message is built only on an error
+        return ShapeRuleError(f"cannot reshape {fmt_shape(x)} ({total} elements) into "
+                              f"{fmt_shape(sizes)}{why}", arg="shape")
     if not holes:
         if not agree(total, known):
-            raise ShapeRuleError(f"{into} ({known} elements)", arg="shape")
+            raise refuse(f" ({known} elements)")
         return sizes
     if known == 0:
-        raise ShapeRuleError(f"{into}: -1 is ambiguous next to a 0 size", arg="shape")
+        raise refuse(": -1 is ambiguous next to a 0 size")
     inferred = total // known
     if _divides(known, total) is False or not agree(inferred * known, total):
-        raise ShapeRuleError(f"{into}: {total} is not a multiple of {known}", arg="shape")
+        raise refuse(f": {total} is not a multiple of {known}")
     return sizes[:holes[0]] + (inferred,) + sizes[holes[0] + 1:]
 
 
