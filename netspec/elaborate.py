@@ -18,7 +18,8 @@ from netspec import ast
 from netspec.args import Arg, bind, has_symbols, validate
 from netspec.dims import Sym
 from netspec.errors import Collector, Diagnostic, LimitError, SpecError, Span, did_you_mean
-from netspec.functions import FUNCTION_NAMES, FUNCTIONS, SliceValue, lookup_function
+from netspec.functions import (FUNCTION_NAMES, FUNCTIONS, Positions, SliceValue,
+                               lookup_function)
 from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
 from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, layer_ir,
@@ -1109,20 +1110,35 @@ class _BodyBuilder:
                 index = self.expr(item, running)
                 if index.__class__ is Ref:
                     self.fail("type error", "a tensor cannot index a tensor here: a subscript "
-                              "takes integers, slices, none and ... known at compile time",
-                              item.span, hint="for positions known when the model is built, "
-                              "write a slice or use narrow(x, dim, start, length); a boolean "
-                              "mask selects a number of elements known only at run time, and "
-                              "where(mask, x, 0) keeps the shape instead")
-                if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
-                    self.fail("type error", f"a tensor subscript must be an integer, a slice or "
-                              f"none, not {_show_value(index)}", item.span,
+                              "takes integers, slices, lists of integers, none and ... known at "
+                              "compile time", item.span,
+                              hint="for positions known when the model is built, write them "
+                              "as a list, x[:, [2, 0, 1]], or a slice; a boolean mask selects a "
+                              "number of elements known only at run time, and where(mask, x, 0) "
+                              "keeps the shape instead")
+                if isinstance(index, tuple):         # x[:, [2, 1, 0]]: positions along a dim
+                    index = self.positions(index, item.span)
+                elif index is not None and (not isinstance(index, int) or
+                                            isinstance(index, bool)):
+                    self.fail("type error", f"a tensor subscript must be an integer, a slice, a "
+                              f"list of integers or none, not {_show_value(index)}", item.span,
                               hint="write an integer index, or none for a new dim of size 1")
                 items.append(index)
             spans[f"index{d}"] = item.span
         return Ref(self.call_function(lookup_function("getitem"), (value,),
                                       {"index": tuple(items)}, expr.span,
                                       operand_spans=(expr.value.span,), arg_spans=spans))
+
+    def positions(self, values: tuple, span: Span) -> Positions:
+        """The positions of a list in a subscript: integers known at compile time."""
+        if not values:
+            self.fail("value error", "a list of positions needs at least one", span,
+                      hint="an empty selection has no use in a model; leave the subscript out")
+        for value in values:
+            if not isinstance(value, int) or isinstance(value, bool):
+                self.fail("type error", f"a list of positions holds integers, not "
+                          f"{_show_value(value)}", span)
+        return Positions(values)
 
     def slice(self, item: ast.Slice) -> SliceValue:
         """A slice's bounds, each an integer known at compile time or left out."""

@@ -69,7 +69,7 @@ DimsArg = int | tuple[int, ...] | None
 Number = int | float
 SizeArg = int | tuple[int, ...]
 
-__all__ = ["FUNCTION_NAMES", "SliceValue", "lookup_function"]
+__all__ = ["FUNCTION_NAMES", "Positions", "SliceValue", "lookup_function"]
 
 
 def _is_dim(d: Any) -> bool:
@@ -578,19 +578,43 @@ class SliceValue:
         return whole if step == 1 else (whole - 1) // step + 1
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class Positions:
+    """A list of positions in a tensor subscript, ``x[:, [2, 1, 0]]``: the dim keeps one entry
+    per position, in their order (torch's advanced indexing by one list). Its repr is how it is
+    written."""
+
+    items: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        return "[" + ", ".join(map(str, self.items)) + "]"
+
+
 def _bound(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
 def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
-    """``x[i, a:b, None, ...]``: an integer item removes its dim, a slice keeps it with the
-    slice's length, ``None`` inserts a dim of size 1, ``...`` keeps as many dims as the other
-    items leave; dims after the last item are kept."""
+    """``x[i, a:b, None, ..., [p, q]]``: an integer item removes its dim, a slice keeps it with
+    the slice's length, a list of positions keeps it with one entry per position, ``None``
+    inserts a dim of size 1, ``...`` keeps as many dims as the other items leave; dims after
+    the last item are kept.
+
+    With one list, torch selects by the integers first, so the list's dim stays where it is
+    (NumPy would move it to the front when an integer stands apart from it).
+    """
     items = index if isinstance(index, tuple) else (index,)
     ellipses = [k for k, item in enumerate(items) if item is ...]
     if len(ellipses) > 1:
         raise ShapeRuleError("a subscript can have only one ellipsis (...)",
                              arg=f"index{ellipses[1]}", hint="remove this one")
+    lists = [k for k, item in enumerate(items) if isinstance(item, Positions)]
+    if len(lists) > 1:
+        # torch pairs several lists up element by element, and where their dim goes depends
+        # on whether they stand together: one list at a time reads plainly
+        raise ShapeRuleError("a subscript can have only one list of positions",
+                             arg=f"index{lists[1]}",
+                             hint=f"pick along one dim at a time: {_one_list_each(items, lists[1])}")
     used = sum(item is not None and item is not ... for item in items)
     if used > len(x):
         raise ShapeRuleError(f"{used} subscripts for the {len(x)}-D input {fmt_shape(x)}",
@@ -612,11 +636,34 @@ def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
                 raise ShapeRuleError(exc.message, arg=f"index{k}", hint=exc.hint) from None
         elif isinstance(item, int) and not isinstance(item, bool):
             _index_range(x[d], item, f"index{k}", d, name="index")
+        elif isinstance(item, Positions):
+            size = x[d]
+            wrong = [p for p in item.items if isinstance(size, int) and not -size <= p < size]
+            if wrong:
+                raise ShapeRuleError(f"position {wrong[0]} is out of range for dim {d}, of size "
+                                     f"{size}", arg=f"index{k}",
+                                     hint=f"expected {-size}..{size - 1}")
+            out.append(len(item.items))
         else:
-            raise ShapeRuleError(f"a subscript must be an integer, a slice, none or ..., not "
-                                 f"{item!r}", arg=f"index{k}")
+            raise ShapeRuleError(f"a subscript must be an integer, a slice, a list of positions, "
+                                 f"none or ..., not {item!r}", arg=f"index{k}",
+                                 hint="pick positions with a subscript: x[0, [1, 2]]")
         d += 1
     return tuple(out) + tuple(x[d:])
+
+
+def _one_list_each(items: tuple, second: int) -> str:
+    """``x[:, [0, 7], [1, 2]]`` as two subscripts of one list each: ``x[:, [0, 7]][:, :, [1, 2]]``
+    (an integer's dim is gone by the second, a ``None``'s is there)."""
+    def source(item: Any) -> str:
+        return "..." if item is ... else "none" if item is None else repr(item)
+
+    first = [":" if k == second else source(item) for k, item in enumerate(items)]
+    while first and first[-1] == ":":
+        first.pop()
+    then = ["..." if item is ... else ":" for item in items[:second]
+            if not isinstance(item, int) or isinstance(item, bool)]
+    return f"x[{', '.join(first)}][{', '.join(then + [repr(items[second])])}]"
 
 
 def _getitem_emit(x: str, index: str = "()") -> str:

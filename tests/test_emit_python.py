@@ -429,3 +429,13 @@ def test_transformer_layers_leave_torch_s_default_activation_out() -> None:
     source = check(spec)
     assert "nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)" in source
     assert "nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, activation='gelu')" in source
+
+
+def test_lists_of_positions_are_written_as_lists() -> None:
+    source = check("""
+block Pick {
+    input x: [N, 3, 8]
+    x[:, [2, 0], -1] + x[:, [1, 1], 0]
+}
+""", input=[2, 3, 8])
+    assert "x[:, [2, 0], -1] + x[:, [1, 1], 0]" in source

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from netspec.dims import Sym
-from netspec.functions import FUNCTION_NAMES, SliceValue, lookup_function
+from netspec.functions import FUNCTION_NAMES, Positions, SliceValue, lookup_function
 from netspec.registry import BINARY_OPS, FUNCTIONS, UNARY_OPS, FunctionDef, ShapeRuleError
 
 N = Sym.symbol("N")
@@ -23,6 +23,11 @@ def S(start=None, stop=None, step=None):
 
 
 ALL = S()          # `:`
+
+
+def P(*items):
+    """A list of positions in a subscript: ``P(2, 0)`` is ``[2, 0]``."""
+    return Positions(items)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -206,6 +211,14 @@ CASES += [
     case("getitem", [(2, 3, 4)], {"index": (...,)}, lambda x: x[...]),
     case("getitem", [(2, 3, 4)], {"index": (0, ..., 1, 2)}, lambda x: x[0, ..., 1, 2]),  # none
     case("getitem", [(2, 3, 4)], {"index": (..., None)}, lambda x: x[..., None]),
+    # a list of positions keeps its dim in place; torch selects by integers first
+    case("getitem", [(2, 3, 4)], {"index": (ALL, P(2, 0))}, lambda x: x[:, [2, 0]]),
+    case("getitem", [(2, 3, 4)], {"index": (0, ALL, P(1, 1, 3))}, lambda x: x[0, :, [1, 1, 3]]),
+    case("getitem", [(2, 3, 4)], {"index": (ALL, 0, P(-1, 0))}, lambda x: x[:, 0, [-1, 0]]),
+    case("getitem", [(2, 3, 4)], {"index": (P(1, 0), 2)}, lambda x: x[[1, 0], 2]),
+    case("getitem", [(2, 3, 4)], {"index": (..., P(0,), None)}, lambda x: x[..., [0], None]),
+    case("getitem", [(2, 3, 4)], {"index": (None, P(1,), S(1, None))},
+         lambda x: x[None, [1], 1:]),
     case("select", [(2, 3, 4)], {"dim": 1, "index": -1}, lambda x: x[:, -1]),
     case("select", [(2, 3, 4)], {"dim": -1, "index": 0}, lambda x: x[..., 0]),
     case("select", [(5,)], {"dim": 0, "index": -5}, lambda x: x[-5]),
@@ -334,6 +347,8 @@ ERRORS = [
     case("permute", [(2, 3)], {"dims": (0, 2)}, ("dims", None)),
     case("unsqueeze", [(2, 3)], {"dim": 3}, ("dim", None)),
     case("getitem", [(2, 3)], {"index": (0, 0, 0)}, ("index", None)),
+    case("getitem", [(2, 3)], {"index": (ALL, P(0, 3))}, ("index1", None)),
+    case("getitem", [(2, 3)], {"index": (P(-3,),)}, ("index0", None)),
     case("getitem", [(2, 3)], {"index": (None, 0, 3)}, ("index2", None)),
     case("getitem", [(2, 3)], {"index": (ALL, 3)}, ("index1", None)),
     case("getitem", [(2, 3)], {"index": (-3,)}, ("index0", None)),
@@ -402,6 +417,35 @@ def test_a_second_ellipsis_is_refused_where_torch_would_guess():
     with pytest.raises(ShapeRuleError, match="only one ellipsis") as err:
         FUNCTIONS["getitem"].shape((2, 3, 4), index=(..., 0, ...))
     assert err.value.arg == "index2"
+
+
+def test_a_second_list_of_positions_is_refused_where_torch_would_pair_them():
+    # torch pairs x[[0, 1], :, [1, 2]] up element by element and moves the pairs' dim to the
+    # front, while x[:, [0, 1], [1, 2]] keeps it in place: a reader cannot tell which
+    x = torch.randn(2, 3, 4)
+    assert x[[0, 1], :, [1, 2]].shape == (2, 3) and x[:, [0, 1], [1, 2]].shape == (2, 2)
+    with pytest.raises(ShapeRuleError, match="only one list of positions") as err:
+        FUNCTIONS["getitem"].shape((2, 3, 4), index=(P(0, 1), ALL, P(1, 2)))
+    assert err.value.arg == "index2"
+
+
+@pytest.mark.parametrize("index, hint, first, then, twice", [
+    ((P(0, 1), ALL, P(1, 2)), "x[[0, 1]][:, :, [1, 2]]", (P(0, 1),), (ALL, ALL, P(1, 2)),
+     lambda x: x[[0, 1]][:, :, [1, 2]]),
+    ((0, P(1, 2), None, P(0, 3)), "x[0, [1, 2], none][:, :, [0, 3]]", (0, P(1, 2), None),
+     (ALL, ALL, P(0, 3)), lambda x: x[0, [1, 2], None][:, :, [0, 3]]),
+    ((P(1, 0), ..., P(0, 1)), "x[[1, 0], ...][:, ..., [0, 1]]", (P(1, 0), ...),
+     (ALL, ..., P(0, 1)), lambda x: x[[1, 0], ...][:, ..., [0, 1]]),
+])
+def test_two_lists_of_positions_are_shown_as_two_subscripts(index, hint, first, then, twice):
+    """The hint picks along one dim at a time, and means what it says: its two subscripts, one
+    after the other, give the shape torch gives them."""
+    getitem = FUNCTIONS["getitem"].shape
+    with pytest.raises(ShapeRuleError) as err:
+        getitem((2, 3, 4, 5), index=index)
+    assert err.value.hint == f"pick along one dim at a time: {hint}"
+    shape = getitem(getitem((2, 3, 4, 5), index=first), index=then)
+    assert tuple(shape) == twice(torch.randn(2, 3, 4, 5)).shape
 
 
 def test_error_messages():

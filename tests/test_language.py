@@ -516,3 +516,31 @@ def test_the_cli_process_survives_a_reader_that_goes_away() -> None:
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err, err
+
+
+POSITIONS = """
+block Pick {
+    input x: [N, 3, 8, 8]
+    bgr = x[:, [2, 1, 0]]                  # [N, 3, 8, 8]
+    rows = bgr[..., [0, 0, -1], 1:3]       # [N, 3, 3, 2]
+    return rows[0, :, [1, 0]] * 2.0        # [3, 2, 2]: the integer selects first
+}
+"""
+
+
+def test_lists_of_positions_pick_as_in_pytorch() -> None:
+    """``x[:, [2, 1, 0]]``: the shapes netspec infers and the values the model computes are
+    torch's, eagerly, under ``torch.compile(fullgraph=True)`` and through ``torch.export``."""
+    def twin(x: torch.Tensor) -> torch.Tensor:
+        rows = x[:, [2, 1, 0]][..., [0, 0, -1], 1:3]
+        return rows[0, :, [1, 0]] * 2.0
+
+    analysis = netspec.analyze(POSITIONS, input=[2, 3, 8, 8])
+    model = netspec.build(POSITIONS)
+    x = torch.randn(2, 3, 8, 8)
+    assert tuple(analysis.output_shape) == twin(x).shape == (3, 2, 2)
+    assert torch.equal(model(x), twin(x))
+    assert "x[:, [2, 1, 0]]" in type(model).code
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(model, fullgraph=True)(x), twin(x))
+    assert torch.equal(torch.export.export(model, (x,)).module()(x), twin(x))

@@ -47,18 +47,13 @@ COMMANDS = [
 # runs each command through the entry point, then says whether torch has been imported
 RUNNER = r"""
 import contextlib, io, json, sys
-from netspec.cli import main
+from netspec.cli import run
 spec, commands = sys.argv[1], json.loads(sys.argv[2])
 report = []
 for command in commands:
-    sys.argv = ["netspec", command[0], spec, *command[1:]]
     out, err = io.StringIO(), io.StringIO()
-    code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
+        code = run([command[0], spec, *command[1:]])
     report.append({"command": command, "code": code, "torch": "torch" in sys.modules,
                    "out": out.getvalue(), "err": err.getvalue()})
 print(json.dumps(report))
