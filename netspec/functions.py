@@ -613,8 +613,8 @@ def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
         # torch pairs several lists up element by element, and where their dim goes depends
         # on whether they stand together: one list at a time reads plainly
         raise ShapeRuleError("a subscript can have only one list of positions",
-                             arg=f"index{lists[1]}",
-                             hint=f"pick along one dim at a time: {_one_list_each(items, lists[1])}")
+                             arg=f"index{lists[1]}", hint="pick along one dim at a time: "
+                             + _one_list_each(items, lists[1]))
     used = sum(item is not None and item is not ... for item in items)
     if used > len(x):
         raise ShapeRuleError(f"{used} subscripts for the {len(x)}-D input {fmt_shape(x)}",

@@ -457,7 +457,8 @@ def summary_table(analysis: Analysis, depth: int = -1, data: dict | None = None)
     notes = any(r["note"] for r in data["rows"])
     # every text is a Text, never a str, which rich would read as markup: a shape such as
     # [batch, 16] would be taken for a style tag and vanish
-    table = Table(title=Text(_title(data)), caption=Text(_caption(data)))
+    table = Table(title=Text(_title(data), style="table.title"),
+                  caption=Text(_caption(data), style="table.caption"))
     table.add_column("module")
     table.add_column("layer")
     table.add_column("output shape")
