@@ -55,34 +55,57 @@ def _print_notes(analysis: Any) -> None:
         typer.echo(render(notes, analysis.sources), err=True)
 
 
+def _report(exc: NetspecError) -> None:
+    """Print one of netspec's own errors on stderr, with the count of a spec's errors."""
+    message = exc.render() if isinstance(exc, SpecError) else f"error: {exc}"
+    typer.echo(message, err=True)
+    count = len(exc.diagnostics) if isinstance(exc, SpecError) else 1
+    if count > 1:
+        typer.echo(f"{count} errors", err=True)
+
+
 def _run(action: Callable[[], int | None]) -> None:
     """Run a command; report netspec's own errors without a traceback."""
     try:
         code = action()
     except NetspecError as exc:
-        message = exc.render() if isinstance(exc, SpecError) else f"error: {exc}"
-        typer.echo(message, err=True)
-        count = len(exc.diagnostics) if isinstance(exc, SpecError) else 1
-        if count > 1:
-            typer.echo(f"{count} errors", err=True)
+        _report(exc)
         raise typer.Exit(1)
     raise typer.Exit(code or 0)
 
 
 @app.command()
-def check(spec: Path = SpecArg, block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
+def check(specs: List[Path] = typer.Argument(..., help=".net spec files, or folders of them",
+                                             show_default=False),
+          block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
           set: Optional[List[str]] = SetOpt) -> None:
-    """Parse and shape-check SPEC; print located errors and exit 1 if any."""
-    def action() -> None:
+    """Parse and shape-check SPECS; print located errors and exit 1 if any."""
+    def action() -> int:
         from netspec.api import analyze, check_init_rules
         from netspec.dims import fmt_shape
+        from netspec.program import spec_files
 
-        analysis = analyze(spec, block, input, args=_block_args(set))
-        check_init_rules(analysis)
-        ir = analysis.ir
-        typer.echo(f"ok: {analysis.program.root}: {ir.cls_name} "
-                   f"{fmt_shape(ir.in_shape)} -> {fmt_shape(ir.out_shape)}")
-        _print_notes(analysis)
+        args = _block_args(set)
+        files = spec_files(specs)
+        if not files:
+            raise SpecError([Diagnostic("argument error", "no .net files in " +
+                                        ", ".join(map(str, specs)))])
+        failed = 0
+        for spec in files:           # each spec is checked and reported, whatever the others do
+            try:
+                analysis = analyze(spec, block, input, args=args)
+                check_init_rules(analysis)
+            except NetspecError as exc:
+                _report(exc)
+                failed += 1
+                continue
+            ir = analysis.ir
+            typer.echo(f"ok: {analysis.program.root}: {ir.cls_name} "
+                       f"{fmt_shape(ir.in_shape)} -> {fmt_shape(ir.out_shape)}")
+            _print_notes(analysis)
+        if failed and len(files) > 1:
+            typer.echo(f"{failed} of {len(files)} specs have errors", err=True)
+        return 1 if failed else 0
     _run(action)
 
 
@@ -208,8 +231,7 @@ def fmt_(files: List[Path] = typer.Argument(..., help=".net files, or folders of
          check: bool = typer.Option(False, "--check", help="write nothing; list the files that "
                                     "would change and exit 1 if any would"),
          ) -> None:
-    """Rewrite FILES in netspec's canonical layout (atomically, in place); `-` formats standard
-    input to standard output, as an editor calls it."""
+    """Rewrite FILES in netspec's canonical layout, in place; `-` formats stdin to stdout."""
     def action() -> int:
         from netspec.fmt import format_file, format_source, spec_files
 

@@ -60,6 +60,7 @@ import lark
 from lark import Token, Tree
 
 from netspec.errors import Diagnostic, LimitError, SourceMap, Span
+from netspec.program import spec_files
 
 WIDTH = 100
 INDENT = 4
@@ -921,11 +922,3 @@ def format_file(path: str | os.PathLike, *, write: bool = True) -> bool:
                 pass
             raise
     return True
-
-
-def spec_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """The files named, with each folder replaced by the ``*.net`` files under it (sorted)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        found.extend(sorted(path.rglob("*.net")) if path.is_dir() else [path])
-    return list(dict.fromkeys(found))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from netspec import ast
 from netspec.errors import Collector, Diagnostic, LimitError, SourceMap, SpecError, Span
@@ -29,6 +31,14 @@ class Program:
     def texts(self) -> dict[str, str]:
         """The source of every file, by display name (what a checkpoint embeds)."""
         return dict(self.sources.texts)
+
+
+def spec_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files named, with each folder replaced by the ``*.net`` files under it (sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found.extend(sorted(path.rglob("*.net")) if path.is_dir() else [path])
+    return list(dict.fromkeys(found))
 
 
 def looks_like_source(spec: str) -> bool:

@@ -59,3 +59,31 @@ def test_cli_reports_errors_without_traceback(monkeypatch: pytest.MonkeyPatch, c
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err == (ERRORS / "several_errors.err").read_text() + "3 errors\n"
+
+
+def test_cli_checks_several_specs_and_reports_each(monkeypatch: pytest.MonkeyPatch, capsys,
+                                                   tmp_path) -> None:
+    """``netspec check`` of files and folders checks every spec, prints each spec's errors as
+    a check of that spec alone would, and exits 1 if any has errors."""
+    from netspec.cli import app
+
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "a.net").write_text("block A {\n    input x: [N, 4]\n    Linear(2)\n}\n")
+    (good / "b.net").write_text("block B {\n    input x: [N, 3]\n    ReLU()\n}\n")
+    monkeypatch.chdir(ERRORS)
+    with pytest.raises(SystemExit) as exit_info:
+        app(["check", str(good), "several_errors.net", "add_mismatch.net"], prog_name="netspec")
+    assert exit_info.value.code == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"ok: {good / 'a.net'}: A [N, 4] -> [N, 2]",
+                                f"ok: {good / 'b.net'}: B [N, 3] -> [N, 3]"]
+    assert err == ((ERRORS / "several_errors.err").read_text() + "3 errors\n" +
+                   (ERRORS / "add_mismatch.err").read_text() + "2 of 4 specs have errors\n")
+    with pytest.raises(SystemExit) as exit_info:
+        app(["check", str(good)], prog_name="netspec")
+    assert exit_info.value.code == 0
+    with pytest.raises(SystemExit) as exit_info:
+        app(["check", str(tmp_path / "good" / "none")], prog_name="netspec")
+    assert exit_info.value.code == 1
+    assert "no such spec file" in capsys.readouterr().err
