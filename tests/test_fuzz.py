@@ -472,7 +472,7 @@ def single_functions(draw) -> tuple[str, tuple]:
     dim = st.integers(-rank - 1, rank)
     fn = draw(st.sampled_from(["reduce", "softmax", "flatten", "transpose", "squeeze",
                                "unsqueeze", "permute", "reshape", "expand", "cat", "pad",
-                               "matmul", "broadcast", "pool"]))
+                               "matmul", "broadcast", "pool", "subscript"]))
     if fn == "reduce":
         name = draw(st.sampled_from(["sum", "mean", "amax", "max", "std", "var", "norm", "prod",
                                      "all", "logsumexp"]))
@@ -506,6 +506,16 @@ def single_functions(draw) -> tuple[str, tuple]:
         return f"expand(x, {', '.join(map(str, sizes))})", shape
     if fn == "cat":
         return f"{draw(st.sampled_from(['cat', 'stack']))}(x, relu(x), dim={draw(dim)})", shape
+    if fn == "subscript":
+        bound = st.one_of(st.none(), st.integers(-6, 6))
+        item = st.one_of(
+            st.integers(-3, 3).map(str),
+            st.tuples(bound, bound, st.one_of(st.none(), st.integers(-1, 3))).map(
+                lambda b: ":".join("" if v is None else str(v) for v in b)),
+            st.just("none"), st.just("..."),
+            st.lists(st.integers(-3, 3), min_size=1, max_size=3).map(_lit))
+        items = draw(st.lists(item, min_size=1, max_size=rank + 2))
+        return f"x[{', '.join(items)}]", shape
     if fn == "pad":
         pads = draw(st.lists(st.integers(-2, 3), min_size=1, max_size=2 * rank + 1))
         return f"pad(x, {_lit(pads)})", shape
