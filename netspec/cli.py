@@ -204,6 +204,7 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
         from rich.console import Console
 
         from netspec.api import analyze
+        from netspec.args import spec_literal
         from netspec.checkpoint import read_checkpoint
         from netspec.program import load as load_program
         from netspec.summary import summary_table
@@ -213,9 +214,11 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
         console = Console(markup=False)         # paths and shapes print as they are, brackets too
         console.print(str(checkpoint), style="bold")
         console.print(f"  netspec version: {ckpt.metadata.get('netspec.version')}")
+        args = ", ".join(f"{k}={spec_literal(v)}" for k, v in (record.get("args") or {}).items())
+        given = record.get("input")
         console.print(f"  spec: {record['root']} ({len(record['files'])} file(s)), "
-                      f"block {record.get('block')}, args {record.get('args') or {}}, "
-                      f"input {record.get('input')}")
+                      f"block {record.get('block')}, args {args or 'as declared'}, "
+                      f"input {spec_literal(given) if given else 'as declared'}")
         console.print(f"  spec sha256: {ckpt.metadata.get('netspec.spec_sha256')}")
         console.print(f"  tensors: {len(ckpt.tensors)} stored, {len(ckpt.aliases)} tied aliases")
         program = load_program(record["root"], sources=record["files"], trusted=trust)

@@ -587,13 +587,22 @@ def test_inspect_prints_block_hash_and_summary(tmp_path, capsys, monkeypatch):
     digest = hashlib.sha256(metadata["netspec.spec"].encode()).hexdigest()
     assert metadata["netspec.spec_sha256"] == digest
     assert f"spec sha256: {digest}" in out
-    assert "block Tied" in out
+    assert "block Tied, args as declared, input as declared" in out
     assert "2 tied aliases" in out
     n_params = sum(p.numel() for p in model.parameters())
     assert f"{n_params:,}" in out                       # the summary's parameter count
     for layer in ("Linear", "ReLU"):
         assert layer in out
     assert "Traceback" not in out + err
+
+
+def test_inspect_writes_the_build_arguments_as_a_spec_does(tmp_path, capsys, monkeypatch):
+    file = tmp_path / "mlp.safetensors"
+    netspec.save(netspec.build(SPECS / "mlp.net", args={"classes": 3}, input=[2, 784],
+                               seed=0), file)
+    code, out, err = run_cli(["inspect", file], capsys, monkeypatch)
+    assert code == 0, err
+    assert "args classes=3, input [2, 784]" in out
 
 
 def test_inspect_prints_a_name_in_brackets_as_it_is(tmp_path, capsys, monkeypatch):
