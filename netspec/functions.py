@@ -53,6 +53,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from netspec.args import spec_literal
 from netspec.dims import Dim, Shape, Sym, agree, fmt_shape, numel, shapes_agree, unify
 from netspec.layers import broadcast, padded_length, pool_shape
 from netspec.registry import (
@@ -112,7 +113,7 @@ def _sizes(values: tuple, arg: str, allow_hole: bool = False) -> tuple:
                              hint="e.g. reshape(x, N, -1), zeros(2, 3)")
     for d in values:
         if not _is_dim(d):
-            raise ShapeRuleError(f"{arg}: {d!r} is not a size", arg=arg)
+            raise ShapeRuleError(f"{arg}: {spec_literal(d)} is not a size", arg=arg)
         if isinstance(d, int) and d < 0 and not (allow_hole and d == -1):
             raise ShapeRuleError(f"{arg}: invalid size {d}", arg=arg)
     return tuple(values)
@@ -646,7 +647,7 @@ def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
             out.append(len(item.items))
         else:
             raise ShapeRuleError(f"a subscript must be an integer, a slice, a list of positions, "
-                                 f"none or ..., not {item!r}", arg=f"index{k}",
+                                 f"none or ..., not {spec_literal(item)}", arg=f"index{k}",
                                  hint="pick positions with a subscript: x[0, [1, 2]]")
         d += 1
     return tuple(out) + tuple(x[d:])
