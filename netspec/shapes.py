@@ -529,7 +529,7 @@ class _ShapeInference:
 
     def function(self, data: dict, inputs: list, origin: _Origin) -> Shape | None:
         fn = lookup_function(data["target"])
-        kwargs = {k: self.subst(v) for k, v in data["kwargs"].items()}
+        kwargs = {k: self.subst(v) for k, v in data["kwargs"].items()} if data["kwargs"] else {}
         data["static"] = kwargs
         rule = DTYPE_RULES.get(fn.name)
         category = "shape error"
