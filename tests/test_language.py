@@ -544,3 +544,33 @@ def test_lists_of_positions_pick_as_in_pytorch() -> None:
     torch._dynamo.reset()
     assert torch.equal(torch.compile(model, fullgraph=True)(x), twin(x))
     assert torch.equal(torch.export.export(model, (x,)).module()(x), twin(x))
+
+
+def test_pre_commit_hooks_run_netspec_on_the_files_they_are_given(tmp_path) -> None:
+    """Each hook of .pre-commit-hooks.yaml (YAML in its JSON form) is a netspec command that
+    takes the staged .net files, as pre-commit passes them: check fails on a broken spec and
+    passes a good one; fmt rewrites a spec into its layout."""
+    import json
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text()
+    hooks = {h["id"]: h for h in json.loads(re.sub(r"(?m)^#.*\n", "", text))}
+    assert set(hooks) == {"netspec-check", "netspec-fmt"}
+    good, bad = tmp_path / "good.net", tmp_path / "bad.net"
+    good.write_text("block A {\n    input x: [N, 4]\n    Linear(2)\n}\n")
+    bad.write_text("block B {\n    input x: [N, 4]\n    x + Linear(3)(x)\n}\n")
+    loose = tmp_path / "loose.net"
+    loose.write_text("block C {  input x: [N, 4]\n  Linear( 2 )\n}\n")
+
+    def run(hook: str, *files) -> subprocess.CompletedProcess:
+        entry = hooks[hook]["entry"].split()
+        assert entry[0] == "netspec" and all(re.search(hooks[hook]["files"], str(f))
+                                             for f in files)
+        return subprocess.run([sys.executable, "-m", "netspec", *entry[1:], *map(str, files)],
+                              capture_output=True, text=True)
+
+    assert run("netspec-check", good).returncode == 0
+    result = run("netspec-check", good, bad)
+    assert result.returncode == 1 and "bad.net:3" in result.stderr
+    assert run("netspec-fmt", loose).returncode == 0
+    assert loose.read_text() == "block C {\n    input x: [N, 4]\n    Linear(2)\n}\n"
