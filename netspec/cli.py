@@ -88,7 +88,7 @@ def check(specs: List[Path] = typer.Argument(..., help=".net spec files, or fold
         args = _block_args(set)
         files = spec_files(specs)
         if not files:
-            raise SpecError([Diagnostic("argument error", "no .net files in " +
+            raise SpecError([Diagnostic("file error", "no .net files in " +
                                         ", ".join(map(str, specs)))])
         failed = 0
         for spec in files:           # each spec is checked and reported, whatever the others do
