@@ -309,10 +309,10 @@ def lint(module: ModuleIR, *, shaped: bool = False) -> None:
 
 def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
                 outer: set[str]) -> None:
-    position: dict[str, int] = {}            # the nodes seen so far, in insertion order
-    order: list[str] = []
+    seen: set[str] = set()                   # the nodes before this one in insertion order
     ends = {"placeholder": 0, "output": 0}
-    for nid, data in graph.nodes(data=True):
+    preds = graph._pred
+    for nid, data in graph._node.items():
         op = data["op"]
         if op not in OPS:
             raise LintError(f"{where}: node {nid} has unknown op {op!r}")
@@ -323,23 +323,20 @@ def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
         if shaped and "shape" not in data:
             raise LintError(f"{where}: node {nid} has no shape")
         for ref in refs(data["args"], data["kwargs"]):
-            if ref.node not in position and ref.node not in outer:
+            if ref.node not in seen and ref.node not in outer:
                 raise LintError(f"{where}: node {nid} uses {ref.node} before it is defined")
+        # the passes visit nodes in insertion order, so it must be a topological order (which
+        # also rules out cycles): every edge comes from a node before this one
+        for source in preds[nid]:
+            if source not in seen:
+                raise LintError(f"{where}: an edge goes backwards in the node order")
         if op == "call_module" and data["target"] not in mod.children:
             raise LintError(f"{where}: node {nid} calls unknown child {data['target']!r}")
         if op == "get_attr" and data["target"] not in mod.tensors:
             raise LintError(f"{where}: node {nid} reads unknown tensor {data['target']!r}")
         if op == "loop":
             for frag in (data["cond"], data["body"]):
-                _lint_graph(frag.graph, mod, where, shaped, outer | set(order))
-        position[nid] = len(order)
-        order.append(nid)
+                _lint_graph(frag.graph, mod, where, shaped, outer | seen)
+        seen.add(nid)
     if ends["placeholder"] != 1 or ends["output"] != 1:
         raise LintError(f"{where}: a graph needs exactly one placeholder and one output")
-    # the passes visit nodes in insertion order, so it must be a topological order (which
-    # also rules out cycles)
-    for v, sources in graph._pred.items():
-        at = position[v]
-        for u in sources:
-            if position[u] >= at:
-                raise LintError(f"{where}: an edge goes backwards in the node order")
