@@ -75,6 +75,9 @@ class Fragment:
     children: dict[str, "ModuleIR"] = field(default_factory=dict)
 
 
+_uids = itertools.count()
+
+
 @dataclass(slots=True)
 class ModuleIR:
     """One module of the tree: a torch.nn layer, or a block with a dataflow graph."""
@@ -100,7 +103,7 @@ class ModuleIR:
     # size (``LSTM(64, 2)``): (args, arg_spans, how many were positional); infer_shapes keeps
     # the reading that fits the input and drops this
     torch_reading: tuple[dict[str, Any], dict[str, Span], int] | None = None
-    uid: int = field(default_factory=lambda: next(_uids))
+    uid: int = field(default_factory=_uids.__next__)   # 0, 1, 2, ... in order of creation
     # set by infer_shapes:
     resolved_args: dict[str, Any] | None = None   # layer args with lazy sizes filled in
     in_shape: tuple | None = None
@@ -119,8 +122,6 @@ class ModuleIR:
             for name, child in mod.children.items():
                 stack.append((join_path(path, name), child))
 
-
-_uids = itertools.count()
 
 
 class _NoItems(dict):
