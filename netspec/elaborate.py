@@ -872,10 +872,9 @@ class _BodyBuilder:
                 if fn.name == "default" and steps:
                     self.fail("init error", "default() must be the first step of a rule",
                               node.span, hint="it re-runs the layer's own initialisation")
-                if fn.name in ("uniform", "trunc_normal") and kwargs["a"] > kwargs["b"]:
-                    self.fail("argument error", f"{fn.name}() draws from [a, b], but a="
-                              f"{kwargs['a']:g} is above b={kwargs['b']:g}", node.span,
-                              hint="swap them")
+                problem = fn.check(kwargs) if fn.check is not None else None
+                if problem is not None:
+                    self.fail("argument error", problem[0], node.span, hint=problem[1])
                 steps.append(("init", fn.name, kwargs))
                 continue
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \

@@ -18,7 +18,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import Field
 
@@ -42,10 +42,23 @@ class InitFn:
     name: str
     params: tuple[Param, ...]
     generator: bool = True        # takes generator=
+    # what torch would refuse in the arguments together, as (message, hint), or None
+    check: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
+
+
+def _bounds_in_order(name: str) -> Callable[[dict[str, Any]], tuple[str, str] | None]:
+    """``a`` at most ``b``, for an initialiser that draws from [a, b]."""
+    def check(kwargs: dict[str, Any]) -> tuple[str, str] | None:
+        if kwargs["a"] > kwargs["b"]:
+            return (f"{name}() draws from [a, b], but a={kwargs['a']:g} is above "
+                    f"b={kwargs['b']:g}", "swap them")
+        return None
+    return check
 
 
 INITS: dict[str, InitFn] = {f.name: f for f in (
-    InitFn("uniform", (Param("a", float, 0.0), Param("b", float, 1.0))),
+    InitFn("uniform", (Param("a", float, 0.0), Param("b", float, 1.0)),
+           check=_bounds_in_order("uniform")),
     InitFn("normal", (Param("mean", float, 0.0), Param("std", _STD, 1.0))),
     InitFn("constant", (Param("val", float),), generator=False),
     InitFn("ones", (), generator=False),
@@ -59,7 +72,8 @@ INITS: dict[str, InitFn] = {f.name: f for f in (
     InitFn("kaiming_normal", (Param("a", float, 0.0), Param("mode", _MODE, "fan_in"),
                               Param("nonlinearity", _NONLINEARITY, "leaky_relu"))),
     InitFn("trunc_normal", (Param("mean", float, 0.0), Param("std", _STD, 1.0),
-                            Param("a", float, -2.0), Param("b", float, 2.0))),
+                            Param("a", float, -2.0), Param("b", float, 2.0)),
+           check=_bounds_in_order("trunc_normal")),
     InitFn("orthogonal", (Param("gain", float, 1.0),)),
     InitFn("sparse", (Param("sparsity", _FRACTION), Param("std", _STD, 0.01))),
     InitFn("default", (), generator=False),
