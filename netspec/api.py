@@ -259,10 +259,15 @@ def materialize(model, device: Any = "cpu", seed: int | None = None):
     """Allocate and initialise a model built with ``device="meta"``, in place."""
     from netspec.init import materialize as _materialize
 
+    check_device(device)
+    return _materialize(model, device, seed=seed)
+
+
+def check_device(device: Any) -> None:
+    """Refuse, as an argument error, a ``device`` that ``device_problem`` finds wrong."""
     problem = device_problem(device)
     if problem is not None:
         raise SpecError([Diagnostic("argument error", problem)])
-    return _materialize(model, device, seed=seed)
 
 
 def device_problem(device: Any) -> str | None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from netspec.errors import CheckpointError, Diagnostic, NetspecError, SpecError
+from netspec.errors import CheckpointError, NetspecError
 from netspec.progress import progress
 
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
@@ -366,13 +366,12 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
     ``strict=False`` loads what matches, initialises the rest, and warns with a ``LoadReport``.
     A spec from a checkpoint may import Python layers only when ``trust=True``.
     """
-    from netspec.api import analyze, build_analysis, device_problem
+    from netspec.api import analyze, build_analysis, check_device
     from netspec.init import _reapply_ties
     from netspec.program import load as load_program
 
-    problem = device_problem(device) if device is not None else None
-    if problem is not None:
-        raise SpecError([Diagnostic("argument error", problem)])
+    if device is not None:
+        check_device(device)
 
     ckpt = read_checkpoint(path)
     record = ckpt.spec
