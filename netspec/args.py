@@ -104,6 +104,8 @@ def spec_literal(value: Any) -> str:
         return "false"
     if value is None:
         return "none"
+    if value is ...:
+        return "..."
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):

@@ -656,15 +656,12 @@ def _getitem_shape(x: Shape, *, index: tuple) -> Shape:
 def _one_list_each(items: tuple, second: int) -> str:
     """``x[:, [0, 7], [1, 2]]`` as two subscripts of one list each: ``x[:, [0, 7]][:, :, [1, 2]]``
     (an integer's dim is gone by the second, a ``None``'s is there)."""
-    def source(item: Any) -> str:
-        return "..." if item is ... else "none" if item is None else repr(item)
-
-    first = [":" if k == second else source(item) for k, item in enumerate(items)]
+    first = [":" if k == second else spec_literal(item) for k, item in enumerate(items)]
     while first and first[-1] == ":":
         first.pop()
     then = ["..." if item is ... else ":" for item in items[:second]
             if not isinstance(item, int) or isinstance(item, bool)]
-    return f"x[{', '.join(first)}][{', '.join(then + [repr(items[second])])}]"
+    return f"x[{', '.join(first)}][{', '.join(then + [spec_literal(items[second])])}]"
 
 
 def _getitem_emit(x: str, index: str = "()") -> str:
