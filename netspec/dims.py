@@ -156,25 +156,18 @@ class Sym:
     def substitute(self, values: dict[str, Dim]) -> Dim:
         """Replace atoms by the sizes ``values`` gives (re-evaluating deferred divisions);
         ``self`` itself when no atom has a size there."""
-        kept: _Terms | None = None          # the terms no atom of which is replaced
+        if not any(a in values or a in _DEFERRED for m in self.terms for a in m):
+            return self
+        kept: _Terms = {}                    # the terms no atom of which is replaced
         total: Dim = 0
         for m, c in self.terms.items():
             if not any(a in values or a in _DEFERRED for a in m):
-                if kept is not None:
-                    kept[m] = c
+                kept[m] = c
                 continue
-            if kept is None:                 # the first replaced term: keep those before it
-                kept = {}
-                for m0, c0 in self.terms.items():
-                    if m0 is m:
-                        break
-                    kept[m0] = c0
             term: Dim = c
             for a in m:
                 term = term * _substitute_atom(a, values)
             total = total + term
-        if kept is None:
-            return self
         return total + _normal(kept) if kept else total
 
     def __str__(self) -> str:
