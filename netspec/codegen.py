@@ -213,11 +213,7 @@ class Emitter:
     def function_source(self, data: dict) -> str:
         fn = lookup_function(data["target"])
         exprs = self.exprs
-        operands = data["args"]
-        if len(operands) == 1 and operands[0].__class__ is Ref:     # relu(x): most calls
-            args = [exprs[operands[0].node]]
-        else:
-            args = [exprs[a.node] if a.__class__ is Ref else self.src(a) for a in operands]
+        args = [exprs[a.node] if a.__class__ is Ref else self.src(a) for a in data["args"]]
         static = data.get("static", data["kwargs"])
         if not static and not fn.factory:            # relu(x), x + y: tensors only
             kwargs = _NO_KWARGS

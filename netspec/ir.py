@@ -123,7 +123,6 @@ class ModuleIR:
                 stack.append((join_path(path, name), child))
 
 
-
 class _NoItems(dict):
     """An empty dict that refuses items, shared by every layer's IR. A dict, unlike a
     ``MappingProxyType``, so a built model, which keeps its IR, can still be deep-copied."""
