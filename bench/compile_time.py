@@ -239,15 +239,14 @@ def report(data: dict) -> str:
         for r in rows:
             core = sum(r[k] for k in CORE)
             per_1000 = core / r["nodes"] * 1000 * 1000     # ms per 1,000 nodes
-            per_1000_all.append((family, r["layers"], per_1000,
-                                 r["pycompile"] / r["nodes"] * 1000 * 1000))
+            compiled = r["pycompile"] / r["nodes"] * 1000 * 1000
+            per_1000_all.append((family, r["layers"], per_1000, compiled))
             total = sum(r[k] for k in STAGES)
             grow = ""
             if prev is not None:
                 g = total / (sum(prev[k] for k in STAGES))
                 growth_all.append((family, prev["layers"], r["layers"], g))
                 grow = f"**{g:.1f}x**" if g > TARGET_GROWTH else f"{g:.1f}x"
-            compiled = r["pycompile"] / r["nodes"] * 1000 * 1000
             body.append([f"{r['layers']:,}", f"{r['nodes']:,}"] +
                         [fmt_time(r[k]) for k in STAGES] +
                         [fmt_time(total), f"{per_1000:.1f} ms", f"{compiled:.1f} ms", grow,
