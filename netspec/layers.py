@@ -604,11 +604,16 @@ def _transformer(args: dict[str, Any], src: Shape, tgt: Shape, **forward: Any) -
     return tgt
 
 
+def _transformer_stacks(args: dict[str, Any]) -> tuple[tuple[str, int, tuple], ...]:
+    """Transformer's encoder and decoder: (name, layer count, (attentions, norms) of a layer)."""
+    return (("encoder", args["num_encoder_layers"], _ENCODER),
+            ("decoder", args["num_decoder_layers"], _DECODER))
+
+
 def _transformer_modules(args: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """An encoder and a decoder: their layers in a ModuleList each, then a LayerNorm."""
     parts: list[tuple[str, str]] = []
-    for stack, count, layer in (("encoder", args["num_encoder_layers"], _ENCODER),
-                                ("decoder", args["num_decoder_layers"], _DECODER)):
+    for stack, count, layer in _transformer_stacks(args):
         kind = stack.capitalize()
         parts += [(stack, f"Transformer{kind}"), (f"{stack}.layers", "ModuleList")]
         own = _transformer_parts(*layer)
@@ -1497,8 +1502,7 @@ def _transformer_tensors(args: dict[str, Any]) -> dict[str, tuple[Shape, str]]:
     """Each encoder layer's tensors, the encoder's norm, then the decoder's likewise."""
     out: dict[str, tuple[Shape, str]] = {}
     d = args["d_model"]
-    for stack, count, layer in (("encoder", args["num_encoder_layers"], _ENCODER),
-                                ("decoder", args["num_decoder_layers"], _DECODER)):
+    for stack, count, layer in _transformer_stacks(args):
         own = _transformer_layer_tensors(*layer)(args)
         for i in range(count):
             out.update({f"{stack}.layers.{i}.{k}": v for k, v in own.items()})
