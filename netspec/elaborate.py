@@ -22,8 +22,8 @@ from netspec.functions import (FUNCTION_NAMES, FUNCTIONS, Positions, SliceValue,
                                lookup_function)
 from netspec.gc_pause import gc_paused
 from netspec.init import INITS, InitRuleIR
-from netspec.ir import (Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node, layer_ir,
-                        new_graph)
+from netspec.ir import (NO_ITEMS, Fragment, ModuleIR, Ref, TensorDecl, TieIR, add_node,
+                        layer_ir, new_graph)
 from netspec.layers import LAYER_NAMES, lookup_layer
 from netspec.limits import current as current_limits
 from netspec.program import Program
@@ -355,7 +355,7 @@ class _BodyBuilder:
             elab.count(0, span)                  # refuses the spec
         nid = f"{base}_{next(self.ids)}"
         add_node(self.graph, nid, {"op": op, "target": target, "args": args,
-                                   "kwargs": kwargs or {}, "span": span, "name": base, **attrs})
+                                   "kwargs": kwargs or NO_ITEMS, "span": span, "name": base, **attrs})
         return nid
 
     # ---- bodies ---------------------------------------------------------------------------

@@ -112,30 +112,33 @@ class ModuleIR:
     def walk(self, prefix: str = "") -> Iterator[tuple[str, "ModuleIR"]]:
         """Every module of the tree with its dotted path, parents first, shared ones once."""
         seen: set[int] = set()
-        stack = collections.deque([(prefix, self)])
-        while stack:
-            path, mod = stack.popleft()
+        queue = collections.deque([(prefix, self)])
+        while queue:
+            path, mod = queue.popleft()
             if mod.uid in seen:
                 continue
             seen.add(mod.uid)
             yield path, mod
-            for name, child in mod.children.items():
-                stack.append((join_path(path, name), child))
+            if mod.children:             # a layer has none: most of a tree's modules
+                queue.extend([(join_path(path, name), child)
+                              for name, child in mod.children.items()])
 
 
 class _NoItems(dict):
-    """An empty dict that refuses items, shared by every layer's IR. A dict, unlike a
+    """An empty dict that refuses items, shared by every layer's IR (its children, tensors and
+    block arguments) and by every graph node without keyword arguments. A dict, unlike a
     ``MappingProxyType``, so a built model, which keeps its IR, can still be deep-copied."""
 
     __slots__ = ()
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a layer's ModuleIR has no children, tensors or block arguments")
+        raise TypeError("a shared empty dict: a layer's ModuleIR has no children, tensors or "
+                        "block arguments, and a node without keyword arguments has none")
 
     __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _refuse  # type: ignore
 
 
-_NO_ITEMS: Any = _NoItems()
+NO_ITEMS: Any = _NoItems()
 _NO_NAMES: Any = frozenset()
 
 
@@ -147,8 +150,8 @@ def layer_ir(layer: LayerDef, span: Span, args: dict[str, Any],
     # by position, in the order of ModuleIR's fields (keywords cost twice as much here):
     # kind, cls_name, span, layer, args, arg_spans, graph, children, shared, tensors, ties,
     # init_rules, input_dims, input_span, expects, block_args
-    return ModuleIR("layer", layer.name, span, layer, args, arg_spans, None, _NO_ITEMS,
-                    _NO_NAMES, _NO_ITEMS, (), (), None, None, (), _NO_ITEMS)
+    return ModuleIR("layer", layer.name, span, layer, args, arg_spans, None, NO_ITEMS,
+                    _NO_NAMES, NO_ITEMS, (), (), None, None, (), NO_ITEMS)
 
 
 def join_path(path: str, name: str) -> str:
@@ -327,14 +330,15 @@ def _lint_graph(graph: nx.DiGraph, mod: ModuleIR, where: str, shaped: bool,
                 raise LintError(f"{where}: node {nid} uses {ref.node} before it is defined")
         # the passes visit nodes in insertion order, so it must be a topological order (which
         # also rules out cycles): every edge comes from a node before this one
-        for source in preds[nid]:
-            if source not in seen:
-                raise LintError(f"{where}: an edge goes backwards in the node order")
-        if op == "call_module" and data["target"] not in mod.children:
-            raise LintError(f"{where}: node {nid} calls unknown child {data['target']!r}")
-        if op == "get_attr" and data["target"] not in mod.tensors:
-            raise LintError(f"{where}: node {nid} reads unknown tensor {data['target']!r}")
-        if op == "loop":
+        if not seen.issuperset(preds[nid]):
+            raise LintError(f"{where}: an edge goes backwards in the node order")
+        if op == "call_module":
+            if data["target"] not in mod.children:
+                raise LintError(f"{where}: node {nid} calls unknown child {data['target']!r}")
+        elif op == "get_attr":
+            if data["target"] not in mod.tensors:
+                raise LintError(f"{where}: node {nid} reads unknown tensor {data['target']!r}")
+        elif op == "loop":
             for frag in (data["cond"], data["body"]):
                 _lint_graph(frag.graph, mod, where, shaped, outer | seen)
         seen.add(nid)

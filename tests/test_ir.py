@@ -93,3 +93,32 @@ def test_add_node_builds_what_networkx_own_calls_build():
     assert list(ours.edges) == list(theirs.edges)
     assert all(ours.succ[u][v] is ours.pred[v][u] for u, v in ours.edges)
     assert list(nx.topological_sort(ours)) == ["a", "b", "c", "d"]
+
+
+def test_nodes_without_keyword_arguments_share_one_empty_dict_that_refuses_items():
+    """Most nodes have no keyword arguments; they share one empty dict rather than each
+    making one, so a pass that wrote into it would change every node: it refuses."""
+    ir = analysed()
+    empty = [d["kwargs"] for _, d in ir.graph.nodes(data=True) if not d["kwargs"]]
+    assert len(empty) == ir.graph.number_of_nodes()
+    assert all(k is empty[0] for k in empty)
+    with pytest.raises(TypeError, match="shared empty dict"):
+        empty[0]["dim"] = 1
+    assert empty[0] == {} and dict(empty[0]) == {}
+
+
+def test_walk_yields_parents_first_and_a_shared_module_once():
+    ir = netspec.analyze("""
+block Inner {
+    input x: [N, 4]
+    Linear(4)
+}
+block Outer {
+    input x: [N, 4]
+    let shared = Linear(4)
+    a: Inner
+    shared
+    b: { shared; ReLU }
+}
+""").ir
+    assert [path for path, _ in ir.walk()] == ["", "shared", "a", "b", "a.0", "b.1"]
