@@ -278,8 +278,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 def _read_header(f, size: int, name: str) -> tuple[dict, int]:
     if size < 8:
         raise CheckpointError(f"{name} is not a safetensors file (too short)")
-    (length,) = struct.unpack("<Q", f.read(8))
+    start = f.read(8)
+    (length,) = struct.unpack("<Q", start)
     if length > MAX_HEADER or length > size - 8:
+        if all(32 <= b < 127 or b in b"\t\r\n" for b in start):   # "block A {", "# MLP"
+            raise CheckpointError(f"{name} is text, not a safetensors file: a spec is read by "
+                                  f"`netspec check` or `summary`, or netspec.build()")
         raise CheckpointError(f"{name} is not a safetensors file, or is truncated "
                               f"(declared header of {length} bytes)")
     try:

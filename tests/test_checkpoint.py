@@ -405,6 +405,16 @@ def test_truncated_at_many_lengths(small, tmp_path):
             load_bytes(data[:n], tmp_path / "cut.safetensors")
 
 
+def test_a_spec_given_as_a_checkpoint_is_named_as_text(tmp_path):
+    with pytest.raises(netspec.CheckpointError, match=r"mlp.net is text, not a safetensors "
+                       r"file: a spec is read by `netspec check` or `summary`"):
+        netspec.load(SPECS / "mlp.net")
+    binary = struct.pack("<Q", 2**62) + b"block A {}"    # an impossible header, not text
+    with pytest.raises(netspec.CheckpointError, match=r"not a safetensors file, or is "
+                       r"truncated \(declared header of 4611686018427387904 bytes\)"):
+        load_bytes(binary, tmp_path / "binary.safetensors")
+
+
 def test_trailing_bytes_are_damage(small, tmp_path):
     _, data = small
     with pytest.raises(netspec.CheckpointError):
