@@ -308,18 +308,19 @@ def _values_and_spans(bound: dict[str, Arg]) -> tuple[dict[str, Any], dict[str, 
 
 
 def _binding_recipe(bound: dict[str, Arg], args: tuple, keywords: tuple) -> tuple | bool:
-    """How a literal call bound: (parameter, value, index of the argument written for it) for
-    each parameter, the index counting keywords after positional arguments. False where an
+    """How a literal call bound: its arguments (one dict, which every call like it shares: a
+    ``ModuleIR``'s arguments are replaced, never changed), and for each parameter the index of
+    the argument written for it, counting keywords after positional arguments. False where an
     argument came from elsewhere (a variadic's gathered tuple): such a call is bound afresh."""
     where = {id(a.span): i for i, a in enumerate(args)}
     where.update({id(k.span): len(args) + i for i, k in enumerate(keywords)})
-    recipe = []
+    indices = []
     for name, arg in bound.items():
         index = where.get(id(arg.span))
         if index is None:
             return False
-        recipe.append((name, arg.value, index))
-    return tuple(recipe)
+        indices.append((name, index))
+    return {k: a.value for k, a in bound.items()}, tuple(indices)
 
 
 class _BodyBuilder:
@@ -577,9 +578,9 @@ class _BodyBuilder:
         key = _literal_call(layer, args, keywords)
         recipe = self.elab.bindings.get(key) if key is not None else None
         if recipe.__class__ is tuple:    # the same literal call again: bound as before
+            values, indices = recipe
             spans = [a.span for a in args] + [k.span for k in keywords]
-            return layer_ir(layer, span, {k: v for k, v, _ in recipe},
-                            {k: spans[i] for k, _, i in recipe})
+            return layer_ir(layer, span, values, {k: spans[i] for k, i in indices})
         if layer.name in _STACKS:
             self.fail("type error", f"{layer.name} takes a module to copy, which netspec writes "
                       f"as a repeat", span, hint=_STACKS[layer.name])
