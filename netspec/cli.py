@@ -14,8 +14,22 @@ from netspec.gc_pause import paused
 with paused(promote=True):
     import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="netspec: write a network down once, check it, get PyTorch out.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from netspec import __version__
+
+        typer.echo(f"netspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                          is_eager=True, help="Print netspec's version and exit.")
+             ) -> None:
+    """netspec: write a network down once, check it, get PyTorch out."""
+
 
 SpecArg = typer.Argument(..., help="a .net spec file", show_default=False)
 BlockOpt = typer.Option(None, "--block", "-b", help="the block to build (default: the file's last)")

@@ -415,3 +415,13 @@ def test_ties_are_checked_without_torch(tmp_path):
     assert [(r["code"], r["torch"]) for r in run_commands(spec, [["check"]])] == [(0, False)]
     (run,) = run_commands(bad, [["check"]])
     assert run["code"] == 1 and not run["torch"] and "tie" in run["err"], run
+
+
+def test_version_is_printed_without_torch():
+    probe = ("import contextlib, io, json, sys\nfrom netspec.cli import run\nout = io.StringIO()\n"
+             "with contextlib.redirect_stdout(out):\n    code = run(['--version'])\n"
+             "print(json.dumps([code, out.getvalue(), 'torch' in sys.modules]))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [0, f"netspec {netspec.__version__}\n", False]
