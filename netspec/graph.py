@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from netspec.api import Analysis
 from netspec.dims import Sym, fmt_shape
+from netspec.elaborate import RUNNING
 from netspec.errors import NetspecError
 from netspec.ir import ModuleIR, Ref, class_name, refs
 from netspec.registry import FUNCTIONS, REQUIRED
@@ -49,10 +50,12 @@ _FOLD = {"style": "rounded,filled", "fillcolor": "#f4f4f4", "color": "#555555",
 
 
 class _Val(NamedTuple):
-    """A value of the dataflow: the dot node that produces it, and its shape."""
+    """A value of the dataflow: the dot node that produces it, its shape, and the name the spec
+    gives it (``e1 = ...``), if any."""
 
     node: str
     shape: tuple | None
+    name: str | None = None
 
 
 def _text(*lines: str) -> str:
@@ -305,7 +308,7 @@ class _Drawer:
         return f"n{next(self.ids)}"
 
     def edge(self, src: _Val, dst: str, **attrs: str) -> None:
-        label = _shape(src.shape)
+        label = " ".join(filter(None, (src.name, _shape(src.shape))))    # "e1 [N, 16, 64, 64]"
         if label:
             attrs.setdefault("label", label)
         self.edges.append((src.node, dst, attrs))
@@ -400,6 +403,9 @@ class _Drawer:
                 values[nid] = _Val(tensors[key], data.get("shape"))
             elif op == "loop":
                 values[nid] = self.loop(g, mod, data, values)
+            name = data.get("name")
+            if op != "placeholder" and name != RUNNING and nid in values:   # y = ...; h = ...
+                values[nid] = values[nid]._replace(name=name)
         return out
 
     def call(self, g: Any, mod: ModuleIR, path: str, data: dict, src: _Val, *,

@@ -223,3 +223,19 @@ def test_without_dot_via_the_binding(tmp_path, monkeypatch):
 def test_an_unknown_suffix_is_refused(tmp_path):
     with pytest.raises(NetspecError, match=r"\.svg, \.png, \.pdf or \.dot"):
         render(netspec.analyze(SPECS / "mlp.net"), tmp_path / "net.jpeg")
+
+
+def test_edges_leaving_a_named_value_carry_its_name():
+    analysis = netspec.analyze("""
+block Skip {
+    input x: [N, 8]
+    e1 = Linear(16)
+    u = e1 -> ReLU() -> Linear(16)
+    return relu(u + e1)
+}
+""")
+    dot = to_dot(analysis)
+    edge_labels = re.findall(r'-> \w+ \[label="([^"]*)"', dot)
+    # input -> e1 -> ReLU -> u; u, e1 -> add -> relu -> output
+    assert edge_labels == ["[N, 8]", "e1 [N, 16]", "[N, 16]", "u [N, 16]", "e1 [N, 16]",
+                           "[N, 16]", "[N, 16]"]
