@@ -155,8 +155,7 @@ def graph(spec: Path = SpecArg,
           set: Optional[List[str]] = SetOpt,
           expand: bool = typer.Option(False, "--expand", help="draw repeated blocks one by one"),
           ) -> None:
-    """Draw SPEC: blocks as nested boxes, layers with their arguments, shapes and value names on
-    the edges."""
+    """Draw SPEC: nested blocks, layers with their arguments, shapes and value names on edges."""
     def action() -> None:
         from netspec.api import analyze
         from netspec.graph import render
