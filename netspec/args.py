@@ -223,7 +223,7 @@ def _validate(params: Sequence[Param], bound: dict[str, Arg], *, callee: str,
             diagnostics.append(Diagnostic("argument error",
                                           f"{callee}: {key}={_show(arg.value)} is not valid: "
                                           f"{_reason(exc)}", arg.span,
-                                          hint=f"{key} takes {_describe_type(p.type)}"))
+                                          hint=f"{key} takes {describe_type(p.type)}"))
     return values
 
 
@@ -241,7 +241,7 @@ def _reason(exc) -> str:
     return best["msg"][0].lower() + best["msg"][1:]
 
 
-def _describe_type(annotation: Any) -> str:
+def describe_type(annotation: Any) -> str:
     """A readable type: "an int > 0 or a list of 2 ints > 0"."""
     import typing
 
@@ -257,19 +257,19 @@ def _describe_type(annotation: Any) -> str:
                 bound = getattr(meta, attr, None)
                 if bound is not None and not callable(bound):
                     bounds.append(f"{sym} {bound}")
-        base = _describe_type(args[0])
+        base = describe_type(args[0])
         return f"{base} {' and '.join(dict.fromkeys(bounds))}".strip()
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " or ".join(dict.fromkeys(_describe_type(a) for a in args))
+        return " or ".join(dict.fromkeys(describe_type(a) for a in args))
     if origin is typing.Literal:
         return " or ".join(_show(a) for a in args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_plural(_describe_type(args[0]))}"
-        kinds = list(dict.fromkeys(_describe_type(a) for a in args))
+            return f"a list of {_plural(describe_type(args[0]))}"
+        kinds = list(dict.fromkeys(describe_type(a) for a in args))
         if len(kinds) == 1:
             return f"a list of {len(args)} {_plural(kinds[0])}"
-        return "a list [" + ", ".join(_describe_type(a) for a in args) + "]"
+        return "a list [" + ", ".join(describe_type(a) for a in args) + "]"
     names = {int: "an int", float: "a number", bool: "true or false", str: "a string",
              type(None): "none"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))

@@ -303,7 +303,7 @@ def diff(old: Path = typer.Argument(..., help="the old .net spec", show_default=
 
 @app.command()
 def lsp() -> None:
-    """Run the language server over stdio (for editors): live diagnostics, hover, definitions."""
+    """Run the language server over stdio: live diagnostics, hover, definitions, completion."""
     def action() -> None:
         from netspec.lsp import serve
 

@@ -6,14 +6,18 @@ they are cleared once the text is sound. Hover shows the inferred shape of a ste
 layer with its resolved arguments, or a block's signature; go to definition jumps from a block
 used as a step or call to its ``block Name`` (in imported files too), and from a named value,
 ``let``, ``const``, ``param``, block argument or dim symbol to where it is defined.
+Completion offers a layer's, function's or block's arguments not yet given inside its call, and
+elsewhere the keywords, layers, functions, blocks and the names a block has defined so far.
 
-The analysis (``analyse_document``, ``hover_text``, ``definition``) works on plain values and
-1-based spans; only ``create_server`` and ``serve`` need pygls (``pip install 'netspec[lsp]'``).
+The analysis (``analyse_document``, ``hover_text``, ``definition``, ``completions``) works on
+plain values and 1-based spans; only ``create_server`` and ``serve`` need pygls
+(``pip install 'netspec[lsp]'``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -29,9 +33,9 @@ from netspec.limits import current as current_limits
 
 logger = logging.getLogger("netspec.lsp")
 
-__all__ = ["Document", "analyse_document", "create_server", "definition", "describe_module",
-           "display_name", "from_client", "hover_text", "import_span", "message_of", "serve",
-           "signature", "to_client"]
+__all__ = ["Completion", "Document", "analyse_document", "completions", "create_server",
+           "definition", "describe_module", "display_name", "from_client", "hover_text",
+           "import_span", "message_of", "serve", "signature", "to_client"]
 
 
 # ---- loading a document -----------------------------------------------------------------------
@@ -599,6 +603,163 @@ def definition(doc: Document, line: int, column: int) -> Span | None:
     return None
 
 
+# ---- completion -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Completion:
+    """One thing that may be written at the cursor: its text, what it is, and a line about it."""
+
+    label: str
+    kind: str                  # "keyword" | "layer" | "function" | "block" | "value" | "argument"
+    detail: str = ""
+
+
+_TOP_KEYWORDS = ("block", "import", "init")
+_BODY_KEYWORDS = ("input", "let", "const", "param", "tie", "repeat", "concat", "add", "if",
+                  "else", "while", "return", "expect", "init", "as", "in", "true", "false", "none")
+_DEFINED = (re.compile(r"^[ \t]*(?:let|const|param)[ \t]+(\w+)", re.M),      # let attn = ...
+            re.compile(r"^[ \t]*(\w+)[ \t]*=(?!=)", re.M),                   # y = ...
+            re.compile(r"\brepeat\b[^{\n]*\bas[ \t]+(\w+)"))                # repeat n as k
+_INPUT = re.compile(r"^[ \t]*input[ \t]+(\w+)[ \t]*:[ \t]*\[([^\]]*)\]", re.M)
+_HEADER = re.compile(r"\bblock[ \t]+\w+[ \t]*\(([^)]*)\)")
+_BLOCK = re.compile(r"^[ \t]*block[ \t]+(\w+)[ \t]*(?:\(([^)]*)\))?", re.M)
+_CALLED = re.compile(r"(\w+)\s*$")                  # the name before a "(": Linear(
+_BLOCK_PARAM = re.compile(r"\s*(\w+)\s*:\s*(\w+)\s*(?:=\s*(.*?))?\s*$", re.S)
+
+
+def _scan(before: str) -> tuple[list[int], list[tuple[str, int]]] | None:
+    """Where the text before the cursor leaves it: None inside a comment or a string; else the
+    offsets of the ``{`` still open, and of the ``(`` and ``[`` still open, each with the name
+    called (``""`` for a bracket)."""
+    braces: list[int] = []
+    calls: list[tuple[str, int]] = []
+    i, n = 0, len(before)
+    while i < n:
+        ch = before[i]
+        if ch == "#":
+            end = before.find("\n", i)
+            if end < 0:
+                return None
+            i = end
+        elif ch == '"':
+            j = i + 1
+            while j < n and before[j] not in '"\n':
+                j += 2 if before[j] == "\\" else 1
+            if j >= n:
+                return None
+            i = j
+        elif ch == "{":
+            braces.append(i)
+        elif ch == "}" and braces:
+            braces.pop()
+        elif ch in "([":
+            called = _CALLED.search(before, max(0, i - 200), i) if ch == "(" else None
+            calls.append((called.group(1) if called else "", i))
+        elif ch in ")]" and calls:
+            calls.pop()
+        i += 1
+    return braces, calls
+
+
+def completions(doc: Document, line: int, column: int) -> list[Completion]:
+    """What may be written at ``line:column`` (1-based, in characters): the keywords that start a
+    file at its top level; in a block, the keywords of a statement, the layers, functions and
+    blocks there are, and the names the block has defined so far; inside ``Linear(``, also the
+    arguments of the layer, function or block called that are not given yet. Nothing in a
+    comment or a string. Worked out from the text alone, so it works while the text is broken."""
+    from netspec.functions import FUNCTION_NAMES
+    from netspec.layers import LAYER_NAMES, LAYERS
+
+    lines = doc.text.split("\n")
+    before = "\n".join(lines[:line - 1] + [lines[line - 1][:column - 1]]) \
+        if 0 < line <= len(lines) else doc.text
+    scanned = _scan(before)
+    if scanned is None:
+        return []
+    braces, calls = scanned
+    if not braces:
+        return [Completion(k, "keyword") for k in _TOP_KEYWORDS]
+    blocks = _blocks(doc)
+    out: list[Completion] = []
+    if calls:                               # Linear(|, cat(a, |: the arguments not given yet
+        name, start = calls[-1]
+        written = _top_level_items(before[start + 1:])[:-1]    # the last is being typed
+        keywords = [re.match(r"\s*(\w+)\s*=(?!=)", item) for item in written]
+        given = {m.group(1) for m in keywords if m}
+        positional = next((i for i, m in enumerate(keywords) if m), len(written))
+        out += [Completion(f"{arg}=", "argument", detail)
+                for i, (arg, detail) in enumerate(_arguments(name, blocks))
+                if arg not in given and i >= positional]
+    else:
+        out += [Completion(k, "keyword") for k in _BODY_KEYWORDS]
+    body = before[braces[0]:]
+    header = before[:braces[0]].rsplit("\n", 1)[-1]
+    names: dict[str, str] = {}
+    for params in _HEADER.findall(header):
+        names.update((m, "block argument") for m in re.findall(r"(\w+)\s*:", params))
+    for value, dims in _INPUT.findall(body):
+        names[value] = "the block's input"
+        names.update((d, "dim symbol") for d in re.findall(r"[A-Za-z_]\w*", dims))
+    for pattern in _DEFINED:
+        names.update((m, "defined above") for m in pattern.findall(body) if m not in names)
+    keywords = set(_TOP_KEYWORDS + _BODY_KEYWORDS)
+    out += [Completion(v, "value", what) for v, what in names.items() if v not in keywords]
+    out += [Completion(b, "block", f"block {b}" + (f"({', '.join(p.strip() for p in params)})"
+                                                   if params else ""))
+            for b, params in blocks.items()]
+    out += [Completion(name, "layer", LAYERS[name].doc if name in LAYERS else f"torch.nn.{name}")
+            for name in LAYER_NAMES if name not in blocks]
+    out += [Completion(name, "function", (lookup_function(name).doc or ""))
+            for name in FUNCTION_NAMES]
+    return out
+
+
+def _top_level_items(text: str) -> list[str]:
+    """``256, bias=f(a, b), `` -> ``["256", " bias=f(a, b)", " "]``: split at the commas outside
+    brackets."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
+def _blocks(doc: Document) -> dict[str, list[str]]:
+    """Every block of the document and of the files it imports, with its parameters as written
+    (``["width: int", "depth: int = 2"]``), read off the text, which may not parse yet."""
+    found: dict[str, list[str]] = {}
+    for text in [*(t for name, t in doc.texts.items() if name != doc.name), doc.text]:
+        for name, params in _BLOCK.findall(text):
+            found[name] = [p for p in _top_level_items(params) if p.strip()]
+    return found
+
+
+def _arguments(callee: str, blocks: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """The arguments ``callee`` takes, in the order a call gives them by position, each with its
+    type and default as a spec writes them: a block's parameters, a layer's (those it reads off
+    its input last), a function's static ones."""
+    from netspec.args import describe_type, spec_literal
+    from netspec.layers import LAYERS, lookup_layer
+
+    if callee in blocks:
+        params = [m.groups() for p in blocks[callee] if (m := _BLOCK_PARAM.match(p))]
+        return [(name, kind + (f", default {default}" if default else ""))
+                for name, kind, default in params]
+    # a layer outside netspec's table is read off torch.nn: not worth importing torch for
+    layer = LAYERS.get(callee) or (lookup_layer(callee) if "torch" in sys.modules else None)
+    fn = lookup_function(callee) if layer is None else None
+    params = () if layer is None and fn is None else fn.static_params if fn is not None else \
+        layer.positional + tuple(p for p in layer.params if p not in layer.positional)
+    return [(p.name, describe_type(p.type) if p.required else
+             f"{describe_type(p.type)}, default {spec_literal(p.default)}")
+            for p in params if p.name not in ("device", "dtype")]
+
+
 # ---- positions --------------------------------------------------------------------------------
 
 def _units(text: str, encoding: str) -> int:
@@ -772,6 +933,26 @@ def create_server():
         except Exception:
             logger.exception("definition failed")
             return None
+
+    kinds = {"keyword": types.CompletionItemKind.Keyword, "layer": types.CompletionItemKind.Class,
+             "function": types.CompletionItemKind.Function,
+             "block": types.CompletionItemKind.Module, "value": types.CompletionItemKind.Variable,
+             "argument": types.CompletionItemKind.Property}
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                    types.CompletionOptions(trigger_characters=["(", ","]))
+    def complete(ls: NetspecServer, params: types.CompletionParams) -> types.CompletionList:
+        try:
+            doc = ls.document(params.text_document.uri)
+            found = completions(doc, *ls.position(doc, params.position))
+        except Exception:
+            logger.exception("completion failed")
+            found = []
+        # in the order given: a call's arguments in positional order, then the block's names...
+        return types.CompletionList(False, [
+            types.CompletionItem(c.label, kind=kinds[c.kind], detail=c.detail or None,
+                                 sort_text=f"{i:05d}")
+            for i, c in enumerate(found)])
 
     return server
 

@@ -24,7 +24,8 @@ import pytest
 pytest.importorskip("pygls")
 
 import netspec  # noqa: E402
-from netspec.lsp import analyse_document, from_client, hover_text, to_client  # noqa: E402
+from netspec.lsp import (analyse_document, completions, from_client, hover_text,  # noqa: E402
+                         to_client)
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = ROOT / "tests" / "errors"
@@ -249,6 +250,17 @@ def test_server_over_stdio(client: Client, workspace: Path,
     assert "block Body(width: int = 64)" in text and "sub/lib.net" in text
     assert "Body(width=32)" in text and "[N, 256] -> [N, 32]" in text
 
+    # completion inside a call: the layer's arguments first, in positional order, then names
+    found = client.request("textDocument/completion", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "Linear(256)", 7)})
+    items = sorted(found["items"], key=lambda item: item["sortText"])
+    assert [(i["label"], i["kind"]) for i in items[:4]] == [
+        ("out_features=", 10), ("bias=", 10), ("in_features=", 10), ("x", 6)]
+    assert items[1]["detail"] == "true or false, default true"
+    labels = {i["label"] for i in items}
+    assert {"Body", "Linear", "relu"} <= labels and "repeat" not in labels   # in a call
+    assert caps["completionProvider"]["triggerCharacters"] == ["(", ","]
+
     # definition of a block in an imported file, and of a named value
     location = client.request("textDocument/definition", {
         "textDocument": {"uri": uri}, "position": position_of(FIXED, "Body(32)", 2)})
@@ -435,3 +447,66 @@ def test_hover_on_a_let_call_and_a_factory_in_a_step() -> None:
     assert hover.endswith("\n`[T]`")                   # no input: the shape alone
     hover = hover_text(doc, 5, lines[4].index("attn") + 1)
     assert "MultiheadAttention(embed_dim=8, num_heads=2" in hover and "[N, T, 8]" in hover
+
+
+# ---- completion ---------------------------------------------------------------------------------
+
+TYPING = """\
+block Body(width: int, depth: int = 2) {
+    input x: [N, D]
+    Linear(width)
+}
+
+block Net(classes: int = 10) {
+    input x: [N, C, 28, 28]
+    e1 = Conv2d(8, 3, )
+    let act = ReLU()
+    h = e1 -> act ->
+    # Lin
+    Body(16, )
+    later = h
+}
+"""
+
+
+def complete_at(text: str, needle: str, offset: int) -> dict[str, tuple[str, str]]:
+    """What ``completions`` offers at ``offset`` characters into the first ``needle``."""
+    before = text[:text.index(needle) + offset]
+    line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+    return {c.label: (c.kind, c.detail) for c in completions(analyse_document(text), line, column)}
+
+
+def test_completion_inside_a_call_offers_the_arguments_not_given() -> None:
+    # Conv2d(8, 3, |): out_channels and kernel_size are given by position
+    found = complete_at(TYPING, "Conv2d(8, 3, )", len("Conv2d(8, 3, "))
+    arguments = [label for label, (kind, _) in found.items() if kind == "argument"]
+    assert arguments == ["stride=", "padding=", "dilation=", "groups=", "bias=",
+                         "padding_mode=", "in_channels="]
+    assert found["padding="][1] == ('an int >= 0 or a list of 2 ints >= 0 or "same" or "valid", '
+                                    'default 0')
+    assert found["classes"] == ("value", "block argument")     # arguments may be expressions
+    # a block's own arguments, with their defaults as written
+    found = complete_at(TYPING, "Body(16, )", len("Body(16, "))
+    assert {k: v for k, v in found.items() if v[0] == "argument"} == {
+        "depth=": ("argument", "int, default 2")}
+    written = TYPING.replace("Conv2d(8, 3, )", "Conv2d(8, 3, bias=false, )")
+    found = complete_at(written, "bias=false, )", len("bias=false, "))
+    assert "bias=" not in found and "stride=" in found
+
+
+def test_completion_in_a_block_offers_what_may_start_a_step() -> None:
+    found = complete_at(TYPING, "act ->\n", len("act ->"))
+    assert found["Conv2d"][0] == "layer" and found["relu"][0] == "function"
+    assert found["Body"] == ("block", "block Body(width: int, depth: int = 2)")
+    assert found["repeat"] == ("keyword", "")
+    # the names the block has defined before the cursor, and not those after it
+    assert {k for k, (kind, _) in found.items() if kind == "value"} == \
+        {"classes", "x", "N", "C", "e1", "act", "h"}
+    assert not any(kind == "argument" for kind, _ in found.values())
+
+
+def test_completion_at_the_top_level_and_in_comments_and_strings() -> None:
+    assert set(complete_at(TYPING, "block Net", 0)) == {"block", "import", "init"}
+    assert complete_at(TYPING, "# Lin", len("# Lin")) == {}
+    text = 'block S {\n    input x: [N, 4]\n    repeat 2 as "layer{i'
+    assert complete_at(text, "{i", 2) == {}

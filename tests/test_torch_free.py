@@ -425,3 +425,19 @@ def test_version_is_printed_without_torch():
                             cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [0, f"netspec {netspec.__version__}\n", False]
+
+
+def test_editor_completion_does_not_import_torch():
+    pytest.importorskip("pygls")
+    probe = textwrap.dedent("""
+        import json, sys
+        from netspec.lsp import analyse_document, completions
+        text = "block A {\\n    input x: [N, 4]\\n    EmbeddingBag(\\n"
+        found = completions(analyse_document(text), 4, 1)
+        print(json.dumps([len(found), "torch" in sys.modules]))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    count, torch_imported = json.loads(result.stdout)
+    assert count > 100 and not torch_imported
