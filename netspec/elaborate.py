@@ -411,7 +411,9 @@ class _BodyBuilder:
                                                 stmt.span, hint="return must come last"))
                 break
             try:
-                if isinstance(stmt, ast.Return):
+                if stmt.__class__ is ast.Step:          # the usual statement
+                    running = self.chain(stmt.chain, running)
+                elif isinstance(stmt, ast.Return):
                     returned = self.chain(stmt.value, running)
                 else:
                     running = self.statement(stmt, running)
@@ -424,8 +426,7 @@ class _BodyBuilder:
         return returned if returned is not None else running
 
     def statement(self, stmt: ast.Stmt, running: str) -> str:
-        if isinstance(stmt, ast.Step):
-            return self.chain(stmt.chain, running)
+        """Any statement but a step or a return; the running value after it."""
         if isinstance(stmt, ast.Assign):
             if stmt.name not in self.values and stmt.name != RUNNING:
                 self.check_new_name(stmt.name, stmt.name_span)
