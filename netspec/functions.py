@@ -974,9 +974,9 @@ del _name, _op, _target, _n, _kind, _pool_common
 FUNCTION_NAMES: tuple[str, ...] = tuple(sorted(FUNCTIONS))
 
 
-def lookup_function(name: str) -> FunctionDef | None:
-    """The function registered under ``name``, or None."""
-    return FUNCTIONS.get(name)
+# the function registered under a name, or None: the table's own ``get``, which every stage
+# calls once a node, without a Python call of its own
+lookup_function: Callable[[str], FunctionDef | None] = FUNCTIONS.get
 
 
 # -- dtypes ---------------------------------------------------------------------------------------
