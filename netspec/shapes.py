@@ -9,6 +9,7 @@ Errors are located at the step that fails and name the shape that arrived and it
 from __future__ import annotations
 
 import contextlib
+import operator
 from typing import Any, Iterator
 
 import networkx as nx
@@ -44,13 +45,14 @@ def _layer_key(mod: ModuleIR, shape: Shape) -> tuple | None:
     return None if args is None else (id(mod.layer), shape, args)
 
 
-class _Origin:
-    """Where a value came from, for "the step on line 13 outputs [N, 383, 12, 12]"."""
+class _Origin(tuple):
+    """Where a value came from, ``(span, "step" or "input")``, for "the step on line 13 outputs
+    [N, 383, 12, 12]". A tuple, made as ``_Origin((span, "step"))``: shape inference makes one
+    a node, and a tuple's constructor runs no Python code."""
 
-    __slots__ = ("span", "what")
-
-    def __init__(self, span: Span | None, what: str = "step"):
-        self.span, self.what = span, what
+    __slots__ = ()
+    span = property(operator.itemgetter(0))
+    what = property(operator.itemgetter(1))
 
     def note(self, shape: Shape) -> str | None:
         if self.span is None:
@@ -461,7 +463,7 @@ class _ShapeInference:
                 if self.kind_out is not None:     # absent from kinds: unknown
                     kinds[nid] = self.kind_out
                     self.kind_out = None
-                origins[nid] = _Origin(data["span"])
+                origins[nid] = _Origin((data["span"], "step"))
             if out is not None:
                 for d in out:
                     if d.__class__ is int and d > max_dim:
@@ -585,7 +587,7 @@ class _ShapeInference:
             for key, frag in decl.items.items():
                 env: dict = {}
                 with self.kind_scope(None):
-                    out = self.graph(mod, frag.graph, (), _Origin(decl.span), env, {})
+                    out = self.graph(mod, frag.graph, (), _Origin((decl.span, "step")), env, {})
                     kinds.add(self.kinds.get(list(frag.graph.nodes)[-1]))
                 if out is None:
                     return None
@@ -798,10 +800,10 @@ def infer_shapes(module: ModuleIR, input_shape: Shape | None, sources: SourceMap
                                         hint="add `input x: [N, ...]` or pass --input")],
                             sources)
         shape = module.input_dims
-        origin = _Origin(module.input_span, "input")
+        origin = _Origin((module.input_span, "input"))
     else:
         shape = tuple(input_shape)
-        origin = _Origin(None, "input")
+        origin = _Origin((None, "input"))
     inference.module(module, shape, module.input_span or module.span, origin)
     inference.errors.check()
     lint(module, shaped=True)
