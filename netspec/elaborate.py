@@ -1195,8 +1195,9 @@ class _BodyBuilder:
         statics = expr.args[n_tensors:] if fn.tensors >= 0 else ()
         operand_spans = tuple([a.span for a in operands])
         if not (static_params or statics or expr.keywords):     # nothing to bind: relu(x)
-            return Ref(self.call_function(fn, tuple(tensor_args), {}, expr.span,
-                                          operand_spans=operand_spans))
+            return Ref(self.node(RUNNING, "call_function", target=fn.name,
+                                 args=tuple(tensor_args), span=expr.span,
+                                 operand_spans=operand_spans))
         bound = self.bind_call(f"{name}()", static_params, static_params, statics,
                                expr.keywords, expr.span)
         diagnostics: list[Diagnostic] = []
