@@ -285,6 +285,7 @@ def _show_value(value: Any) -> str:
 
 
 _LITERALS = frozenset({ast.Num, ast.Str, ast.Lit})
+_SPAN_OF = operator.attrgetter("span")
 
 
 def _literal_call(layer: LayerDef, args: tuple, keywords: tuple) -> tuple | None:
@@ -580,8 +581,9 @@ class _BodyBuilder:
         recipe = self.elab.bindings.get(key) if key is not None else None
         if recipe.__class__ is tuple:    # the same literal call again: bound as before
             values, indices = recipe
-            spans = [a.span for a in args] + [k.span for k in keywords]
-            return layer_ir(layer, span, values, {k: spans[i] for k, i in indices})
+            n = len(args)
+            return layer_ir(layer, span, values, {k: (args[i] if i < n else keywords[i - n]).span
+                                                  for k, i in indices})
         if layer.name in _STACKS:
             self.fail("type error", f"{layer.name} takes a module to copy, which netspec writes "
                       f"as a repeat", span, hint=_STACKS[layer.name])
@@ -1193,7 +1195,7 @@ class _BodyBuilder:
             self.fail("type error", f"{name}() needs at least one tensor argument", expr.span)
         static_params = fn.static_params
         statics = expr.args[n_tensors:] if fn.tensors >= 0 else ()
-        operand_spans = tuple([a.span for a in operands])
+        operand_spans = tuple(map(_SPAN_OF, operands))
         if not (static_params or statics or expr.keywords):     # nothing to bind: relu(x)
             return Ref(self.node(RUNNING, "call_function", target=fn.name,
                                  args=tuple(tensor_args), span=expr.span,
