@@ -128,15 +128,17 @@ class Emitter:
                 args = data["args"]
                 if len(args) == 1 and not data["kwargs"]:
                     a = args[0]
-                    call = strip_parens(self.exprs[a.node] if a.__class__ is Ref else self.src(a))
+                    call = self.exprs[a.node] if a.__class__ is Ref else self.src(a)
+                    if call[0] == "(":                   # (x + y): most arguments have none
+                        call = strip_parens(call)
                 else:               # attn(q, k, v, need_weights=False)
                     call = ", ".join([strip_parens(self.src(a)) for a in args] +
                                      [f"{k}={strip_parens(self.src(v))}"
                                       for k, v in data["kwargs"].items()])
                 expr = f"mods[{data['target']!r}]({call})"
-                index = output_index(self.mod.children[data["target"]])
-                if index is not None:
-                    expr += f"[{index}]"     # an LSTM's (output, (h_n, c_n)): the output
+                layer = self.mod.children[data["target"]].layer
+                if layer is not None and layer.output_index is not None:
+                    expr += f"[{layer.output_index}]"   # an LSTM's (output, (h_n, c_n)): the output
                 self.assign(n, data, expr, last_use, now)
                 continue
             if op == "loop":
@@ -168,7 +170,9 @@ class Emitter:
             comment = self.comments.get(shape)
             if comment is None:
                 comment = self.comments[shape] = f"  # {fmt_shape(shape)}"
-        self.lines.append(f"{self.indent}{var} = {strip_parens(expr)}{comment}")
+        if expr[0] == "(":                                # (x + y): a module call has none
+            expr = strip_parens(expr)
+        self.lines.append(f"{self.indent}{var} = {expr}{comment}")
         self.exprs[nid] = var
 
     def loop(self, nid: str, data: dict, last_use: dict, now: int) -> None:
@@ -255,11 +259,6 @@ def _usable_name(name: str) -> bool:
     """Whether a value's preferred name can be a variable of the generated forward."""
     return name.isidentifier() and not keyword.iskeyword(name) and name not in (
         "self", "mods", "torch", "F")
-
-
-def output_index(mod: ModuleIR) -> int | None:
-    """The element of a layer's tuple result that a step passes on; None for one tensor."""
-    return mod.layer.output_index if mod.kind == "layer" and mod.layer is not None else None
 
 
 def strip_parens(expr: str) -> str:
