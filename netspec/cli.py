@@ -16,6 +16,7 @@ with paused(promote=True):
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
+
 def _print_version(wanted: bool) -> None:
     if wanted:
         from netspec import __version__

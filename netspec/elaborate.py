@@ -357,7 +357,8 @@ class _BodyBuilder:
             elab.count(0, span)                  # refuses the spec
         nid = f"{base}_{next(self.ids)}"
         add_node(self.graph, nid, {"op": op, "target": target, "args": args,
-                                   "kwargs": kwargs or NO_ITEMS, "span": span, "name": base, **attrs})
+                                   "kwargs": kwargs or NO_ITEMS, "span": span, "name": base,
+                                   **attrs})
         return nid
 
     # ---- bodies ---------------------------------------------------------------------------
