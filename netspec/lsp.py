@@ -7,11 +7,12 @@ layer with its resolved arguments, or a block's signature; go to definition jump
 used as a step or call to its ``block Name`` (in imported files too), and from a named value,
 ``let``, ``const``, ``param``, block argument or dim symbol to where it is defined.
 Completion offers a layer's, function's or block's arguments not yet given inside its call, and
-elsewhere the keywords, layers, functions, blocks and the names a block has defined so far.
+elsewhere the keywords, layers, functions, blocks and the names a block has defined so far;
+signature help shows the call's parameters, the one at the cursor marked.
 
-The analysis (``analyse_document``, ``hover_text``, ``definition``, ``completions``) works on
-plain values and 1-based spans; only ``create_server`` and ``serve`` need pygls
-(``pip install 'netspec[lsp]'``).
+The analysis (``analyse_document``, ``hover_text``, ``definition``, ``completions``,
+``signature_help``) works on plain values and 1-based spans; only ``create_server`` and
+``serve`` need pygls (``pip install 'netspec[lsp]'``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from netspec.limits import current as current_limits
 
 logger = logging.getLogger("netspec.lsp")
 
-__all__ = ["Completion", "Document", "analyse_document", "completions", "create_server",
-           "definition", "describe_module", "display_name", "from_client", "hover_text",
-           "import_span", "message_of", "serve", "signature", "to_client"]
+__all__ = ["Completion", "Document", "Signature", "analyse_document", "completions",
+           "create_server", "definition", "describe_module", "display_name", "from_client",
+           "hover_text", "import_span", "message_of", "serve", "signature", "signature_help",
+           "to_client"]
 
 
 # ---- loading a document -----------------------------------------------------------------------
@@ -687,8 +689,10 @@ def completions(doc: Document, line: int, column: int) -> list[Completion]:
         keywords = [re.match(r"\s*(\w+)\s*=(?!=)", item) for item in written]
         given = {m.group(1) for m in keywords if m}
         positional = next((i for i, m in enumerate(keywords) if m), len(written))
-        out += [Completion(f"{arg}=", "argument", detail)
-                for i, (arg, detail) in enumerate(_arguments(name, blocks))
+        out += [Completion(f"{arg}=", "argument", kind if default is None else
+                           f"{kind}, read off the input" if default == "inferred" else
+                           f"{kind}, default {default}")
+                for i, (arg, kind, default) in enumerate(_arguments(name, blocks))
                 if arg not in given and i >= positional]
     else:
         out += [Completion(k, "keyword") for k in _BODY_KEYWORDS]
@@ -739,25 +743,71 @@ def _blocks(doc: Document) -> dict[str, list[str]]:
     return found
 
 
-def _arguments(callee: str, blocks: dict[str, list[str]]) -> list[tuple[str, str]]:
+def _arguments(callee: str, blocks: dict[str, list[str]]) -> list[tuple[str, str, str | None]]:
     """The arguments ``callee`` takes, in the order a call gives them by position, each with its
-    type and default as a spec writes them: a block's parameters, a layer's (those it reads off
-    its input last), a function's static ones."""
+    type and its default (None if it has none; "inferred" for a size read off the input) as a
+    spec writes them: a block's parameters, a layer's (those it reads off its input last), a
+    function's static ones."""
     from netspec.args import describe_type, spec_literal
     from netspec.layers import LAYERS, lookup_layer
 
     if callee in blocks:
-        params = [m.groups() for p in blocks[callee] if (m := _BLOCK_PARAM.match(p))]
-        return [(name, kind + (f", default {default}" if default else ""))
-                for name, kind, default in params]
+        return [m.groups() for p in blocks[callee] if (m := _BLOCK_PARAM.match(p))]
     # a layer outside netspec's table is read off torch.nn: not worth importing torch for
     layer = LAYERS.get(callee) or (lookup_layer(callee) if "torch" in sys.modules else None)
     fn = lookup_function(callee) if layer is None else None
     params = () if layer is None and fn is None else fn.static_params if fn is not None else \
         layer.positional + tuple(p for p in layer.params if p not in layer.positional)
-    return [(p.name, describe_type(p.type) if p.required else
-             f"{describe_type(p.type)}, default {spec_literal(p.default)}")
+    inferred = {size.param for size in layer.in_sizes} if layer is not None else set()
+    return [(p.name, describe_type(p.type), "inferred" if p.name in inferred else
+             None if p.required else spec_literal(p.default))
             for p in params if p.name not in ("device", "dtype")]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The call around the cursor: ``Conv2d(out_channels, kernel_size, stride=1, ...)``, its
+    parameters as that label writes them, and the one the cursor is at (None: none of them)."""
+
+    label: str
+    parameters: tuple[str, ...]
+    active: int | None
+
+
+def signature_help(doc: Document, line: int, column: int) -> Signature | None:
+    """The signature of the layer, function or block whose call holds ``line:column``."""
+    call = _call_at(doc, line, column)
+    if call is None:
+        return None
+    name, written, typing = call
+    arguments = _arguments(name, _blocks(doc))
+    if not arguments:
+        return None
+    parameters = tuple(a if default is None else f"{a}={default}" for a, _, default in arguments)
+    names = [a for a, _, _ in arguments]
+    keyword = re.match(r"\s*(\w+)\s*=(?!=)", typing)
+    if keyword:
+        active = names.index(keyword.group(1)) if keyword.group(1) in names else None
+    elif any(re.match(r"\s*\w+\s*=(?!=)", item) for item in written):
+        active = None                        # a positional argument after a keyword one
+    else:
+        active = len(written) if len(written) < len(names) else None
+    return Signature(f"{name}({', '.join(parameters)})", parameters, active)
+
+
+def _call_at(doc: Document, line: int, column: int) -> tuple[str, list[str], str] | None:
+    """The innermost call open at ``line:column``: the name called, the arguments written
+    before the cursor, and the one being typed; None outside calls, comments and strings."""
+    lines = doc.text.split("\n")
+    if not 0 < line <= len(lines):
+        return None
+    before = "\n".join(lines[:line - 1] + [lines[line - 1][:column - 1]])
+    scanned = _scan(before)
+    if scanned is None or not scanned[1] or not scanned[1][-1][0]:
+        return None
+    name, start = scanned[1][-1]
+    *written, typing = _top_level_items(before[start + 1:])
+    return name, written, typing
 
 
 # ---- positions --------------------------------------------------------------------------------
@@ -953,6 +1003,23 @@ def create_server():
             types.CompletionItem(c.label, kind=kinds[c.kind], detail=c.detail or None,
                                  sort_text=f"{i:05d}")
             for i, c in enumerate(found)])
+
+    @server.feature(types.TEXT_DOCUMENT_SIGNATURE_HELP,
+                    types.SignatureHelpOptions(trigger_characters=["(", ","]))
+    def help_signature(ls: NetspecServer, params: types.SignatureHelpParams,
+                       ) -> types.SignatureHelp | None:
+        try:
+            doc = ls.document(params.text_document.uri)
+            found = signature_help(doc, *ls.position(doc, params.position))
+        except Exception:
+            logger.exception("signature help failed")
+            return None
+        if found is None:
+            return None
+        return types.SignatureHelp(
+            [types.SignatureInformation(found.label, parameters=[
+                types.ParameterInformation(p) for p in found.parameters])],
+            active_signature=0, active_parameter=found.active)
 
     return server
 

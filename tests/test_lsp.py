@@ -25,7 +25,7 @@ pytest.importorskip("pygls")
 
 import netspec  # noqa: E402
 from netspec.lsp import (analyse_document, completions, from_client, hover_text,  # noqa: E402
-                         to_client)
+                         signature_help, to_client)
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = ROOT / "tests" / "errors"
@@ -260,6 +260,17 @@ def test_server_over_stdio(client: Client, workspace: Path,
     labels = {i["label"] for i in items}
     assert {"Body", "Linear", "relu"} <= labels and "repeat" not in labels   # in a call
     assert caps["completionProvider"]["triggerCharacters"] == ["(", ","]
+
+    # signature help in the same call: Linear's parameters, the cursor at the first
+    found = client.request("textDocument/signatureHelp", {
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "Linear(256)", 7)})
+    (sig,) = found["signatures"]
+    assert sig["label"] == "Linear(out_features, bias=true, in_features=inferred)"
+    assert [p["label"] for p in sig["parameters"]] == ["out_features", "bias=true",
+                                                       "in_features=inferred"]
+    assert found["activeParameter"] == 0
+    assert client.request("textDocument/signatureHelp", {       # outside any call: nothing
+        "textDocument": {"uri": uri}, "position": position_of(FIXED, "h = relu", 0)}) is None
 
     # definition of a block in an imported file, and of a named value
     location = client.request("textDocument/definition", {
@@ -510,3 +521,31 @@ def test_completion_at_the_top_level_and_in_comments_and_strings() -> None:
     assert complete_at(TYPING, "# Lin", len("# Lin")) == {}
     text = 'block S {\n    input x: [N, 4]\n    repeat 2 as "layer{i'
     assert complete_at(text, "{i", 2) == {}
+
+
+def test_signature_help_marks_the_argument_at_the_cursor() -> None:
+    doc = analyse_document(TYPING)
+
+    def active(needle: str, offset: int) -> tuple[str, int | None] | None:
+        before = TYPING[:TYPING.index(needle) + offset]
+        found = signature_help(doc, before.count("\n") + 1, len(before) - before.rfind("\n"))
+        return None if found is None else (found.parameters[found.active]
+                                           if found.active is not None else None)
+
+    assert active("Conv2d(8, 3, )", len("Conv2d(")) == "out_channels"
+    assert active("Conv2d(8, 3, )", len("Conv2d(8, ")) == "kernel_size"
+    assert active("Conv2d(8, 3, )", len("Conv2d(8, 3, ")) == "stride=1"
+    assert active("Body(16, )", len("Body(16, ")) == "depth=2"
+    found = signature_help(doc, 8, len("    e1 = Conv2d(") + 1)
+    assert found.label.startswith("Conv2d(out_channels, kernel_size, stride=1, padding=0")
+    assert found.label.endswith("in_channels=inferred)")
+    # a keyword being typed is marked wherever it stands; after a keyword, a bare one is not
+    written = TYPING.replace("Conv2d(8, 3, )", "Conv2d(8, groups=2, bias=f)")
+    doc = analyse_document(written)
+    row = written.split("\n").index("    e1 = Conv2d(8, groups=2, bias=f)") + 1
+    column = written.split("\n")[row - 1].index("bias=f") + 6
+    found = signature_help(doc, row, column)
+    assert found.parameters[found.active] == "bias=true"
+    column = written.split("\n")[row - 1].index("bias=f")     # `groups=2, |`
+    assert signature_help(doc, row, column).active is None
+    assert signature_help(doc, 2, 5) is None                  # not in a call
