@@ -79,13 +79,13 @@ def _report(exc: NetspecError) -> None:
         typer.echo(f"{count} errors", err=True)
 
 
-def _run(action: Callable[[], int | None]) -> None:
+def _run(action: Callable[[], int | None], error_status: int = 1) -> None:
     """Run a command; report netspec's own errors without a traceback."""
     try:
         code = action()
     except NetspecError as exc:
         _report(exc)
-        raise typer.Exit(1)
+        raise typer.Exit(error_status)
     raise typer.Exit(code or 0)
 
 
@@ -287,9 +287,11 @@ def diff(old: Path = typer.Argument(..., help="the old .net spec", show_default=
          block: Optional[str] = BlockOpt, input: Optional[str] = InputOpt,
          set: Optional[List[str]] = SetOpt,
          format: str = typer.Option("text", "--format", "-f", help="text, markdown or json"),
+         exit_code: bool = typer.Option(False, "--exit-code", help="exit 1 if the specs "
+                                        "differ and 2 on an error, as diff(1) does"),
          ) -> None:
     """Compare two specs module by module: added, removed, changed; shapes; parameter counts."""
-    def action() -> None:
+    def action() -> int:
         from netspec.api import analyze
         from netspec.diff import FORMATS, diff_specs
 
@@ -297,9 +299,11 @@ def diff(old: Path = typer.Argument(..., help="the old .net spec", show_default=
             raise SpecError([Diagnostic("argument error", f"--format {format!r} is not one of "
                                         + ", ".join(FORMATS))])
         args = _block_args(set)
-        typer.echo(diff_specs(analyze(old, block, input, args=args),
-                              analyze(new, block, input, args=args)).render(format), nl=False)
-    _run(action)
+        found = diff_specs(analyze(old, block, input, args=args),
+                           analyze(new, block, input, args=args))
+        typer.echo(found.render(format), nl=False)
+        return 1 if exit_code and not found.identical else 0
+    _run(action, error_status=2 if exit_code else 1)
 
 
 @app.command()

@@ -175,3 +175,21 @@ def test_added_argument_shows_absent() -> None:
     change = next(c for c in diff_specs(a, b).changed if c.path == "0")
     assert change.args["out_features"] == (2, MISSING)
     assert "out_features: 2 -> (absent)" in change.details()
+
+
+@pytest.mark.parametrize("flag, same, different, error", [
+    ([], 0, 0, 1),                    # by default a difference is not a failure
+    (["--exit-code"], 0, 1, 2),       # as diff(1): 1 if they differ, 2 on an error
+])
+def test_exit_status(tmp_path, capsys, flag, same, different, error) -> None:
+    from netspec.cli import run
+
+    (tmp_path / "old.net").write_text(OLD)
+    (tmp_path / "new.net").write_text(NEW)
+    spec = str(SPECS / "lenet5.net")
+    assert run(["diff", spec, spec, *flag]) == same
+    assert run(["diff", str(tmp_path / "old.net"), str(tmp_path / "new.net"), *flag]) == \
+        different
+    assert run(["diff", spec, str(tmp_path / "missing.net"), *flag]) == error
+    err = capsys.readouterr().err
+    assert "no such spec file" in err and "Traceback" not in err
