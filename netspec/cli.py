@@ -320,14 +320,20 @@ def run(args: list[str] | None = None) -> int:
     """Run one command line (``sys.argv[1:]`` when ``args`` is None) as ``netspec`` does, and
     return its exit status."""
     # what the imports made lives until the command exits: moved out of the collector's sight,
-    # it is not scanned again by each collection that a later import (rich, torch) triggers
-    gc.freeze()
+    # it is not scanned again by each collection that a later import (rich, torch) triggers;
+    # given back afterwards, as the process may go on (and unless something else froze it)
+    freezes = gc.get_freeze_count() == 0
+    if freezes:
+        gc.freeze()
     try:
         app(args, prog_name="netspec")
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         raise
+    finally:
+        if freezes:
+            gc.unfreeze()
     return 0
 
 

@@ -7,6 +7,7 @@ import gc
 
 import pytest
 
+import netspec
 from netspec.gc_pause import gc_paused, paused, promote_all
 
 
@@ -61,3 +62,21 @@ def test_promote_all_leaves_objects_frozen_by_someone_else_alone():
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_cli_run_in_a_process_that_goes_on_leaves_nothing_frozen(capsys):
+    """``netspec.cli.run`` freezes what exists while a command runs; an embedder's process goes
+    on afterwards, so the objects go back to the collector, and its own freeze stays as it was."""
+    from netspec.cli import run
+
+    assert gc.get_freeze_count() == 0
+    assert run(["--version"]) == 0
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert run(["--version"]) == 0
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().out == f"netspec {netspec.__version__}\n" * 2
