@@ -573,7 +573,11 @@ class _BodyBuilder:
             if name in _OTHER_FRAMEWORKS:
                 hint = f"netspec uses torch.nn's layers: {_OTHER_FRAMEWORKS[name]}"
             hint = _CONTAINERS.get(name, hint)
-            self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
+            if name[:1].isupper():
+                self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
+            self.fail("name error", f"unknown name '{name}'", name_span,   # return y, x -> h
+                      hint=hint or f"define it before its use: `{name} = ...` names a value, "
+                                   f"`let {name} = ...` a module")
         return _ModuleValue(self.layer_instance(layer, args, keywords, span))
 
     def layer_instance(self, layer: LayerDef, args: tuple, keywords: tuple,
