@@ -8,10 +8,11 @@ used as a step or call to its ``block Name`` (in imported files too), and from a
 ``let``, ``const``, ``param``, block argument or dim symbol to where it is defined.
 Completion offers a layer's, function's or block's arguments not yet given inside its call, and
 elsewhere the keywords, layers, functions, blocks and the names a block has defined so far;
-signature help shows the call's parameters, the one at the cursor marked.
+signature help shows the call's parameters, the one at the cursor marked; the outline lists the
+blocks and what each defines.
 
 The analysis (``analyse_document``, ``hover_text``, ``definition``, ``completions``,
-``signature_help``) works on plain values and 1-based spans; only ``create_server`` and
+``signature_help``, ``outline``) works on plain values and 1-based spans; only ``create_server`` and
 ``serve`` need pygls (``pip install 'netspec[lsp]'``).
 """
 
@@ -34,10 +35,10 @@ from netspec.limits import current as current_limits
 
 logger = logging.getLogger("netspec.lsp")
 
-__all__ = ["Completion", "Document", "Signature", "analyse_document", "completions",
+__all__ = ["Completion", "Document", "Signature", "Symbol", "analyse_document", "completions",
            "create_server", "definition", "describe_module", "display_name", "from_client",
-           "hover_text", "import_span", "message_of", "serve", "signature", "signature_help",
-           "to_client"]
+           "hover_text", "import_span", "message_of", "outline", "serve", "signature",
+           "signature_help", "to_client"]
 
 
 # ---- loading a document -----------------------------------------------------------------------
@@ -605,6 +606,41 @@ def definition(doc: Document, line: int, column: int) -> Span | None:
     return None
 
 
+# ---- outline ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Symbol:
+    """An entry of the document's outline: a block, with the names it defines under it."""
+
+    name: str
+    kind: str                  # "block", or a definition's: "arg" "input" "dim" "assign" "let"...
+    span: Span                 # the whole definition
+    name_span: Span            # its name
+    detail: str = ""
+    children: tuple["Symbol", ...] = ()
+
+
+_WHAT = {"arg": "argument", "input": "input", "dim": "dim symbol", "assign": "value",
+         "let": "let module", "const": "const tensor", "param": "param tensor"}
+
+
+def outline(doc: Document) -> list[Symbol]:
+    """The blocks of the document's own text, each with its arguments, input, dim symbols,
+    named values, ``let`` modules and tensors in source order; empty while the text does not
+    parse."""
+    tree = doc.tree
+    if tree is None:
+        return []
+    blocks = []
+    for block in tree.blocks:
+        names = [Symbol(d.word, d.kind, getattr(d.node, "span", d.span), d.span, _WHAT[d.kind])
+                 for d in _definitions(block) if d.kind in _WHAT]
+        header = signature(doc, block).split("\n")[1]          # block Name(args)
+        blocks.append(Symbol(block.name, "block", block.span, block.name_span, header,
+                             tuple(names)))
+    return blocks
+
+
 # ---- completion -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -1003,6 +1039,26 @@ def create_server():
             types.CompletionItem(c.label, kind=kinds[c.kind], detail=c.detail or None,
                                  sort_text=f"{i:05d}")
             for i, c in enumerate(found)])
+
+    symbol_kinds = {"block": types.SymbolKind.Class, "arg": types.SymbolKind.TypeParameter,
+                    "input": types.SymbolKind.Variable, "dim": types.SymbolKind.Constant,
+                    "assign": types.SymbolKind.Variable, "let": types.SymbolKind.Field,
+                    "const": types.SymbolKind.Constant, "param": types.SymbolKind.Property}
+
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    def document_symbols(ls: NetspecServer, params: types.DocumentSymbolParams) -> list:
+        try:
+            doc = ls.document(params.text_document.uri)
+
+            def convert(sym: Symbol) -> types.DocumentSymbol:
+                return types.DocumentSymbol(
+                    sym.name, symbol_kinds[sym.kind], ls.range_of(doc, sym.span),
+                    ls.range_of(doc, sym.name_span), detail=sym.detail or None,
+                    children=[convert(c) for c in sym.children] or None)
+            return [convert(b) for b in outline(doc)]
+        except Exception:
+            logger.exception("outline failed")
+            return []
 
     @server.feature(types.TEXT_DOCUMENT_SIGNATURE_HELP,
                     types.SignatureHelpOptions(trigger_characters=["(", ","]))

@@ -25,7 +25,7 @@ pytest.importorskip("pygls")
 
 import netspec  # noqa: E402
 from netspec.lsp import (analyse_document, completions, from_client, hover_text,  # noqa: E402
-                         signature_help, to_client)
+                         outline, signature_help, to_client)
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = ROOT / "tests" / "errors"
@@ -260,6 +260,13 @@ def test_server_over_stdio(client: Client, workspace: Path,
     labels = {i["label"] for i in items}
     assert {"Body", "Linear", "relu"} <= labels and "repeat" not in labels   # in a call
     assert caps["completionProvider"]["triggerCharacters"] == ["(", ","]
+
+    # the outline: the block, and the names it defines
+    (block,) = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+    assert (block["name"], block["kind"], block["selectionRange"]["start"]) == \
+        ("Net", 5, {"line": 2, "character": 6})
+    assert [(c["name"], c["detail"]) for c in block["children"]] == [
+        ("x", "input"), ("N", "dim symbol"), ("h", "value"), ("y", "value")]
 
     # signature help in the same call: Linear's parameters, the cursor at the first
     found = client.request("textDocument/signatureHelp", {
@@ -549,3 +556,24 @@ def test_signature_help_marks_the_argument_at_the_cursor() -> None:
     column = written.split("\n")[row - 1].index("bias=f")     # `groups=2, |`
     assert signature_help(doc, row, column).active is None
     assert signature_help(doc, 2, 5) is None                  # not in a call
+
+
+def test_outline_lists_blocks_and_what_each_defines() -> None:
+    text = """\
+block Head(classes: int = 10) {
+    input x: [N, D]
+    let act = ReLU()
+    const scale = ones(D)
+    h = x * scale -> act
+    return Linear(classes)
+}
+"""
+    (head,) = outline(analyse_document(text))
+    assert (head.name, head.detail) == ("Head", "block Head(classes: int = 10)")
+    assert (head.span.line, head.span.end_line, head.name_span.column) == (1, 7, 7)
+    assert [(c.name, c.kind, c.name_span.line) for c in head.children] == [
+        ("classes", "arg", 1), ("x", "input", 2), ("N", "dim", 2), ("D", "dim", 2),
+        ("act", "let", 3), ("scale", "const", 4), ("h", "assign", 5)]
+    assert all(head.span.line <= c.span.line <= c.span.end_line <= head.span.end_line and
+               c.span.line <= c.name_span.line for c in head.children)
+    assert outline(analyse_document(text.replace("Linear(classes)", "Linear(classes"))) == []
