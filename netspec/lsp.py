@@ -23,7 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from netspec import ast
 from netspec.dims import fmt_shape
@@ -967,6 +967,16 @@ def create_server():
         def position(self, doc: Document, position: Any) -> tuple[int, int]:
             return from_client(doc.text, position.line, position.character, self.encoding)
 
+        def at_position(self, params: Any, ask: Callable[..., Any], what: str) -> tuple[Any, Any]:
+            """The request's document and ``ask(doc, line, column)`` at its position; (None,
+            None), logged, if that fails: a bug in netspec must not take the editor down."""
+            try:
+                doc = self.document(params.text_document.uri)
+                return doc, ask(doc, *self.position(doc, params.position))
+            except Exception:
+                logger.exception("%s failed", what)
+                return None, None
+
     server = NetspecServer()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
@@ -993,12 +1003,7 @@ def create_server():
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     def hover(ls: NetspecServer, params: types.HoverParams) -> types.Hover | None:
-        try:
-            doc = ls.document(params.text_document.uri)
-            text = hover_text(doc, *ls.position(doc, params.position))
-        except Exception:
-            logger.exception("hover failed")
-            return None
+        _, text = ls.at_position(params, hover_text, "hover")
         if text is None:
             return None
         return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text))
@@ -1006,19 +1011,13 @@ def create_server():
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
     def goto_definition(ls: NetspecServer, params: types.DefinitionParams,
                         ) -> types.Location | None:
-        uri = params.text_document.uri
-        try:
-            doc = ls.document(uri)
-            span = definition(doc, *ls.position(doc, params.position))
-            if span is None:
-                return None
-            target = ls.uri_of(doc, uri, span.file)
-            if target is None:
-                return None
-            return types.Location(target, ls.range_of(doc, span))
-        except Exception:
-            logger.exception("definition failed")
+        doc, span = ls.at_position(params, definition, "definition")
+        if span is None:
             return None
+        target = ls.uri_of(doc, params.text_document.uri, span.file)
+        if target is None:
+            return None
+        return types.Location(target, ls.range_of(doc, span))
 
     kinds = {"keyword": types.CompletionItemKind.Keyword, "layer": types.CompletionItemKind.Class,
              "function": types.CompletionItemKind.Function,
@@ -1028,17 +1027,12 @@ def create_server():
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=["(", ","]))
     def complete(ls: NetspecServer, params: types.CompletionParams) -> types.CompletionList:
-        try:
-            doc = ls.document(params.text_document.uri)
-            found = completions(doc, *ls.position(doc, params.position))
-        except Exception:
-            logger.exception("completion failed")
-            found = []
+        _, found = ls.at_position(params, completions, "completion")
         # in the order given: a call's arguments in positional order, then the block's names...
         return types.CompletionList(False, [
             types.CompletionItem(c.label, kind=kinds[c.kind], detail=c.detail or None,
                                  sort_text=f"{i:05d}")
-            for i, c in enumerate(found)])
+            for i, c in enumerate(found or [])])
 
     symbol_kinds = {"block": types.SymbolKind.Class, "arg": types.SymbolKind.TypeParameter,
                     "input": types.SymbolKind.Variable, "dim": types.SymbolKind.Constant,
@@ -1064,12 +1058,7 @@ def create_server():
                     types.SignatureHelpOptions(trigger_characters=["(", ","]))
     def help_signature(ls: NetspecServer, params: types.SignatureHelpParams,
                        ) -> types.SignatureHelp | None:
-        try:
-            doc = ls.document(params.text_document.uri)
-            found = signature_help(doc, *ls.position(doc, params.position))
-        except Exception:
-            logger.exception("signature help failed")
-            return None
+        _, found = ls.at_position(params, signature_help, "signature help")
         if found is None:
             return None
         return types.SignatureHelp(
