@@ -665,6 +665,14 @@ _CALLED = re.compile(r"(\w+)\s*$")                  # the name before a "(": Lin
 _BLOCK_PARAM = re.compile(r"\s*(\w+)\s*:\s*(\w+)\s*(?:=\s*(.*?))?\s*$", re.S)
 
 
+def _before(doc: Document, line: int, column: int) -> str | None:
+    """The document's text before ``line:column``; None for a position outside it."""
+    lines = doc.text.split("\n")
+    if not 0 < line <= len(lines):
+        return None
+    return "\n".join(lines[:line - 1] + [lines[line - 1][:column - 1]])
+
+
 def _scan(before: str) -> tuple[list[int], list[tuple[str, int]]] | None:
     """Where the text before the cursor leaves it: None inside a comment or a string; else the
     offsets of the ``{`` still open, and of the ``(`` and ``[`` still open, each with the name
@@ -708,10 +716,8 @@ def completions(doc: Document, line: int, column: int) -> list[Completion]:
     from netspec.functions import FUNCTION_NAMES
     from netspec.layers import LAYER_NAMES, LAYERS
 
-    lines = doc.text.split("\n")
-    before = "\n".join(lines[:line - 1] + [lines[line - 1][:column - 1]]) \
-        if 0 < line <= len(lines) else doc.text
-    scanned = _scan(before)
+    before = _before(doc, line, column)
+    scanned = _scan(before) if before is not None else None
     if scanned is None:
         return []
     braces, calls = scanned
@@ -722,9 +728,9 @@ def completions(doc: Document, line: int, column: int) -> list[Completion]:
     if calls:                               # Linear(|, cat(a, |: the arguments not given yet
         name, start = calls[-1]
         written = _top_level_items(before[start + 1:])[:-1]    # the last is being typed
-        keywords = [re.match(r"\s*(\w+)\s*=(?!=)", item) for item in written]
-        given = {m.group(1) for m in keywords if m}
-        positional = next((i for i, m in enumerate(keywords) if m), len(written))
+        named = [re.match(r"\s*(\w+)\s*=(?!=)", item) for item in written]
+        given = {m.group(1) for m in named if m}
+        positional = next((i for i, m in enumerate(named) if m), len(written))
         out += [Completion(f"{arg}=", "argument", kind if default is None else
                            f"{kind}, read off the input" if default == "inferred" else
                            f"{kind}, default {default}")
@@ -834,11 +840,8 @@ def signature_help(doc: Document, line: int, column: int) -> Signature | None:
 def _call_at(doc: Document, line: int, column: int) -> tuple[str, list[str], str] | None:
     """The innermost call open at ``line:column``: the name called, the arguments written
     before the cursor, and the one being typed; None outside calls, comments and strings."""
-    lines = doc.text.split("\n")
-    if not 0 < line <= len(lines):
-        return None
-    before = "\n".join(lines[:line - 1] + [lines[line - 1][:column - 1]])
-    scanned = _scan(before)
+    before = _before(doc, line, column)
+    scanned = _scan(before) if before is not None else None
     if scanned is None or not scanned[1] or not scanned[1][-1][0]:
         return None
     name, start = scanned[1][-1]
