@@ -9,10 +9,10 @@ used as a step or call to its ``block Name`` (in imported files too), and from a
 Completion offers a layer's, function's or block's arguments not yet given inside its call, and
 elsewhere the keywords, layers, functions, blocks and the names a block has defined so far;
 signature help shows the call's parameters, the one at the cursor marked; the outline lists the
-blocks and what each defines.
+blocks and what each defines; formatting lays the document out as ``netspec fmt`` does.
 
 The analysis (``analyse_document``, ``hover_text``, ``definition``, ``completions``,
-``signature_help``, ``outline``) works on plain values and 1-based spans; only ``create_server`` and
+``signature_help``, ``outline``, ``formatted``) works on plain values and 1-based spans; only ``create_server`` and
 ``serve`` need pygls (``pip install 'netspec[lsp]'``).
 """
 
@@ -36,9 +36,9 @@ from netspec.limits import current as current_limits
 logger = logging.getLogger("netspec.lsp")
 
 __all__ = ["Completion", "Document", "Signature", "Symbol", "analyse_document", "completions",
-           "create_server", "definition", "describe_module", "display_name", "from_client",
-           "hover_text", "import_span", "message_of", "outline", "serve", "signature",
-           "signature_help", "to_client"]
+           "create_server", "definition", "describe_module", "display_name", "formatted",
+           "from_client", "hover_text", "import_span", "message_of", "outline", "serve",
+           "signature", "signature_help", "to_client"]
 
 
 # ---- loading a document -----------------------------------------------------------------------
@@ -641,6 +641,20 @@ def outline(doc: Document) -> list[Symbol]:
     return blocks
 
 
+# ---- formatting -------------------------------------------------------------------------------
+
+def formatted(doc: Document) -> str | None:
+    """The document's text in ``netspec fmt``'s layout; None if the text does not parse (the
+    diagnostics say why) or is already laid out so."""
+    from netspec.fmt import format_source
+
+    try:
+        text = format_source(doc.text, doc.name)
+    except NetspecError:
+        return None
+    return text if text != doc.text else None
+
+
 # ---- completion -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -1036,6 +1050,20 @@ def create_server():
             types.CompletionItem(c.label, kind=kinds[c.kind], detail=c.detail or None,
                                  sort_text=f"{i:05d}")
             for i, c in enumerate(found or [])])
+
+    @server.feature(types.TEXT_DOCUMENT_FORMATTING)
+    def format_document(ls: NetspecServer, params: types.DocumentFormattingParams) -> list:
+        try:
+            doc = ls.document(params.text_document.uri)
+            text = formatted(doc)
+        except Exception:
+            logger.exception("formatting failed")
+            return []
+        if text is None:
+            return []
+        last = doc.text.split("\n")
+        end = types.Position(len(last) - 1, _units(last[-1], ls.encoding))
+        return [types.TextEdit(types.Range(types.Position(0, 0), end), text)]   # all of it
 
     symbol_kinds = {"block": types.SymbolKind.Class, "arg": types.SymbolKind.TypeParameter,
                     "input": types.SymbolKind.Variable, "dim": types.SymbolKind.Constant,

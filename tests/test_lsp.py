@@ -24,8 +24,8 @@ import pytest
 pytest.importorskip("pygls")
 
 import netspec  # noqa: E402
-from netspec.lsp import (analyse_document, completions, from_client, hover_text,  # noqa: E402
-                         outline, signature_help, to_client)
+from netspec.lsp import (analyse_document, completions, formatted, from_client,  # noqa: E402
+                         hover_text, outline, signature_help, to_client)
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = ROOT / "tests" / "errors"
@@ -344,6 +344,23 @@ def test_server_over_stdio(client: Client, workspace: Path,
     assert d["range"]["start"] == {"line": 0, "character": 0}
     assert d["message"].startswith("sub/lib.net:5:5: syntax error")
 
+    # formatting: one edit replacing the whole text with fmt's layout; none for a laid-out one
+    messy = FIXED.replace("    hidden: Linear(256)", "  hidden:Linear( 256 )")
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": uri, "version": 5}, "contentChanges": [{"text": messy}]})
+    client.diagnostics(uri, version=5)
+    (edit,) = client.request("textDocument/formatting", {
+        "textDocument": {"uri": uri}, "options": {"tabSize": 4, "insertSpaces": True}})
+    lines = messy.split("\n")
+    assert edit == {"range": {"start": {"line": 0, "character": 0},
+                              "end": {"line": len(lines) - 1, "character": len(lines[-1])}},
+                    "newText": FIXED}
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": uri, "version": 6}, "contentChanges": [{"text": FIXED}]})
+    client.diagnostics(uri, version=6)
+    assert client.request("textDocument/formatting", {
+        "textDocument": {"uri": uri}, "options": {"tabSize": 4, "insertSpaces": True}}) == []
+
     assert client.request("shutdown", None) is None
     client.notify("exit", None)
     assert client.proc.wait(timeout=TIMEOUT) == 0
@@ -577,3 +594,13 @@ block Head(classes: int = 10) {
     assert all(head.span.line <= c.span.line <= c.span.end_line <= head.span.end_line and
                c.span.line <= c.name_span.line for c in head.children)
     assert outline(analyse_document(text.replace("Linear(classes)", "Linear(classes"))) == []
+
+
+def test_formatting_gives_fmt_layout_and_nothing_for_text_that_does_not_parse() -> None:
+    from netspec.fmt import format_source
+
+    messy = "block A {\n  input x:[N,4]\n  Linear( 3 );ReLU()\n}\n"
+    assert formatted(analyse_document(messy)) == format_source(messy) == \
+        "block A {\n    input x: [N, 4]\n    Linear(3)\n    ReLU()\n}\n"
+    assert formatted(analyse_document(format_source(messy))) is None      # already laid out
+    assert formatted(analyse_document("block A {\n  Linear(3\n}\n")) is None
