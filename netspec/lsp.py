@@ -12,8 +12,8 @@ signature help shows the call's parameters, the one at the cursor marked; the ou
 blocks and what each defines; formatting lays the document out as ``netspec fmt`` does.
 
 The analysis (``analyse_document``, ``hover_text``, ``definition``, ``completions``,
-``signature_help``, ``outline``, ``formatted``) works on plain values and 1-based spans; only ``create_server`` and
-``serve`` need pygls (``pip install 'netspec[lsp]'``).
+``signature_help``, ``outline``, ``formatted``) works on plain values and 1-based spans; only
+``create_server`` and ``serve`` need pygls (``pip install 'netspec[lsp]'``).
 """
 
 from __future__ import annotations
