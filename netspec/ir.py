@@ -120,9 +120,8 @@ class ModuleIR:
             seen.add(mod.uid)
             yield path, mod
             if mod.children:             # a layer has none: most of a tree's modules
-                dot = f"{path}." if path else ""     # join_path, without a call a child
                 for name, child in mod.children.items():
-                    queue.append((dot + name, child))
+                    queue.append((join_path(path, name), child))
 
 
 class _NoItems(dict):
