@@ -308,20 +308,22 @@ def _values_and_spans(bound: dict[str, Arg]) -> tuple[dict[str, Any], dict[str, 
     return {k: a.value for k, a in bound.items()}, {k: a.span for k, a in bound.items()}
 
 
-def _binding_recipe(bound: dict[str, Arg], args: tuple, keywords: tuple) -> tuple | bool:
-    """How a literal call bound: its arguments (one dict, which every call like it shares: a
-    ``ModuleIR``'s arguments are replaced, never changed), and for each parameter the index of
-    the argument written for it, counting keywords after positional arguments. False where an
-    argument came from elsewhere (a variadic's gathered tuple): such a call is bound afresh."""
+def _binding_indices(bound: dict[str, Arg], args: tuple, keywords: tuple) -> tuple | None:
+    """How a literal call bound: for each parameter, the index of the argument written for it,
+    counting keywords after positional arguments. None where an argument came from elsewhere
+    (a variadic's gathered tuple): such a call is bound afresh.
+
+    A later call like it takes the first one's dict of values (a ``ModuleIR``'s arguments are
+    replaced, never changed) and its own spans at these indices."""
     where = {id(a.span): i for i, a in enumerate(args)}
     where.update({id(k.span): len(args) + i for i, k in enumerate(keywords)})
     indices = []
     for name, arg in bound.items():
         index = where.get(id(arg.span))
         if index is None:
-            return False
+            return None
         indices.append((name, index))
-    return {k: a.value for k, a in bound.items()}, tuple(indices)
+    return tuple(indices)
 
 
 class _BodyBuilder:
@@ -598,9 +600,11 @@ class _BodyBuilder:
             if all(i < len(args) or name in given for i, name in required):
                 return self.two_readings(layer, args, keywords, span)
         bound = self.bind_call(layer.name, layer.params, layer.positional, args, keywords, span)
+        values, spans = _values_and_spans(bound)
         if key is not None:
-            self.elab.bindings[key] = _binding_recipe(bound, args, keywords)
-        return layer_ir(layer, span, *_values_and_spans(bound))
+            indices = _binding_indices(bound, args, keywords)
+            self.elab.bindings[key] = (values, indices) if indices is not None else False
+        return layer_ir(layer, span, values, spans)
 
     def two_readings(self, layer: LayerDef, args: tuple, keywords: tuple, span: Span) -> ModuleIR:
         """A call whose positional arguments reach the input size in torch's order: ``LSTM(64,
@@ -1202,9 +1206,8 @@ class _BodyBuilder:
         statics = expr.args[n_tensors:] if fn.tensors >= 0 else ()
         operand_spans = tuple(map(_SPAN_OF, operands))
         if not (static_params or statics or expr.keywords):     # nothing to bind: relu(x)
-            return Ref(self.node(RUNNING, "call_function", target=fn.name,
-                                 args=tuple(tensor_args), span=expr.span,
-                                 operand_spans=operand_spans))
+            return Ref(self.call_function(fn, tuple(tensor_args), {}, expr.span,
+                                          operand_spans=operand_spans))
         bound = self.bind_call(f"{name}()", static_params, static_params, statics,
                                expr.keywords, expr.span)
         diagnostics: list[Diagnostic] = []
