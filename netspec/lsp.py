@@ -673,7 +673,6 @@ _DEFINED = (re.compile(r"^[ \t]*(?:let|const|param)[ \t]+(\w+)", re.M),      # l
             re.compile(r"^[ \t]*(\w+)[ \t]*=(?!=)", re.M),                   # y = ...
             re.compile(r"\brepeat\b[^{\n]*\bas[ \t]+(\w+)"))                # repeat n as k
 _INPUT = re.compile(r"^[ \t]*input[ \t]+(\w+)[ \t]*:[ \t]*\[([^\]]*)\]", re.M)
-_HEADER = re.compile(r"\bblock[ \t]+\w+[ \t]*\(([^)]*)\)")
 _BLOCK = re.compile(r"^[ \t]*block[ \t]+(\w+)[ \t]*(?:\(([^)]*)\))?", re.M)
 _CALLED = re.compile(r"(\w+)\s*$")                  # the name before a "(": Linear(
 _BLOCK_PARAM = re.compile(r"\s*(\w+)\s*:\s*(\w+)\s*(?:=\s*(.*?))?\s*$", re.S)
@@ -753,10 +752,9 @@ def completions(doc: Document, line: int, column: int) -> list[Completion]:
     else:
         out += [Completion(k, "keyword") for k in _BODY_KEYWORDS]
     body = before[braces[0]:]
-    header = before[:braces[0]].rsplit("\n", 1)[-1]
-    names: dict[str, str] = {}
-    for params in _HEADER.findall(header):
-        names.update((m, "block argument") for m in re.findall(r"(\w+)\s*:", params))
+    header = _BLOCK.match(before[:braces[0]].rsplit("\n", 1)[-1])    # block Name(...) {
+    names = {arg: "block argument" for arg, _, _ in _arguments(header.group(1), blocks)} \
+        if header else {}
     for value, dims in _INPUT.findall(body):
         names[value] = "the block's input"
         names.update((d, "dim symbol") for d in re.findall(r"[A-Za-z_]\w*", dims))
