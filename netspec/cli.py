@@ -251,7 +251,8 @@ def fmt_(files: List[Path] = typer.Argument(..., help=".net files, or folders of
          ) -> None:
     """Rewrite FILES in netspec's canonical layout, in place; `-` formats stdin to stdout."""
     def action() -> int:
-        from netspec.fmt import format_file, format_source, spec_files
+        from netspec.fmt import format_file, format_source
+        from netspec.program import spec_files
 
         if Path("-") in files:
             if len(files) > 1:
@@ -308,7 +309,7 @@ def diff(old: Path = typer.Argument(..., help="the old .net spec", show_default=
 
 @app.command()
 def lsp() -> None:
-    """Run the language server over stdio: live diagnostics, hover, definitions, completion."""
+    """Run the language server over stdio: diagnostics, hover, definitions, completion, fmt."""
     def action() -> None:
         from netspec.lsp import serve
 
