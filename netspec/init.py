@@ -18,7 +18,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, NamedTuple
 
 from pydantic import Field
 
@@ -104,7 +104,7 @@ class InitRuleIR:
         return self.pattern is None or fnmatch.fnmatchcase(relative_path, self.pattern)
 
 
-@dataclass
+@dataclass(slots=True)
 class Assignment:
     """The rule chosen for one parameter (``rule`` None: the layer's own default init)."""
 
@@ -113,12 +113,12 @@ class Assignment:
     rule: InitRuleIR | None
 
 
-@dataclass(frozen=True)
-class ModuleSite:
+class ModuleSite(NamedTuple):
     """One module as ``named_modules()`` of the model yields it, with its own parameters.
 
     Rules are matched against these records, so a model built with torch and the tensor
-    tables of an IR (``netspec.tensors``) are planned by the same code.
+    tables of an IR (``netspec.tensors``) are planned by the same code. A named tuple: one is
+    made for every module of a model, and a frozen dataclass costs four times as much to make.
     """
 
     path: str
@@ -129,7 +129,7 @@ class ModuleSite:
 
 def init_plan(model) -> dict[int, Assignment]:
     """For every parameter of a built model (by ``id``): the rule that initialises it."""
-    sites = [ModuleSite(path, type(module).__name__, getattr(module, "_netspec_ir", None),
+    sites = [ModuleSite(path, type(module).__name__, module.__dict__.get("_netspec_ir"),
                         tuple(own_tensors(module._parameters)))
              for path, module in model.named_modules()]
     return plan_sites(sites, getattr(getattr(model, "_netspec", None), "sources", None))
@@ -192,7 +192,7 @@ def materialize(model, device: Any = None, seed: int | None = None):
     if device.type == "meta":
         init_plan(model)   # rules that match nothing are errors on any device
         return model
-    _check_size(model)
+    size = _check_size(model)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
@@ -208,13 +208,13 @@ def materialize(model, device: Any = None, seed: int | None = None):
                                          "without memory")]) from None
         _reapply_ties(model)
         plan = init_plan(model)    # after to_empty: parameters are new objects
-        modules = [(m, how, _own_bytes(m)) for m, how in _unique_modules(model)]
-        with torch.no_grad(), progress("initialising", sum(n for *_, n in modules)) as advance:
-            for module, how, size in modules:
+        modules = list(_unique_modules(model))     # listed before any module is initialised
+        with torch.no_grad(), progress("initialising", size, _own_bytes) as advance:
+            for module, how in modules:
                 if how == "whole":
                     _init_from_constructor(module, device, recurse=True)
                 _init_module(module, plan, device, by_default=how == "own")
-                advance(size)
+                advance(module)
     return model
 
 
@@ -236,26 +236,33 @@ def _to_empty(model, device) -> None:
     model._apply(empty)
 
 
-def _check_size(model) -> None:
-    """Refuse, before allocating, a model larger than ``Limits.max_elements``."""
+def _check_size(model) -> int:
+    """Refuse, before allocating, a model larger than ``Limits.max_elements``; the bytes its
+    tensors will take."""
     from netspec.errors import LimitError
     from netspec.limits import current
 
-    tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    # each tensor once, read from the modules' dicts: torch's generators cost more than this
+    tensors = {id(t): t for module in model.modules()
+               for own in (module._parameters, module._buffers)
+               for t in own.values() if t is not None}
     total = sum(t.numel() for t in tensors.values())
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
     limit = current().max_elements
     if total > limit:
-        size = sum(t.numel() * t.element_size() for t in tensors.values())
         raise LimitError([Diagnostic("limit error", f"this model has {total:,} parameter and "
                                      f"buffer values ({size / 1e9:,.1f} GB); the limit is "
                                      f"{limit:,}", hint="raise Limits.max_elements, or build "
                                      "with device=\"meta\" to inspect it without memory")])
+    return size
 
 
 def own_tensors(tensors: dict[str, Any]) -> list[tuple[str, Any]]:
     """A module's own ``_parameters`` or ``_buffers`` as ``named_parameters(recurse=False)``
     gives them: unset ones left out, each tensor once. Read from the dict directly: torch's
     generators cost about 5 µs a call, several calls a module."""
+    if not tensors:          # activations and containers hold no tensors of their own
+        return []
     seen: set[int] = set()
     out = []
     for name, t in tensors.items():

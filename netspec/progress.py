@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 THRESHOLD = 256 * 1024 * 1024
 
@@ -23,10 +23,16 @@ def _wanted(total: int) -> bool:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """``advance(n)`` for ``total`` units of work (bytes), with a bar when it is worth one."""
+def progress(description: str, total: int,
+             measure: Callable[[Any], int] | None = None) -> Iterator[Callable[[Any], None]]:
+    """``advance(n)`` for ``total`` units of work (bytes), with a bar when it is worth one.
+
+    With ``measure``, ``advance(item)`` counts ``measure(item)`` units, and ``measure`` runs
+    only while a bar is shown: the size of each piece of work is then not worked out for
+    nothing (a model's modules: a microsecond each, most of them holding no tensors).
+    """
     if not _wanted(total):
-        yield lambda n: None
+        yield _ignore
         return
     from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
@@ -37,4 +43,11 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
                    TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
     with bar:
         task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+        if measure is None:
+            yield lambda n: bar.advance(task, n)
+        else:
+            yield lambda item: bar.advance(task, measure(item))
+
+
+def _ignore(item: Any) -> None:
+    """``advance`` without a bar."""
