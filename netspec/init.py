@@ -223,8 +223,15 @@ def _to_empty(model, device) -> None:
 
     ``to_empty`` calls ``torch.empty_like`` on each meta tensor, whose meta kernel is written
     in Python (about 70 µs a tensor). A dense tensor's new storage needs only its sizes,
-    strides and dtype, which ``empty_strided`` takes directly (a few µs); ``_apply`` is what
-    ``to_empty`` itself runs, keeping each Parameter a Parameter.
+    strides and dtype, which ``empty_strided`` takes directly (a few µs).
+
+    ``to_empty`` runs ``Module._apply``, which for a meta tensor moving to another device
+    comes down to a new ``Parameter`` for each parameter and a new tensor for each buffer; its
+    general case (``.data`` swaps, gradients, ``swap_tensors``) costs three times as much, a
+    module at a time. So that is done here directly, with a parameter held by several
+    modules (a tie, a shared module) made once. A module whose class has its own ``_apply``
+    (an RNN re-flattens its weights in it) runs that, as does everything when torch is set to
+    swap tensors on conversion.
     """
     import torch
 
@@ -233,7 +240,27 @@ def _to_empty(model, device) -> None:
             return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=device)
         return torch.empty_like(t, device=device)
 
-    model._apply(empty)
+    if torch.__future__.get_swap_module_params_on_conversion():
+        model._apply(empty)
+        return
+    plain = torch.nn.Module._apply
+    parameter = torch.nn.Parameter
+    made: dict[int, Any] = {}              # id of a meta parameter -> its new parameter
+    for module in model.modules():
+        if type(module)._apply is not plain:
+            module._apply(empty, recurse=False)
+            continue
+        params = module._parameters
+        for name, p in params.items():     # replacing values, not keys: iteration is safe
+            if p is not None:
+                new = made.get(id(p))
+                if new is None:
+                    new = made[id(p)] = parameter(empty(p), p.requires_grad)
+                params[name] = new
+        buffers = module._buffers
+        for name, b in buffers.items():
+            if b is not None:
+                buffers[name] = empty(b)
 
 
 def _check_size(model) -> int:

@@ -661,6 +661,47 @@ def test_meta_then_materialize_keeps_ties_and_rules():
     assert states_equal(direct, done)
 
 
+def _sharing(model: nn.Module) -> list[list[str]]:
+    """The names of each parameter and buffer, grouped by the tensor object they name."""
+    groups: dict[int, list[str]] = {}
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + \
+            list(model.named_buffers(remove_duplicate=False)):
+        groups.setdefault(id(t), []).append(name)
+    return sorted(groups.values())
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=[p.name for p in SPEC_FILES])
+def test_allocation_is_torch_to_empty_with_sharing_kept(path):
+    """materialize allocates as ``Module.to_empty`` does (its own loop is faster): the same
+    names, shapes, strides, dtypes and parameter flags, on the device, and a tensor that several
+    modules hold on the meta device is still one tensor."""
+    from netspec.init import _to_empty
+
+    ours = netspec.build(path, device="meta")
+    sharing = _sharing(ours)
+    _to_empty(ours, torch.device("cpu"))
+    theirs = netspec.build(path, device="meta").to_empty(device="cpu")
+
+    def layout(model):
+        return [(name, type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
+                for name, t in list(model.named_parameters(remove_duplicate=False)) +
+                list(model.named_buffers(remove_duplicate=False))]
+    assert layout(ours) == layout(theirs)
+    assert _sharing(ours) == sharing
+
+
+def test_materialize_when_torch_swaps_tensors_on_conversion():
+    """With torch's swap-on-conversion setting, allocation is left to ``Module._apply``."""
+    previous = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        done = netspec.materialize(netspec.build(SPECS / "tied.net", device="meta"), seed=5)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(previous)
+    assert states_equal(done, netspec.build(SPECS / "tied.net", seed=5))
+    assert done[2].weight is done[4].weight
+
+
 def _digest(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
