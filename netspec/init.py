@@ -206,7 +206,6 @@ def materialize(model, device: Any = None, seed: int | None = None):
                                          f"{device}: {str(exc).splitlines()[0]}",
                                          hint="build with device=\"meta\" to inspect it "
                                          "without memory")]) from None
-        _reapply_ties(model)
         plan = init_plan(model)    # after to_empty: parameters are new objects
         modules = list(_unique_modules(model))     # listed before any module is initialised
         with torch.no_grad(), progress("initialising", size, _own_bytes) as advance:
@@ -231,7 +230,8 @@ def _to_empty(model, device) -> None:
     module at a time. So that is done here directly, with a parameter held by several
     modules (a tie, a shared module) made once. A module whose class has its own ``_apply``
     (an RNN re-flattens its weights in it) runs that, as does everything when torch is set to
-    swap tensors on conversion.
+    swap tensors on conversion; ``_apply`` makes a parameter anew for each module holding it,
+    so the spec's ties are then made again.
     """
     import torch
 
@@ -242,13 +242,16 @@ def _to_empty(model, device) -> None:
 
     if torch.__future__.get_swap_module_params_on_conversion():
         model._apply(empty)
+        _reapply_ties(model)
         return
     plain = torch.nn.Module._apply
     parameter = torch.nn.Parameter
     made: dict[int, Any] = {}              # id of a meta parameter -> its new parameter
+    applied = False
     for module in model.modules():
         if type(module)._apply is not plain:
             module._apply(empty, recurse=False)
+            applied = True
             continue
         params = module._parameters
         for name, p in params.items():     # replacing values, not keys: iteration is safe
@@ -261,6 +264,8 @@ def _to_empty(model, device) -> None:
         for name, b in buffers.items():
             if b is not None:
                 buffers[name] = empty(b)
+    if applied:
+        _reapply_ties(model)
 
 
 def _check_size(model) -> int:

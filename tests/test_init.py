@@ -690,6 +690,21 @@ def test_allocation_is_torch_to_empty_with_sharing_kept(path):
     assert _sharing(ours) == sharing
 
 
+def test_tie_inside_a_layer_with_its_own_apply():
+    """An LSTM allocates through its own ``_apply`` (which re-flattens its weights); a tie
+    into it holds afterwards, and the weights its kernel reads are its parameters."""
+    model = build("""
+    block A {
+        input x: [N, 5, 8]
+        rnn: LSTM(8, batch_first=true)
+        tie rnn.weight_hh_l0 = rnn.weight_ih_l0
+    }
+    """, seed=0)
+    rnn = model.rnn
+    assert rnn.weight_hh_l0 is rnn.weight_ih_l0 and not rnn.weight_hh_l0.is_meta
+    assert all(w is getattr(rnn, n) for w, n in zip(rnn._flat_weights, rnn._flat_weights_names))
+
+
 def test_materialize_when_torch_swaps_tensors_on_conversion():
     """With torch's swap-on-conversion setting, allocation is left to ``Module._apply``."""
     previous = torch.__future__.get_swap_module_params_on_conversion()
