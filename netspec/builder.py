@@ -18,7 +18,7 @@ from torch import nn
 from netspec.codegen import forward_source, tensor_source
 from netspec.errors import Diagnostic, SpecError
 from netspec.gc_pause import gc_paused
-from netspec.ir import ModuleIR, child_modules, forward_class_name, is_sequential
+from netspec.ir import ModuleIR, forward_class_name, is_sequential, sequential_children
 
 _GENERATED = "netspec.generated"
 _classes: dict[tuple[str, str], type] = {}
@@ -148,7 +148,7 @@ class _Builder:
         assert mod.graph is not None
         if is_sequential(mod):
             children = OrderedDict((name, self.module(child))
-                                   for name, child in child_modules(mod))
+                                   for name, child in sequential_children(mod))
             module = _sequential_class(mod.cls_name)(children)
         else:
             module = self.dataflow(mod)

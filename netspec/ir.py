@@ -272,14 +272,12 @@ def is_sequential(mod: ModuleIR) -> bool:
     return True
 
 
-def child_modules(mod: ModuleIR) -> list[tuple[str, ModuleIR]]:
-    """The children of a block's built module, by name, in order.
+def sequential_children(mod: ModuleIR) -> list[tuple[str, ModuleIR]]:
+    """The children of a Sequential block's built module (``is_sequential``), in order.
 
-    In a Sequential a ``let`` module sits at each position it is used, as in PyTorch's own
-    tied example; elsewhere every child appears once, under its name.
+    A ``let`` module sits at each position it is used, as in PyTorch's own tied example;
+    every other child appears once, under its name.
     """
-    if not is_sequential(mod):
-        return list(mod.children.items())
     children = []
     for _, data in mod.graph.nodes(data=True):
         if data["op"] == "call_module":

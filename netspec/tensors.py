@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 from netspec.dims import Shape
 from netspec.init import ModuleSite
-from netspec.ir import (ModuleIR, child_modules, forward_class_name, is_sequential,
-                        join_path)
+from netspec.ir import (ModuleIR, forward_class_name, is_sequential, join_path,
+                        sequential_children)
 
 
 class Unknown(Exception):
@@ -149,7 +149,7 @@ class _Mirror:
     def block(self, mod: ModuleIR) -> StaticModule:
         if is_sequential(mod):
             module = StaticModule(mod.cls_name, mod, mod)
-            for name, child in child_modules(mod):
+            for name, child in sequential_children(mod):
                 module.children[name] = self.module(child)
         else:
             module = self.dataflow(mod)
