@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from netspec.dims import Shape, Sym
 from netspec.elaborate import elaborate
 from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
-from netspec.ir import ModuleIR, lint
+from netspec.ir import ModuleIR, has_init_rules, lint
 from netspec.limits import Limits, using
 from netspec.notes import spec_notes
 from netspec.program import Program, load
@@ -234,8 +234,7 @@ def check_init_rules(analysis: Analysis) -> None:
     The rules are matched against the parameters the layers' tensor tables name; only a layer
     without a table needs torch to say what it holds (a build on the meta device).
     """
-    if any(mod.init_rules for _, mod in analysis.ir.walk()) and \
-            matched_static_model(analysis) is None:
+    if has_init_rules(analysis.ir) and matched_static_model(analysis) is None:
         build_analysis(analysis, device="meta")
 
 
@@ -250,7 +249,7 @@ def matched_static_model(analysis: Analysis):
         model = static_model(analysis.ir)
     except Unknown:
         return None
-    if any(mod.init_rules for _, mod in analysis.ir.walk()):
+    if has_init_rules(analysis.ir):
         plan_sites(model.sites(), analysis.sources)
     return model
 

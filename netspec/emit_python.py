@@ -41,7 +41,7 @@ from netspec.builder import is_sequential
 from netspec.codegen import Emitter, strip_parens, forward_source, static_source, tensor_source
 from netspec.dims import Sym, fmt_shape
 from netspec.functions import lookup_function
-from netspec.ir import Fragment, ModuleIR, forward_class_name
+from netspec.ir import Fragment, ModuleIR, forward_class_name, has_init_rules
 
 WIDTH = 99          # the longest line the output aims for
 _INDENT = "    "
@@ -726,7 +726,7 @@ class _Program:
                  "# Standalone PyTorch: needs only torch. build() returns the model with",
                  "# PyTorch's default initialisation; load a state_dict saved from netspec's",
                  "# model for its weights."]
-        if any(m.init_rules for _, m in ir.walk()):
+        if has_init_rules(ir):
             lines.append("# The spec's init rules are not reproduced here.")
         return "\n".join(line for line in lines if line is not None)
 

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from netspec.errors import Diagnostic, SpecError, Span, did_you_mean
 from netspec.gc_pause import gc_paused
+from netspec.ir import has_init_rules
 from netspec.progress import progress
 from netspec.registry import Param
 
@@ -189,8 +190,12 @@ def materialize(model, device: Any = None, seed: int | None = None):
     import torch
 
     device = torch.device(device if device is not None else "cpu")
+    root = model.__dict__.get("_netspec_ir")
+    # without rules, every tensor takes its layer's default and no rule can match nothing
+    rules = root is None or has_init_rules(root)
     if device.type == "meta":
-        init_plan(model)   # rules that match nothing are errors on any device
+        if rules:
+            init_plan(model)   # rules that match nothing are errors on any device
         return model
     size = _check_size(model)
     devices = [device] if device.type == "cuda" else []
@@ -206,7 +211,7 @@ def materialize(model, device: Any = None, seed: int | None = None):
                                          f"{device}: {str(exc).splitlines()[0]}",
                                          hint="build with device=\"meta\" to inspect it "
                                          "without memory")]) from None
-        plan = init_plan(model)    # after to_empty: parameters are new objects
+        plan = init_plan(model) if rules else {}   # after to_empty: new parameters
         modules = list(_unique_modules(model))     # listed before any module is initialised
         with torch.no_grad(), progress("initialising", size, _own_bytes) as advance:
             for module, how in modules:

@@ -272,6 +272,11 @@ def is_sequential(mod: ModuleIR) -> bool:
     return True
 
 
+def has_init_rules(root: ModuleIR) -> bool:
+    """Whether any block of the tree (or the file, whose rules the root holds) has init rules."""
+    return any(mod.init_rules for _, mod in root.walk())
+
+
 def sequential_children(mod: ModuleIR) -> list[tuple[str, ModuleIR]]:
     """The children of a Sequential block's built module (``is_sequential``), in order.
 
