@@ -61,7 +61,7 @@ def _child(args: list[str]) -> dict:
 def run(quick: bool, log=print, directory: str | None = None) -> dict:
     import netspec
 
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5     # one write or read can take three times another here
     tmp = Path(tempfile.mkdtemp(prefix="netspec-bench-", dir=directory))
     try:
         model = netspec.build(SPEC, seed=0)

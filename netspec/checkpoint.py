@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import struct
 import tempfile
 import warnings
@@ -37,6 +38,7 @@ from netspec.progress import progress
 
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
 _CRC_SLOT = "00000000"   # the CRC's place in the header, filled in after the data is written
+_PIECE = 8 * 1024 * 1024   # bytes read at a time
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
            "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
            "BOOL": "bool"}
@@ -165,23 +167,42 @@ def save(model, path: str | Path) -> None:
     key = f'"netspec.crc32":"{_CRC_SLOT}"'.encode()
     slot = header.index(key) + len(key) - len(_CRC_SLOT) - 1
     total = sum(t.numel() * t.element_size() for t in tensors.values())
-    views = [_bytes(t) for t in tensors.values()]
-    with atomic_file(path) as f, progress(f"writing {Path(path).name}", total) as advance, \
-            ThreadPoolExecutor(max_workers=1) as checksummer:
-        # zlib.crc32 and write both release the GIL: the checksum runs beside the writes
-        crc = checksummer.submit(_crc32, views)
+    with atomic_file(path) as f, progress(f"writing {Path(path).name}", total) as advance:
         f.write(header)
-        for view in views:
-            advance(f.write(view))
+        with _Crc32() as crc:
+            for tensor in tensors.values():
+                view = _bytes(tensor)
+                crc.add(view)
+                advance(f.write(view))
         f.seek(slot)
-        f.write(f"{crc.result():08x}".encode())
+        f.write(f"{crc.value:08x}".encode())
 
 
-def _crc32(views: list[memoryview]) -> int:
-    crc = 0
-    for view in views:
-        crc = zlib.crc32(view, crc)
-    return crc
+class _Crc32:
+    """The CRC-32 of the pieces given to ``add``, in order, worked out on a thread of its own
+    while the caller reads or writes the next piece: ``zlib.crc32`` and file I/O both release
+    the GIL. ``value`` is set on leaving the ``with``."""
+
+    def __enter__(self) -> "_Crc32":
+        self.value = 0
+        self._pieces: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._result = self._pool.submit(self._run)
+        return self
+
+    def add(self, piece: memoryview) -> None:
+        self._pieces.put(piece)
+
+    def _run(self) -> int:
+        crc = 0
+        while (piece := self._pieces.get()) is not None:
+            crc = zlib.crc32(piece, crc)
+        return crc
+
+    def __exit__(self, *exc: Any) -> None:
+        self._pieces.put(None)
+        self.value = self._result.result()
+        self._pool.shutdown()
 
 
 @contextlib.contextmanager
@@ -254,20 +275,24 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             if digest != metadata.get("netspec.layout_sha256"):
                 raise CheckpointError(f"{name}: the tensor layout does not match its sha256; "
                                       "the header was modified or damaged")
-            tensors, crc = {}, 0
+            tensors = {}
             layout = _layout(header, size - data_start, name)
-            with progress(f"reading {Path(name).name}", size - data_start) as advance:
+            with progress(f"reading {Path(name).name}", size - data_start) as advance, \
+                    _Crc32() as crc:
                 for key, dtype, shape, begin, end in layout:
                     tensor = _empty(dtype, shape)
                     view = _bytes(tensor)
-                    if f.readinto(view) != end - begin:
-                        raise CheckpointError(f"{name} is truncated")
-                    crc = zlib.crc32(view, crc)
+                    # in pieces, so that the checksum of one runs beside the reading of the next
+                    for start in range(0, end - begin, _PIECE):
+                        piece = view[start:start + _PIECE]
+                        if f.readinto(piece) != len(piece):
+                            raise CheckpointError(f"{name} is truncated")
+                        crc.add(piece)
+                        advance(len(piece))
                     tensors[key] = tensor
-                    advance(end - begin)
     except OSError as exc:
         raise CheckpointError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if f"{crc:08x}" != metadata.get("netspec.crc32"):
+    if f"{crc.value:08x}" != metadata.get("netspec.crc32"):
         raise CheckpointError(f"{name}: the tensor data does not match its checksum; "
                               "the file is damaged")
     if not all(isinstance(v, str) and v in tensors for v in aliases.values()):

@@ -451,6 +451,28 @@ def test_flipped_data_bytes_fail_the_checksum(small, tmp_path):
             load_bytes(bytes(damaged), tmp_path / "flip.safetensors")
 
 
+def test_a_tensor_read_in_several_pieces(tmp_path, monkeypatch):
+    """A tensor larger than the piece netspec reads at a time (shrunk here to 1 KiB) loads
+    whole, and a flipped byte in any of its pieces, the last included, fails the checksum."""
+    import netspec.checkpoint
+
+    monkeypatch.setattr(netspec.checkpoint, "_PIECE", 1024)
+    model = netspec.build("block A { input x: [N, 100]; Linear(30) }", seed=3)
+    path = tmp_path / "a.safetensors"
+    netspec.save(model, path)
+    assert_same_state(model, netspec.load(path))
+    data = path.read_bytes()
+    start = 8 + header_size(data)
+    assert len(data) - start == 4 * (100 * 30 + 30)       # the weight is 12 pieces
+    for pos in (start, start + 1024, start + 5000, start + 4 * 3000 - 1, len(data) - 1):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0x10
+        with pytest.raises(netspec.CheckpointError, match="checksum"):
+            load_bytes(bytes(damaged), tmp_path / "flip.safetensors")
+    with pytest.raises(netspec.CheckpointError, match="truncated"):
+        load_bytes(data[:start + 2000], tmp_path / "cut.safetensors")
+
+
 def test_flipped_spec_text_fails_the_hash(mlp_file, tmp_path):
     data = mlp_file.read_bytes()
     pos = data.index(b"Linear(256")
