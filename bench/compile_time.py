@@ -121,7 +121,7 @@ def _median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def run(quick: bool, log=print) -> dict:
     sizes = [10, 100, 1_000, 10_000] + ([] if quick else [100_000])
-    rounds = {10: 7, 100: 7, 1_000: 7, 10_000: 1 if quick else 5, 100_000: 3}
+    rounds = {10: 7, 100: 7, 1_000: 7, 10_000: 1 if quick else 5, 100_000: 5}
     families = {"sequential": sizes,
                 "dataflow": [s for s in sizes if s <= 10_000]}
     stages(chain_spec(10))      # warm: grammar construction, imports
