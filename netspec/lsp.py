@@ -676,6 +676,7 @@ _INPUT = re.compile(r"^[ \t]*input[ \t]+(\w+)[ \t]*:[ \t]*\[([^\]]*)\]", re.M)
 _BLOCK = re.compile(r"^[ \t]*block[ \t]+(\w+)[ \t]*(?:\(([^)]*)\))?", re.M)
 _CALLED = re.compile(r"(\w+)\s*$")                  # the name before a "(": Linear(
 _BLOCK_PARAM = re.compile(r"\s*(\w+)\s*:\s*(\w+)\s*(?:=\s*(.*?))?\s*$", re.S)
+_KEYWORD_ARG = re.compile(r"\s*(\w+)\s*=(?!=)")      # an argument given by name: bias=
 
 
 def _before(doc: Document, line: int, column: int) -> str | None:
@@ -741,7 +742,7 @@ def completions(doc: Document, line: int, column: int) -> list[Completion]:
     if calls:                               # Linear(|, cat(a, |: the arguments not given yet
         name, start = calls[-1]
         written = _top_level_items(before[start + 1:])[:-1]    # the last is being typed
-        named = [re.match(r"\s*(\w+)\s*=(?!=)", item) for item in written]
+        named = [_KEYWORD_ARG.match(item) for item in written]
         given = {m.group(1) for m in named if m}
         positional = next((i for i, m in enumerate(named) if m), len(written))
         out += [Completion(f"{arg}=", "argument", kind if default is None else
@@ -839,10 +840,10 @@ def signature_help(doc: Document, line: int, column: int) -> Signature | None:
         return None
     parameters = tuple(a if default is None else f"{a}={default}" for a, _, default in arguments)
     names = [a for a, _, _ in arguments]
-    keyword = re.match(r"\s*(\w+)\s*=(?!=)", typing)
+    keyword = _KEYWORD_ARG.match(typing)
     if keyword:
         active = names.index(keyword.group(1)) if keyword.group(1) in names else None
-    elif any(re.match(r"\s*\w+\s*=(?!=)", item) for item in written):
+    elif any(_KEYWORD_ARG.match(item) for item in written):
         active = None                        # a positional argument after a keyword one
     else:
         active = len(written) if len(written) < len(names) else None
