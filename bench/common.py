@@ -95,10 +95,10 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, budget_s: float, target_s:
     one thread: it does not count time the process spends preempted by other processes).
     ``inner`` is chosen so that one measurement takes about ``target_s``; the number of rounds
     fits ``budget_s`` (between ``min_rounds`` and ``max_rounds``, but no more rounds start
-    after three times the budget once three are done). The garbage collector runs once before
-    the rounds and is off during them (a collection in between would evict the caches of the
-    function that happens to run next), and a live block of random size is allocated before
-    each measurement so that allocation addresses differ from round to round.
+    after three times the planned time once three are done). The garbage collector runs once
+    before the rounds and is off during them (a collection in between would evict the caches
+    of the function that happens to run next), and a live block of random size is allocated
+    before each measurement so that allocation addresses differ from round to round.
 
     Returns (wall samples, CPU samples, inner), samples per function.
     """
@@ -117,6 +117,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, budget_s: float, target_s:
     inner = max(1, round(target_s / max(slowest, 1e-9)))
     per_round = sum(single.values()) * inner
     rounds = int(min(max_rounds, max(min_rounds, budget_s / max(per_round, 1e-9))))
+    deadline = 3 * max(budget_s, rounds * per_round)
     rng = random.Random(seed)
     names = list(fns)
     wall: dict[str, list[float]] = {n: [] for n in names}
@@ -128,8 +129,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, budget_s: float, target_s:
     try:
         for r in range(rounds):
             # a busy machine can make calls far slower than the warm-up said: stop at 3x the
-            # budget once three rounds are in
-            if r >= 3 and time.perf_counter() - started > 3 * budget_s:
+            # planned time once three rounds are in
+            if r >= 3 and time.perf_counter() - started > deadline:
                 break
             rng.shuffle(names)
             for name in names:
