@@ -17,6 +17,7 @@ from netspec.dims import Sym, fmt_shape
 from netspec.errors import Diagnostic, SpecError
 from netspec.functions import lookup_function
 from netspec.ir import Fragment, ModuleIR, Ref, refs
+from netspec.registry import FunctionDef
 
 
 def static_source(value: Any, dims: dict[str, str]) -> str:
@@ -51,6 +52,7 @@ class Emitter:
         self.depth: dict[str, int] = {}          # node id -> nesting of its inlined source
         self.holder: dict[str, str] = {}         # variable name -> node id holding it now
         self.reads: dict[str, tuple[str, ...]] = {}   # inlined node id -> the nodes it reads
+        self.fresh: set[str] = set()             # inlined nodes whose value is a new tensor
         self.comments: dict[Any, str] = {}       # shape -> its comment (shapes repeat)
         self.emitted: dict[tuple, str] = {}      # function and argument sources -> its source
         self.uses_modules = False
@@ -109,7 +111,8 @@ class Emitter:
                 self.exprs[n] = self.attr_source(data)
                 continue
             if op == "call_function":
-                expr = self.function_source(data)
+                fn = lookup_function(data["target"])
+                expr = self.function_source(fn, data)
                 consumers = uses.get(n)
                 into = attrs[consumers[0]]["op"] if consumers and len(consumers) == 1 else None
                 if into in _INLINE_INTO and n not in in_loops:
@@ -120,6 +123,8 @@ class Emitter:
                                      max([self.depth.get(r.node, 0) for r in ops], default=0))
                         if depth < _INLINE_INTO[into]:
                             self.inline(n, expr, depth, ops, last_use, at)
+                            if fn.fresh:
+                                self.fresh.add(n)
                             continue
                 self.assign(n, data, expr, last_use, now)
                 continue
@@ -214,14 +219,17 @@ class Emitter:
         index = int(key) if decl.container == "list" else key
         return f"mods[{decl.name!r}][{index!r}]"
 
-    def function_source(self, data: dict) -> str:
-        fn = lookup_function(data["target"])
+    def function_source(self, fn: FunctionDef, data: dict) -> str:
         exprs = self.exprs
         args = [exprs[a.node] if a.__class__ is Ref else self.src(a) for a in data["args"]]
         static = data.get("static", data["kwargs"])
+        emit = fn.emit
+        if fn.inplace is not None and data["args"][0].__class__ is Ref and \
+                data["args"][0].node in self.fresh:
+            emit = fn.inplace                        # torch.relu_(y + x): y + x is ours alone
         if not static and not fn.factory:            # relu(x), x + y: tensors only
             kwargs = _NO_KWARGS
-            key: tuple = (fn.name, *args)
+            key: tuple = (emit, *args)
         else:
             try:
                 kwargs = {k: static_source(v, self.dims) for k, v in static.items()}
@@ -231,10 +239,10 @@ class Emitter:
                                             "--input")])
             if fn.factory:
                 kwargs.update(self.factory_args)
-            key = (fn.name, *args, *kwargs.items())  # sources are strings: hashable
+            key = (emit, *args, *kwargs.items())     # sources are strings: hashable
         expr = self.emitted.get(key)
         if expr is None:                             # a forward repeats the same few calls
-            expr = self.emitted[key] = fn.emit(*args, **kwargs)
+            expr = self.emitted[key] = emit(*args, **kwargs)
         return expr
 
 

@@ -40,7 +40,7 @@ from typing import Any, Iterator
 from netspec.builder import is_sequential
 from netspec.codegen import Emitter, strip_parens, forward_source, static_source, tensor_source
 from netspec.dims import Sym, fmt_shape
-from netspec.functions import lookup_function
+from netspec.registry import FunctionDef
 from netspec.ir import Fragment, ModuleIR, forward_class_name, has_init_rules
 
 WIDTH = 99          # the longest line the output aims for
@@ -913,10 +913,9 @@ class _TensorEmitter(Emitter):
         self.slots.append(_Slot(value, hint))
         return f"\x00{len(self.slots) - 1}\x00"
 
-    def function_source(self, data: dict) -> str:
-        fn = lookup_function(data["target"])
-        if fn is None or not fn.factory:
-            return super().function_source(data)
+    def function_source(self, fn: FunctionDef, data: dict) -> str:
+        if not fn.factory:
+            return super().function_source(fn, data)
         name = data["target"]
         static = dict(data.get("static", data["kwargs"]))
 

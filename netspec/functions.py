@@ -228,13 +228,17 @@ def _call(target: str, params: tuple[Param, ...], *, tensors: int = 1, positiona
 def _define(name: str, params: tuple[Param, ...] | list[Param], shape: Callable[..., Shape],
             emit: Callable[..., str] | None = None, *, target: str | None = None, tensors: int = 1,
             factory: bool = False, doc: str = "", label: Callable[..., str] | None = None,
+            fresh: bool = False, inplace: str | None = None,
             **call_options: Any) -> FunctionDef:
-    """Register a function; ``emit`` defaults to a ``_call`` of ``target``."""
+    """Register a function; ``emit`` defaults to a ``_call`` of ``target``, and ``inplace`` names
+    the in-place variant's target (``torch.relu_``)."""
     params = tuple(params)
     if emit is None:
         emit = _call(target or f"torch.{name}", params, tensors=tensors, **call_options)
+    in_place = _call(inplace, params, tensors=tensors, **call_options) if inplace else None
     return register_function(FunctionDef(name=name, params=params, shape=shape, emit=emit,
-                                         tensors=tensors, factory=factory, doc=doc, label=label))
+                                         tensors=tensors, factory=factory, doc=doc, label=label,
+                                         fresh=fresh, inplace=in_place))
 
 
 # -- elementwise ----------------------------------------------------------------------------------
@@ -254,28 +258,35 @@ def _operator(op: str) -> Callable[[str, str], str]:
     return lambda a, b: f"({a} {op} {b})"
 
 
-def _binary(name: str, op: str | None = None, doc: str = "") -> None:
+def _binary(name: str, op: str | None = None, doc: str = "", fresh: bool = False) -> None:
     """Register a broadcasting binary function, emitted as an operator when it has one."""
     params = (Param("a"), Param("b"))
     emit = _operator(op) if op else None
-    _define(name, params, _binary_shape, emit, tensors=2, doc=doc or f"elementwise {name}")
+    _define(name, params, _binary_shape, emit, tensors=2, doc=doc or f"elementwise {name}",
+            fresh=fresh)
 
 
-def _unary(name: str, target: str, *statics: Param, doc: str = "") -> None:
+def _unary(name: str, target: str, *statics: Param, doc: str = "",
+           inplace: str | None = None) -> None:
     """Register an elementwise function of one tensor and optional static arguments."""
-    _define(name, (Param("x"), *statics), _same, target=target, doc=doc or f"elementwise {name}")
+    _define(name, (Param("x"), *statics), _same, target=target, doc=doc or f"elementwise {name}",
+            inplace=inplace)
 
 
+# add, sub, mul and div always return a new tensor, and their backward reads only the operands
+# (pow's reads its result), so relu(y + x) can be torch.relu_(y + x), as torchvision's ResNet
+# writes it: one allocation fewer
 for _name, _op in {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//",
                    "remainder": "%", "pow": "**", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
                    "eq": "==", "ne": "!="}.items():
-    _binary(_name, _op)
+    _binary(_name, _op, fresh=_name in ("add", "sub", "mul", "div"))
 _binary("maximum", doc="elementwise maximum")
 _binary("minimum", doc="elementwise minimum")
-_define("neg", (Param("x"),), _same, lambda x: f"(-{x})", doc="negation")
+_define("neg", (Param("x"),), _same, lambda x: f"(-{x})", doc="negation", fresh=True)
+_unary("relu", "torch.relu", inplace="torch.relu_")
 
 for _name, _target in {
-        "relu": "torch.relu", "relu6": "F.relu6", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh",
+        "relu6": "F.relu6", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh",
         "silu": "F.silu", "mish": "F.mish", "selu": "F.selu", "exp": "torch.exp",
         "log": "torch.log", "log1p": "torch.log1p", "abs": "torch.abs", "sqrt": "torch.sqrt",
         "rsqrt": "torch.rsqrt", "square": "torch.square", "sin": "torch.sin", "cos": "torch.cos",

@@ -146,6 +146,11 @@ class FunctionDef:
     emit: Callable[..., str]               # (*arg_sources, **kwarg_sources) -> Python expression
     tensors: int = 1                       # how many leading params are tensors; -1 = variadic
     factory: bool = False                  # creates a tensor from static args (rand, zeros)
+    # a new tensor that no backward reads (x + y): a consumer may overwrite it in place
+    fresh: bool = False
+    # (*arg_sources) -> the call applied in place to its tensor (torch.relu_), used on a fresh
+    # operand; only for functions whose output has their input's shape and dtype
+    inplace: Callable[..., str] | None = field(default=None, repr=False, compare=False)
     doc: str = ""
     # (**static_args) -> how a call is shown (drawings, hovers); None: its name and arguments
     label: Callable[..., str] | None = field(default=None, repr=False, compare=False)

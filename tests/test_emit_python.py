@@ -384,7 +384,7 @@ def test_tensor_factories_keep_netspec_dtypes() -> None:
 
 def test_forward_loses_only_redundant_parentheses() -> None:
     source = check(ROOT / "specs" / "fixed_hidden_mlp.net")
-    assert "x = torch.relu(x @ self._buffers['rand_weight'] + 1)  # [N, 20]" in source
+    assert "x = torch.relu_(x @ self._buffers['rand_weight'] + 1)  # [N, 20]" in source
     source = check_extra("long_expressions")
     assert "        return torch.cat(\n            (\n                a,\n" in source
 

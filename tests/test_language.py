@@ -315,6 +315,53 @@ def test_a_single_function_call_is_written_into_the_next_module_call() -> None:
     assert "x = torch.sigmoid(x) * 2" in code                  # a longer one keeps its line
 
 
+@pytest.mark.parametrize("step, in_place", [
+    ("relu(y + x)", True),          # the sum is a new tensor only relu reads
+    ("relu(y - x)", True),
+    ("relu(y * x)", True),
+    ("relu(y / 2)", True),
+    ("relu(-y)", True),
+    ("relu(y)", False),             # y is a module's output: it may be saved for backward
+    ("relu(y ** 2)", False),        # pow's backward reads its result
+    ("relu(y @ w)", False),         # matmul may return a view
+    ("sigmoid(y + x)", False),      # no in-place form: sigmoid_ of an int tensor would fail
+    ("relu(y + x) + (y + x)", True),    # two sums, two tensors: the first only relu reads
+])
+def test_relu_of_a_new_temporary_is_applied_in_place(step: str, in_place: bool) -> None:
+    model = build(f"""
+block R {{ input x: [N, 4]
+    param w = randn(4, 4)
+    y = x -> Linear(4) -> Sigmoid()
+    return {step}
+}}""")
+    code = type(model).code
+    assert ("torch.relu_(" in code) == in_place, code
+    # the same values and gradients as the out-of-place forward
+    x = torch.randn(3, 4, requires_grad=True)
+    lin, w = model._modules["0"], model._parameters["w"]
+    y = torch.sigmoid(lin(x))
+    expected = eval(step.replace("relu", "torch.relu").replace("sigmoid(", "torch.sigmoid("),
+                    {"torch": torch, "x": x, "y": y, "w": w})
+    want = torch.autograd.grad(expected.sum(), (x, lin.weight, w), allow_unused=True)
+    got_out = model(x)
+    got = torch.autograd.grad(got_out.sum(), (x, lin.weight, w), allow_unused=True)
+    assert torch.allclose(got_out, expected)
+    for g, e in zip(got, want):
+        assert (g is None and e is None) or torch.allclose(g, e)
+
+
+def test_relu_in_place_keeps_a_value_read_again_later() -> None:
+    # s is read twice, so it is a variable, never overwritten by relu
+    model = build("""
+block R { input x: [N, 4]
+    s = x + 1
+    return relu(s) + s
+}""")
+    assert "torch.relu_(" not in type(model).code
+    x = torch.randn(3, 4)
+    assert torch.equal(model(x), torch.relu(x + 1) + (x + 1))
+
+
 def test_tensor_subscripts_are_pytorchs() -> None:
     model = build("""
 block Steps { input x: [N, 6, 16]
