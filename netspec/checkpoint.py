@@ -39,6 +39,10 @@ from netspec.progress import progress
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
 _CRC_SLOT = "00000000"   # the CRC's place in the header, filled in after the data is written
 _PIECE = 8 * 1024 * 1024   # bytes read at a time
+# where tensor data starts in a file: on a page boundary, a read into a (page-aligned) tensor
+# copies whole pages; read_checkpoint of 400 MB from the page cache took 169-172 ms with the
+# data at offset 1,536 and 148-150 ms at offset 4,096
+_ALIGN = 4096
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
            "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
            "BOOL": "bool"}
@@ -139,11 +143,12 @@ def _layout_digest(entries: dict[str, Any]) -> str:
 
 
 def _header(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
-    """The safetensors header: its 8-byte length, then space-padded JSON."""
+    """The safetensors header: its 8-byte length, then JSON padded with spaces so that the
+    tensor data starts at a multiple of ``_ALIGN``."""
     entries = _entries(tensors)
     metadata = dict(metadata, **{"netspec.layout_sha256": _layout_digest(entries)})
     text = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
+    text += b" " * (-(8 + len(text)) % _ALIGN)
     return struct.pack("<Q", len(text)) + text
 
 
