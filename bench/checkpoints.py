@@ -1,7 +1,8 @@
 """Checkpoint save and load of a ~400 MB model against what the disk allows.
 
-The limit for saving is one ``write`` of the same bytes plus ``fsync``; for loading, one
-``readinto`` of the file into a preallocated ``bytearray``. Loads run in fresh processes
+The limit for saving is one ``write`` of the same bytes plus ``fsync``; for loading, reading
+straight into the parameters' storage: each tensor of the file allocated with ``torch.empty``
+and filled by one ``readinto`` (no checksum, no model). Loads run in fresh processes
 (``_child.py``) so that the peak RSS beyond the process's baseline after its imports can be
 read; each load is measured with the file evicted from the page cache (``posix_fadvise``
 ``DONTNEED`` after an ``fsync``: read from the disk) and with the file cached.
@@ -164,7 +165,7 @@ def report(data: dict) -> str:
         verdicts[f"load {cache}"] = ratio >= TARGET_SPEED
         what = "from disk (evicted from the page cache)" if cache == "cold" else "cached"
         rows.append([f"load {what}: `netspec.load`", fmt_time(to), f"{size / to / 1e6:,.0f} MB/s",
-                     "readinto a preallocated bytearray", fmt_time(tl),
+                     "readinto straight into fresh tensors", fmt_time(tl),
                      f"{size / tl / 1e6:,.0f} MB/s", f"{ratio:.2f} ({q1:.2f}–{q3:.2f})",
                      f"{fmt_bytes(ro)} = {ro / weights:.2f}x the weights (limit: "
                      f"{rl / weights:.2f}x)"])
