@@ -120,30 +120,24 @@ def load(path: str) -> None:
 def readinto(path: str) -> None:
     """The reading limit, as the issue defines it: each tensor of the file allocated with
     ``torch.empty`` and filled by one ``readinto`` straight from the file, in the file's order;
-    no checksum, no model."""
-    import json
-    import struct
-
+    no checksum, no model. The header is read as netspec reads it."""
     import safetensors.torch  # noqa: F401  (the same imports as `load`, for the same baseline)
-    import torch
+    import torch  # noqa: F401
 
     import netspec  # noqa: F401
-    dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
-              "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+    from netspec.checkpoint import _bytes, _empty, _layout, _read_header
     base = maxrss()
     t0 = time.perf_counter()
     size = os.path.getsize(path)
     tensors = []
     with open(path, "rb", buffering=0) as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
+        header, data_start = _read_header(f, size, path)
         header.pop("__metadata__", None)
-        for entry in sorted(header.values(), key=lambda e: e["data_offsets"][0]):
-            tensor = torch.empty(entry["shape"], dtype=dtypes[entry["dtype"]])
-            view = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+        for _, dtype, shape, begin, end in _layout(header, size - data_start, path):
+            tensor = _empty(dtype, shape)
+            view = _bytes(tensor)
             done = 0
-            while done < len(view):
+            while done < end - begin:
                 n = f.readinto(view[done:])
                 if not n:
                     raise SystemExit(f"{path} is truncated")
