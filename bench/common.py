@@ -232,5 +232,10 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def bold(text: str, over: bool) -> str:
+    """``text``, in bold when it misses its target (RESULTS.md's header says so of bold)."""
+    return f"**{text}**" if over else text
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"

@@ -23,7 +23,7 @@ import random
 import time
 from typing import Any
 
-from common import (BENCH_SPECS, chain_spec, dense_spec, fmt_time, load_average, median,
+from common import (BENCH_SPECS, bold, chain_spec, dense_spec, fmt_time, load_average, median,
                     table, verdict)
 
 STAGES = ("parse", "elaborate", "shapes", "codegen", "build", "init")
@@ -113,11 +113,6 @@ def graph_nodes(ir) -> int:
         if mod.graph is not None:
             total += mod.graph.number_of_nodes()
     return total
-
-
-def _bold(text: str, over: bool) -> str:
-    """``text``, in bold when it misses its target (as RESULTS.md's header says)."""
-    return f"**{text}**" if over else text
 
 
 def _median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -251,7 +246,7 @@ def report(data: dict) -> str:
             if prev is not None:
                 g = total / (sum(prev[k] for k in STAGES))
                 growth_all.append((family, prev["layers"], r["layers"], g))
-                grow = f"**{g:.1f}x**" if g > TARGET_GROWTH else f"{g:.1f}x"
+                grow = bold(f"{g:.1f}x", g > TARGET_GROWTH)
             body.append([f"{r['layers']:,}", f"{r['nodes']:,}"] +
                         [fmt_time(r[k]) for k in STAGES] +
                         [fmt_time(total), f"{per_1000:.1f} ms", f"{compiled:.1f} ms", grow,
@@ -288,7 +283,7 @@ def report(data: dict) -> str:
     out.append(f"#### Parsing a dense spec\n\n{d['lines']:,} statement lines, {d['tokens']:,} "
                f"tokens ({d['tokens'] / d['lines']:.1f} a line), parsed with positions by "
                f"`netspec.program.load` in {fmt_time(d['seconds'])} (median of {d['rounds']}): "
-               f"{_bold(f'{lines_per_s:,.0f} lines/s', lines_per_s < TARGET_LINES_PER_S)}, "
+               f"{bold(f'{lines_per_s:,.0f} lines/s', lines_per_s < TARGET_LINES_PER_S)}, "
                f"{d['tokens'] / d['seconds']:,.0f} tokens/s. "
                f"Target >= {TARGET_LINES_PER_S:,} lines/s: "
                f"{verdict(lines_per_s >= TARGET_LINES_PER_S)}.")
@@ -304,7 +299,7 @@ def report(data: dict) -> str:
         f"\n\n{r['params']:,} parameters; same state_dict names and shapes as the hand-written "
         f"model: {'yes' if r['same_layout'] else '**no**'}. Medians of {r['rounds']} "
         f"interleaved rounds, {r['threads']} torch thread(s). netspec (parse..init) / "
-        f"hand-written = {_bold(f'{ratio:.2f}x', ratio > TARGET_RESNET)}; "
+        f"hand-written = {bold(f'{ratio:.2f}x', ratio > TARGET_RESNET)}; "
         f"target <= {TARGET_RESNET}: "
         f"{verdict(ratio <= TARGET_RESNET)}.")
     # per 1,000 nodes is a rate at scale: below 1,000 layers the fixed cost of a spec dominates

@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from common import (BENCH_SPECS, SPECS, fmt_time, interleaved, load_average, median, quartiles,
-                    stack_spec, table, verdict)
+from common import (BENCH_SPECS, SPECS, bold, fmt_time, interleaved, load_average, median,
+                    quartiles, stack_spec, table, verdict)
 
 TARGET = 1.02
 
@@ -153,7 +153,7 @@ def _summarise(name, threads, batch, mode, wall, cpu, inner) -> dict:
 
 
 def _ratio(value: float) -> str:
-    return f"**{value:.3f}**" if value > TARGET else f"{value:.3f}"
+    return bold(f"{value:.3f}", value > TARGET)
 
 
 def report(data: dict) -> str:
