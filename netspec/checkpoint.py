@@ -13,8 +13,8 @@ names is stored once, the other names recorded as aliases) and string metadata:
 
 Writing is atomic (a temporary file in the same directory, flushed, fsynced, renamed) and
 streams each tensor's bytes from its own storage; reading allocates each tensor once and fills
-it with ``readinto``. Reading never executes code from the file: the spec is parsed by
-netspec's own grammar, and every header field is validated before it is used.
+it by several concurrent ``preadv``. Reading never executes code from the file: the spec is
+parsed by netspec's own grammar, and every header field is validated before it is used.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import queue
 import struct
 import tempfile
+import threading
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,10 @@ from netspec.progress import progress
 MAX_HEADER = 64 * 1024 * 1024   # a larger declared header is damage, not a model
 _CRC_SLOT = "00000000"   # the CRC's place in the header, filled in after the data is written
 _PIECE = 8 * 1024 * 1024   # bytes read at a time
+# pieces read at once: on a virtual disk, 400 MB read by one sequential reader took 380-870 ms
+# (median 780 over 8 cold reads), by four concurrent preadv readers 230-420 ms (median 250);
+# from the page cache four took 129 ms against 157 for one (two cores copying)
+_READERS = 4
 # where tensor data starts in a file: on a page boundary, a read into a (page-aligned) tensor
 # copies whole pages; read_checkpoint of 400 MB from the page cache took 169-172 ms with the
 # data at offset 1,536 and 148-150 ms at offset 4,096
@@ -185,8 +190,8 @@ def save(model, path: str | Path) -> None:
 
 class _Crc32:
     """The CRC-32 of the pieces given to ``add``, in order, worked out on a thread of its own
-    while the caller reads or writes the next piece: ``zlib.crc32`` and file I/O both release
-    the GIL. ``value`` is set on leaving the ``with``."""
+    while the caller writes the next piece: ``zlib.crc32`` and file I/O both release the GIL.
+    ``value`` is set on leaving the ``with``."""
 
     def __enter__(self) -> "_Crc32":
         self.value = 0
@@ -280,29 +285,69 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             if digest != metadata.get("netspec.layout_sha256"):
                 raise CheckpointError(f"{name}: the tensor layout does not match its sha256; "
                                       "the header was modified or damaged")
-            tensors = {}
             layout = _layout(header, size - data_start, name)
-            with progress(f"reading {Path(name).name}", size - data_start) as advance, \
-                    _Crc32() as crc:
-                for key, dtype, shape, begin, end in layout:
-                    tensor = _empty(dtype, shape)
-                    view = _bytes(tensor)
-                    # in pieces, so that the checksum of one runs beside the reading of the next
-                    for start in range(0, end - begin, _PIECE):
-                        piece = view[start:start + _PIECE]
-                        if f.readinto(piece) != len(piece):
-                            raise CheckpointError(f"{name} is truncated")
-                        crc.add(piece)
-                        advance(len(piece))
-                    tensors[key] = tensor
+            with progress(f"reading {Path(name).name}", size - data_start) as advance:
+                tensors, crc = _read_tensors(f, layout, data_start, name, advance)
     except OSError as exc:
         raise CheckpointError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if f"{crc.value:08x}" != metadata.get("netspec.crc32"):
+    if f"{crc:08x}" != metadata.get("netspec.crc32"):
         raise CheckpointError(f"{name}: the tensor data does not match its checksum; "
                               "the file is damaged")
     if not all(isinstance(v, str) and v in tensors for v in aliases.values()):
         raise CheckpointError(f"{name}: the netspec metadata is malformed")
     return Checkpoint(name, tensors, aliases, spec, metadata)
+
+
+def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
+                  advance) -> tuple[dict[str, Any], int]:
+    """A fresh tensor for each ``layout`` entry, filled from ``f``, and the CRC-32 of all their
+    bytes in file order.
+
+    ``_READERS`` threads read ``_PIECE``-sized pieces at once, straight into the tensors'
+    storage, while this thread checksums the pieces in order: ``preadv`` and ``zlib.crc32``
+    both release the GIL.
+    """
+    tensors, pieces = {}, []
+    for key, dtype, shape, begin, end in layout:
+        tensors[key] = tensor = _empty(dtype, shape)
+        view = _bytes(tensor)
+        pieces += [(view[start:start + _PIECE], data_start + begin + start)
+                   for start in range(0, end - begin, _PIECE)]
+
+    def read(piece: tuple[memoryview, int]) -> memoryview:
+        view, offset = piece
+        done = 0
+        while done < len(view):
+            count = _pread(f, view[done:], offset + done)
+            if not count:
+                raise CheckpointError(f"{name} is truncated")
+            done += count
+        return view
+
+    crc = 0
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        # map cancels the pieces not yet started if one fails
+        for view in pool.map(read, pieces):
+            crc = zlib.crc32(view, crc)
+            advance(len(view))
+    return tensors, crc
+
+
+def _preadv(f, view: memoryview, offset: int) -> int:
+    return os.preadv(f.fileno(), [view], offset)
+
+
+_SEEK_LOCK = threading.Lock()
+
+
+def _seek_readinto(f, view: memoryview, offset: int) -> int:
+    """``_preadv`` where the platform has none (Windows): one reader at a time."""
+    with _SEEK_LOCK:
+        f.seek(offset)
+        return f.readinto(view)
+
+
+_pread = _preadv if hasattr(os, "preadv") else _seek_readinto
 
 
 def _read_header(f, size: int, name: str) -> tuple[dict, int]:

@@ -478,6 +478,50 @@ def test_a_tensor_read_in_several_pieces(tmp_path, monkeypatch):
         load_bytes(data[:start + 2000], tmp_path / "cut.safetensors")
 
 
+def _short_reads(read, most):
+    """``read``, returning at most ``most`` bytes a call, as a read may."""
+    def short(f, view, offset):
+        return read(f, view[:most], offset)
+    return short
+
+
+@pytest.mark.parametrize("reader", ["_preadv", "_seek_readinto"])
+def test_pieces_read_in_short_reads(tmp_path, monkeypatch, reader):
+    """Pieces are read by ``preadv`` or, where a platform has none, by seek and ``readinto``
+    under a lock; either way, reads that return fewer bytes than asked for are continued, and
+    the tensors and the checksum come out the same."""
+    import netspec.checkpoint as checkpoint
+
+    if reader == "_preadv" and not hasattr(os, "preadv"):
+        pytest.skip("no os.preadv here")
+    monkeypatch.setattr(checkpoint, "_PIECE", 1024)
+    model = netspec.build("block A { input x: [N, 100]; Linear(30); ReLU; Linear(7) }", seed=5)
+    path = tmp_path / "a.safetensors"
+    netspec.save(model, path)
+    monkeypatch.setattr(checkpoint, "_pread", _short_reads(getattr(checkpoint, reader), 100))
+    assert_same_state(model, netspec.load(path))
+
+
+def test_a_file_that_shrinks_while_read_is_truncated(tmp_path, monkeypatch):
+    """A read that finds no more bytes (the file was cut after its header was checked) raises
+    ``CheckpointError``, not a short tensor."""
+    import netspec.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "_PIECE", 1024)
+    model = netspec.build("block A { input x: [N, 100]; Linear(30) }", seed=3)
+    path = tmp_path / "a.safetensors"
+    netspec.save(model, path)
+    start = 8 + header_size(path.read_bytes())
+    read = checkpoint._pread
+
+    def cut(f, view, offset):     # the file as if it ended 5,000 bytes into the data
+        return read(f, view[:max(0, start + 5000 - offset)], offset)
+
+    monkeypatch.setattr(checkpoint, "_pread", cut)
+    with pytest.raises(netspec.CheckpointError, match="truncated"):
+        netspec.load(path)
+
+
 def test_flipped_spec_text_fails_the_hash(mlp_file, tmp_path):
     data = mlp_file.read_bytes()
     pos = data.index(b"Linear(256")
