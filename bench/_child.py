@@ -8,6 +8,7 @@ probe SPEC          time netspec.check and the summary rows in-process; was torc
 meta-build SPEC     netspec.build(SPEC, device="meta") twice: time, RSS growth, parameters
 load PATH           netspec.load(PATH): time and peak RSS beyond the baseline after imports
 readinto PATH       the reading limit: readinto straight into fresh tensors, same measurements
+preadv PATH         netspec's own reads (pieces by concurrent preadv) without checksum or model
 save PATH           build the checkpoint benchmark's model, then netspec.save(model, PATH)
 """
 
@@ -147,6 +148,47 @@ def readinto(path: str) -> None:
     emit(seconds=seconds, baseline=base, peak=maxrss(), size=size)
 
 
+def preadv(path: str) -> None:
+    """The reads `netspec.load` makes, and nothing else: each tensor allocated with
+    ``torch.empty``, its ``_PIECE``-sized pieces read by ``_READERS`` threads at once with
+    ``checkpoint._pread``; no checksum, no model. What netspec's reading costs on top of its
+    own strategy."""
+    import safetensors.torch  # noqa: F401  (the same imports as `load`, for the same baseline)
+    import torch  # noqa: F401
+
+    import netspec  # noqa: F401
+    from concurrent.futures import ThreadPoolExecutor
+
+    from netspec import checkpoint
+    base = maxrss()
+    t0 = time.perf_counter()
+    size = os.path.getsize(path)
+    tensors, pieces = [], []
+    with open(path, "rb") as f:
+        header, data_start = checkpoint._read_header(f, size, path)
+        header.pop("__metadata__", None)
+        for _, dtype, shape, begin, end in checkpoint._layout(header, size - data_start, path):
+            tensors.append(checkpoint._empty(dtype, shape))
+            view = checkpoint._bytes(tensors[-1])
+            pieces += [(view[s:s + checkpoint._PIECE], data_start + begin + s)
+                       for s in range(0, end - begin, checkpoint._PIECE)]
+
+        def read(piece):
+            view, offset = piece
+            done = 0
+            while done < len(view):
+                n = checkpoint._pread(f, view[done:], offset + done)
+                if not n:
+                    raise SystemExit(f"{path} is truncated")
+                done += n
+
+        with ThreadPoolExecutor(max_workers=checkpoint._READERS) as pool:
+            for _ in pool.map(read, pieces):
+                pass
+    seconds = time.perf_counter() - t0
+    emit(seconds=seconds, baseline=base, peak=maxrss(), size=size)
+
+
 def save(path: str) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import checkpoints
@@ -172,6 +214,8 @@ def main(argv: list[str]) -> None:
         load(args[0])
     elif command == "readinto":
         readinto(args[0])
+    elif command == "preadv":
+        preadv(args[0])
     elif command == "save":
         save(args[0])
     else:
