@@ -325,11 +325,13 @@ def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
         return view
 
     crc = 0
-    with ThreadPoolExecutor(max_workers=_READERS) as pool:
-        # map cancels the pieces not yet started if one fails
+    pool = ThreadPoolExecutor(max_workers=_READERS)
+    try:
         for view in pool.map(read, pieces):
             crc = zlib.crc32(view, crc)
             advance(len(view))
+    finally:    # after a failed read or an interrupt, the pieces not yet started are dropped
+        pool.shutdown(cancel_futures=True)
     return tensors, crc
 
 

@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -520,6 +521,31 @@ def test_a_file_that_shrinks_while_read_is_truncated(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "_pread", cut)
     with pytest.raises(netspec.CheckpointError, match="truncated"):
         netspec.load(path)
+
+
+def test_a_failed_read_stops_the_others(tmp_path, monkeypatch):
+    """A read error raises ``CheckpointError`` naming the file and the error, and the pieces
+    not yet started are not read."""
+    import netspec.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "_PIECE", 1024)
+    model = netspec.build("block A { input x: [N, 200]; Linear(100) }", seed=3)
+    path = tmp_path / "a.safetensors"
+    netspec.save(model, path)
+    pieces = -(-4 * 200 * 100 // 1024) + 1       # the weight's pieces, then the bias
+    read, offsets = checkpoint._pread, []
+
+    def failing(f, view, offset):
+        offsets.append(offset)
+        if len(offsets) == 3:
+            raise OSError(errno.EIO, "Input/output error")
+        time.sleep(0.005)
+        return read(f, view, offset)
+
+    monkeypatch.setattr(checkpoint, "_pread", failing)
+    with pytest.raises(netspec.CheckpointError, match="cannot read .*a.safetensors: Input/output"):
+        netspec.load(path)
+    assert len(offsets) < pieces / 2
 
 
 def test_flipped_spec_text_fails_the_hash(mlp_file, tmp_path):
