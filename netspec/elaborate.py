@@ -752,8 +752,8 @@ class _BodyBuilder:
 
     def repeat(self, node: ast.Repeat, value: str, label: str | None) -> str:
         count = self.static(node.count)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            self.fail("type error", f"repeat needs a positive integer count, not "
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            self.fail("type error", f"repeat needs a non-negative integer count, not "
                       f"{_show_value(count)}", node.count.span)
         if count > self.elab.limits.max_nodes:
             raise LimitError([Diagnostic("limit error", f"repeat {count:,} exceeds the limit of "

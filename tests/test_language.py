@@ -237,9 +237,55 @@ def test_repeat_without_pattern_inlines_and_index_is_usable() -> None:
     assert [m.in_features for m in model] == [4, 4, 8]
 
 
-def test_repeat_count_must_be_positive() -> None:
-    with pytest.raises(netspec.SpecError, match="positive integer count"):
+def test_repeat_count_must_not_be_negative() -> None:
+    with pytest.raises(netspec.SpecError, match="non-negative integer count, not -2"):
         build("block A { input x: [N, 4]; repeat -2 { Linear(4) } }")
+
+
+DEPTH = """block A(depth: int = 0) {
+    input x: [N, 8]
+    Linear(6)
+    repeat depth as k { Linear(6 + k); ReLU() }
+    Linear(4)
+}
+"""
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_repeat_zero_times_is_no_step(depth) -> None:
+    """``repeat depth`` with depth 0 adds nothing: the model is the hand-written Sequential
+    with an empty loop, names and outputs included, and 1 or 2 copies match theirs too."""
+    model = netspec.build(DEPTH, seed=0, args={"depth": depth})
+    layers, width = [nn.Linear(8, 6)], 6
+    for k in range(depth):
+        layers += [nn.Linear(width, 6 + k), nn.ReLU()]
+        width = 6 + k
+    twin = nn.Sequential(*layers, nn.Linear(width, 4))
+    assert list(model.state_dict()) == list(twin.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in twin.parameters())
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("src", [
+    "block A { input x: [N, 8]; repeat 0 { Linear(8) } }",
+    'block A { input x: [N, 8]; repeat 0 as "p{i}" { Linear(8); ReLU() } }',
+    "block A { input x: [N, 8]; y = repeat 0 { Linear(8) }; return y }",
+])
+def test_a_block_of_repeat_zero_is_the_identity(src) -> None:
+    model = build(src)
+    assert list(model.state_dict()) == [] and list(model.children()) == []
+    x = torch.randn(3, 8)
+    assert torch.equal(model(x), x)
+    assert [str(d) for d in netspec.analyze(src).output_shape] == ["N", "8"]
+
+
+def test_repeat_zero_passes_a_named_value_on() -> None:
+    model = build("block A { input x: [N, 8]; y = repeat 0 as k { Linear(8) }; "
+                  "return relu(x + y) }")
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(model(x), torch.relu(x + x), rtol=0, atol=0)
 
 
 # ---- compile-time if ---------------------------------------------------------------------------
