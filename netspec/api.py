@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ast as pyast
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from netspec.args import spec_literal
 from netspec.dims import Shape, Sym
 from netspec.elaborate import elaborate
 from netspec.errors import Diagnostic, LimitError, SourceMap, SpecError
@@ -122,10 +123,21 @@ def analyze(spec: str | Path | Program, block: str | None = None, input: Any = N
                                          hint="split long expressions into named values")],
                              program.sources) from None
         except SpecError as exc:
-            raise type(exc)(exc.diagnostics, program.sources) from None
+            raise type(exc)(_note_given(exc.diagnostics, block_args), program.sources) from None
         finally:
             sys.setrecursionlimit(depth)
     return Analysis(program, ir, ir.cls_name, dict(block_args), shape)
+
+
+def _note_given(diagnostics: list[Diagnostic], block_args: dict[str, Any]) -> list[Diagnostic]:
+    """The diagnostics, the first noting the block arguments given from outside the spec: a
+    value that caused an error may appear in no file."""
+    if not block_args or not diagnostics:
+        return diagnostics
+    given = ", ".join(f"{k}={spec_literal(v)}" for k, v in block_args.items())
+    first = diagnostics[0]
+    note = f"built with {given} (block arguments from outside the spec)"
+    return [replace(first, notes=first.notes + (note,)), *diagnostics[1:]]
 
 
 def _free_dims(program: Program, block: str | None, block_args: dict[str, Any],

@@ -1,7 +1,7 @@
 """Golden tests: each ``tests/errors/NAME.net`` must fail with exactly ``NAME.err``.
 
-Adding a case is adding two files. A first line ``# input: [2, 3, 8, 8]`` or
-``# block: Name`` sets how the case is checked. Regenerate a golden file only after reading
+Adding a case is adding two files. Lines ``# input: [2, 3, 8, 8]``, ``# block: Name`` or
+``# set: name=value`` (a block argument, as ``--set`` gives it) set how the case is checked. Regenerate a golden file only after reading
 the new message: ``NETSPEC_BLESS=1 pytest tests/test_errors.py``.
 """
 
@@ -24,10 +24,18 @@ def _directives(text: str) -> dict[str, str]:
     return dict(re.findall(r"^# (input|block): (.+)$", text, flags=re.M))
 
 
+def _set_args(text: str) -> dict[str, object]:
+    from netspec.api import parse_value
+
+    return {k: parse_value(v) for k, v in re.findall(r"^# set: (\w+)=(.+)$", text, flags=re.M)}
+
+
 def render_case(case: Path) -> str:
-    options = _directives(case.read_text())
+    text = case.read_text()
+    options = _directives(text)
     try:
-        netspec.analyze(case.name, block=options.get("block"), input=options.get("input"))
+        netspec.analyze(case.name, block=options.get("block"), input=options.get("input"),
+                        args=_set_args(text))
     except SpecError as exc:
         return exc.render() + "\n"
     return "(no error)\n"
@@ -59,6 +67,18 @@ def test_cli_reports_errors_without_traceback(monkeypatch: pytest.MonkeyPatch, c
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err == (ERRORS / "several_errors.err").read_text() + "3 errors\n"
+
+
+def test_cli_notes_the_values_of_set(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``--set`` prints exactly what the golden file of a ``# set:`` case holds."""
+    from netspec.cli import app
+
+    monkeypatch.chdir(ERRORS)
+    with pytest.raises(SystemExit) as exit_info:
+        app(["check", "set_shape_mismatch.net", "--set", "width=6", "--set", "heads=4"],
+            prog_name="netspec")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (ERRORS / "set_shape_mismatch.err").read_text()
 
 
 def test_cli_checks_several_specs_and_reports_each(monkeypatch: pytest.MonkeyPatch, capsys,
