@@ -12,7 +12,7 @@ import itertools
 import math
 import operator
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from netspec import ast
 from netspec.args import Arg, bind, has_symbols, validate
@@ -135,6 +135,10 @@ class _Elaborator:
         self.nodes = 0
         self.limits = current_limits()
         self.user_layers: dict[str, LayerDef] = {}
+        self.instantiated: set[str] = set()             # names of the blocks elaborated
+        # code not elaborated (an untaken branch, a body repeated 0 times) by id, with the
+        # names known where it stands, for _unelaborated_names
+        self.skipped: dict[int, tuple[Any, set[str]]] = {}
         if program.python:
             from netspec.user_layers import python_layers
 
@@ -168,6 +172,7 @@ class _Elaborator:
                                          f"{self.limits.max_depth}", call_span)],
                              self.program.sources)
         self.instances += 1
+        self.instantiated.add(block.name)
         self.count(1, call_span)
         mod = ModuleIR("block", block.name, block.span)
         statics: dict[str, Any] = {}
@@ -233,12 +238,21 @@ def elaborate(program: Program, block: str | None = None, args: dict[str, Any] |
         hint = "set it with --set name=value, or as a keyword argument of netspec.build"
         raise SpecError([replace(d, hint=hint) if "missing" in d.message else d
                          for d in diagnostics], program.sources)
-    module = elab.instantiate(entry, bound, entry.name_span)
-    file_rules: list[InitRuleIR] = []
-    builder = _BodyBuilder(elab, ModuleIR("block", "init", entry.span), {}, {})
-    for section in program.files[program.root].init:
-        file_rules.extend(builder.init_rules(section))
-    module.init_rules[:0] = file_rules
+    try:
+        module = elab.instantiate(entry, bound, entry.name_span)
+        file_rules: list[InitRuleIR] = []
+        builder = _BodyBuilder(elab, ModuleIR("block", "init", entry.span), {}, {})
+        for section in program.files[program.root].init:
+            file_rules.extend(builder.init_rules(section))
+        module.init_rules[:0] = file_rules
+    except LimitError:
+        raise
+    except SpecError as exc:
+        elab.errors.absorb(exc)
+    reported = {d.span for d in elab.errors.diagnostics}
+    for d in _unelaborated_names(elab):
+        if d.span not in reported:
+            elab.errors.add(d)
     elab.errors.check()
     return module
 
@@ -346,6 +360,14 @@ class _BodyBuilder:
         mod.graph = self.graph
 
     # ---- helpers --------------------------------------------------------------------------
+    def skip(self, code: Any) -> None:
+        """Record code that is not elaborated, for ``_unelaborated_names``."""
+        if code is not None and id(code) not in self.elab.skipped:
+            known = {*self.lets, *self.values, *self.statics, *self.mod.tensors, *self.failed}
+            if self.input_name is not None:
+                known.add(self.input_name)
+            self.elab.skipped[id(code)] = (code, known)
+
     def fail(self, kind: str, message: str, span: Span | None, hint: str | None = None,
              notes: tuple[str, ...] = ()) -> Any:
         raise SpecError([Diagnostic(kind, message, span, hint, notes)], self.elab.program.sources)
@@ -569,12 +591,10 @@ class _BodyBuilder:
             self.fail("type error", f"'{name}' is a function, not a layer", name_span,
                       hint=f"call it on the running value: {name}(x)")
         if layer is None:
-            hint = did_you_mean(name, self.elab.layer_names() + list(self.elab.program.blocks) +
-                                list(self.lets) + list(FUNCTION_NAMES) + list(self.values) +
-                                list(self.mod.tensors))
-            if name in _OTHER_FRAMEWORKS:
-                hint = f"netspec uses torch.nn's layers: {_OTHER_FRAMEWORKS[name]}"
-            hint = _CONTAINERS.get(name, hint)
+            hint = _unknown_module_hint(name, self.elab.layer_names() +
+                                        list(self.elab.program.blocks) + list(self.lets) +
+                                        list(FUNCTION_NAMES) + list(self.values) +
+                                        list(self.mod.tensors))
             if name[:1].isupper():
                 self.fail("name error", f"unknown layer or block '{name}'", name_span, hint=hint)
             self.fail("name error", f"unknown name '{name}'", name_span,   # return y, x -> h
@@ -759,6 +779,8 @@ class _BodyBuilder:
             raise LimitError([Diagnostic("limit error", f"repeat {count:,} exceeds the limit of "
                                          f"{self.elab.limits.max_nodes:,} nodes",
                                          node.count.span)], self.elab.program.sources)
+        if count == 0:
+            self.skip(node.body)
         saved = self.statics.get(node.index, _MISSING)
         try:
             before = self.elab.nodes
@@ -794,6 +816,7 @@ class _BodyBuilder:
         cond = self.static(node.cond)
         if isinstance(cond, bool):
             chosen = node.then if cond else node.orelse
+            self.skip(node.orelse if cond else node.then)
             if chosen is None:
                 return value
             if isinstance(chosen, ast.If):
@@ -1310,6 +1333,74 @@ _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "none"}
 
 # functions of compile-time lists, which are not tensor functions: name -> implementation
 _COMPILE_TIME_CALLS: dict[str, Callable[[tuple], Any]] = {"len": len}
+
+
+def _unknown_module_hint(name: str, candidates: list[str]) -> str | None:
+    if name in _CONTAINERS:
+        return _CONTAINERS[name]
+    if name in _OTHER_FRAMEWORKS:
+        return f"netspec uses torch.nn's layers: {_OTHER_FRAMEWORKS[name]}"
+    return did_you_mean(name, candidates)
+
+
+def _unelaborated_names(elab: _Elaborator) -> list[Diagnostic]:
+    """An unknown layer or block in code that elaboration did not reach: a block nothing
+    uses, the untaken branch of an ``if``, a body repeated 0 times. Such code is not built,
+    but a misspelt name in it is a mistake whatever the arguments. Steps written with a
+    capitalised name (``Linear(8)``, ``Block``) are checked against the layers, the program's
+    blocks, and the names known where the code stands."""
+    diagnostics: list[Diagnostic] = []
+    for tree in elab.program.files.values():
+        for block in tree.blocks:
+            if block.name not in elab.instantiated:
+                _check_module_names(elab, block.body, {p.name for p in block.params},
+                                    diagnostics)
+    for node, known in elab.skipped.values():
+        _check_module_names(elab, node, known, diagnostics)
+    return diagnostics
+
+
+def _check_module_names(elab: _Elaborator, code: Any, known: set[str],
+                        diagnostics: list[Diagnostic]) -> None:
+    """Append a diagnostic for each unknown capitalised step in ``code``; ``known`` are the
+    names defined around it, to which those defined anywhere in it are added."""
+    program = elab.program
+    nodes = list(_ast_nodes(code))
+    known = known | {n.name for n in nodes if isinstance(n, _DEFINITIONS)} | {
+        n.index for n in nodes if isinstance(n, ast.Repeat)}
+    for link in nodes:
+        if link.__class__ is not ast.Link:
+            continue
+        node = link.node
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            name, span = node.func.id, node.func.span
+        elif isinstance(node, ast.Name):
+            name, span = node.id, node.span
+        else:
+            continue
+        if not name[:1].isupper() or name in known or name in program.blocks or \
+                lookup_function(name) is not None or elab.layer(name) is not None:
+            continue
+        hint = _unknown_module_hint(name, elab.layer_names() + list(program.blocks) +
+                                    sorted(known))
+        diagnostics.append(Diagnostic("name error", f"unknown layer or block '{name}'", span,
+                                      hint=hint))
+
+
+_DEFINITIONS = (ast.Let, ast.Assign, ast.InputDecl, ast.ConstDecl, ast.ParamDecl)
+
+
+def _ast_nodes(node: Any) -> Iterator[Any]:
+    """``node`` and every AST node under it, parents first."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend(reversed(node))
+        elif isinstance(node, ast.Node):
+            yield node
+            stack.extend(reversed([v for v in type(node)._values(node)
+                                   if isinstance(v, (ast.Node, tuple))]))
 
 
 def _source_text(sources, span: Span) -> str:

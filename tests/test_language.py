@@ -288,6 +288,33 @@ def test_repeat_zero_passes_a_named_value_on() -> None:
     torch.testing.assert_close(model(x), torch.relu(x + x), rtol=0, atol=0)
 
 
+UNTAKEN = """block Unused(w: int) { Linear(w) }
+block Sub { input x: [N, 8]; Linear(8) }
+block Net(f: bool = false, n: int = 0) {
+    input x: [N, 8]
+    let Shared = Linear(8)
+    Skip = x
+    if f { Shared; Sub; Skip; Linear(8, bogus=1) } else { Shared }
+    repeat n as K { Sub(); Linear(8 * K) }
+    Linear(2)
+}
+"""
+
+
+def test_code_not_built_is_checked_for_unknown_names_only() -> None:
+    """Code that is not built (a block nothing uses, an untaken if, a body repeated 0 times)
+    may use the lets, values, arguments and indices around it and other blocks; an error
+    other than an unknown name in it is reported once arguments make it taken."""
+    model = build(UNTAKEN)
+    twin = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))     # the else branch, then the head
+    assert list(model.state_dict()) == list(twin.state_dict())
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)
+    with pytest.raises(netspec.SpecError, match="bogus"):
+        netspec.build(UNTAKEN, f=True)
+
+
 # ---- compile-time if ---------------------------------------------------------------------------
 
 def test_static_if_on_arguments() -> None:
