@@ -247,13 +247,18 @@ def elaborate(program: Program, block: str | None = None, args: dict[str, Any] |
         module.init_rules[:0] = file_rules
     except LimitError:
         raise
-    except SpecError as exc:
+    except SpecError as exc:     # reported with any misspelt names in code not reached
         elab.errors.absorb(exc)
+        failure: SpecError | None = exc
+    else:
+        failure = None
     reported = {d.span for d in elab.errors.diagnostics}
     for d in _unelaborated_names(elab):
         if d.span not in reported:
             elab.errors.add(d)
     elab.errors.check()
+    if failure is not None:
+        raise failure
     return module
 
 
