@@ -664,9 +664,8 @@ class _BodyBuilder:
                   span: Span) -> dict[str, Arg]:
         diagnostics: list[Diagnostic] = []
         values = [Arg(self.static(a), a.span) for a in args]
-        kws = [(k.name, Arg(self.static(k.value), k.span),
-                Span(k.span.file, k.span.line, k.span.column, k.span.line,
-                     k.span.column + len(k.name))) for k in keywords]
+        kws = [(k.name, Arg(self.static(k.value), k.span), _keyword_name_span(k))
+               for k in keywords]
         bound = bind(params, params if positional is None else positional, values, kws,
                      callee=callee, call_span=span, diagnostics=diagnostics)
         if diagnostics:
@@ -1349,11 +1348,11 @@ def _unknown_module_hint(name: str, candidates: list[str]) -> str | None:
 
 
 def _unelaborated_names(elab: _Elaborator) -> list[Diagnostic]:
-    """An unknown layer or block in code that elaboration did not reach: a block nothing
-    uses, the untaken branch of an ``if``, a body repeated 0 times. Such code is not built,
-    but a misspelt name in it is a mistake whatever the arguments. Steps written with a
-    capitalised name (``Linear(8)``, ``Block``) are checked against the layers, the program's
-    blocks, and the names known where the code stands."""
+    """Misspelt names in code that elaboration did not reach: a block nothing uses, the
+    untaken branch of an ``if``, a body repeated 0 times. Such code is not built, but a
+    misspelt name in it is a mistake whatever the arguments. Steps written with a capitalised
+    name (``Linear(8)``, ``Block``) are checked against the layers, the program's blocks, and
+    the names known where the code stands, and their keywords against what they take."""
     diagnostics: list[Diagnostic] = []
     for tree in elab.program.files.values():
         for block in tree.blocks:
@@ -1367,8 +1366,9 @@ def _unelaborated_names(elab: _Elaborator) -> list[Diagnostic]:
 
 def _check_module_names(elab: _Elaborator, code: Any, known: set[str],
                         diagnostics: list[Diagnostic]) -> None:
-    """Append a diagnostic for each unknown capitalised step in ``code``; ``known`` are the
-    names defined around it, to which those defined anywhere in it are added."""
+    """Append a diagnostic for each unknown capitalised step in ``code`` and each keyword such
+    a step does not take; ``known`` are the names defined around it, to which those defined
+    anywhere in it are added."""
     program = elab.program
     nodes = list(_ast_nodes(code))
     known = known | {n.name for n in nodes if isinstance(n, _DEFINITIONS)} | {
@@ -1377,22 +1377,37 @@ def _check_module_names(elab: _Elaborator, code: Any, known: set[str],
         if link.__class__ is not ast.Link:
             continue
         node = link.node
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            name, span = node.func.id, node.func.span
+        call = node if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
+        if call is not None:
+            name, span = call.func.id, call.func.span
         elif isinstance(node, ast.Name):
             name, span = node.id, node.span
         else:
             continue
-        if not name[:1].isupper() or name in known or name in program.blocks or \
-                lookup_function(name) is not None or elab.layer(name) is not None:
+        if not name[:1].isupper() or name in known or lookup_function(name) is not None:
             continue
-        hint = _unknown_module_hint(name, elab.layer_names() + list(program.blocks) +
-                                    sorted(known))
-        diagnostics.append(Diagnostic("name error", f"unknown layer or block '{name}'", span,
-                                      hint=hint))
+        block = program.blocks.get(name)
+        layer = elab.layer(name) if block is None else None
+        if block is None and layer is None:
+            hint = _unknown_module_hint(name, elab.layer_names() + list(program.blocks) +
+                                        sorted(known))
+            diagnostics.append(Diagnostic("name error", f"unknown layer or block '{name}'",
+                                          span, hint=hint))
+        elif call is not None and call.keywords:     # a keyword's name does not depend on values
+            params = layer.params if layer is not None else tuple(
+                Param(p.name) for p in block.params)
+            bind(params, (), (), [(k.name, Arg(None, k.span), _keyword_name_span(k))
+                                  for k in call.keywords],
+                 callee=name, call_span=call.span, diagnostics=diagnostics)
 
 
 _DEFINITIONS = (ast.Let, ast.Assign, ast.InputDecl, ast.ConstDecl, ast.ParamDecl)
+
+
+def _keyword_name_span(keyword: ast.Keyword) -> Span:
+    """The span of a keyword argument's name: ``padding`` of ``padding=1``."""
+    span = keyword.span
+    return Span(span.file, span.line, span.column, span.line, span.column + len(keyword.name))
 
 
 def _ast_nodes(node: Any) -> Iterator[Any]:

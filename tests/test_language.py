@@ -294,24 +294,24 @@ block Net(f: bool = false, n: int = 0) {
     input x: [N, 8]
     let Shared = Linear(8)
     Skip = x
-    if f { Shared; Sub; Skip; Linear(8, bogus=1) } else { Shared }
+    if f { Shared; Sub; Skip; Linear(8, bias=3) } else { Shared }
     repeat n as K { Sub(); Linear(8 * K) }
     Linear(2)
 }
 """
 
 
-def test_code_not_built_is_checked_for_unknown_names_only() -> None:
+def test_code_not_built_is_checked_for_misspelt_names_only() -> None:
     """Code that is not built (a block nothing uses, an untaken if, a body repeated 0 times)
     may use the lets, values, arguments and indices around it and other blocks; an error
-    other than an unknown name in it is reported once arguments make it taken."""
+    that depends on values (``bias=3``) is reported once arguments make it taken."""
     model = build(UNTAKEN)
     twin = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))     # the else branch, then the head
     assert list(model.state_dict()) == list(twin.state_dict())
     twin.load_state_dict(model.state_dict())
     x = torch.randn(3, 8)
     torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)
-    with pytest.raises(netspec.SpecError, match="bogus"):
+    with pytest.raises(netspec.SpecError, match="bias"):
         netspec.build(UNTAKEN, f=True)
 
 
