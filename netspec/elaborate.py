@@ -1350,55 +1350,68 @@ def _unknown_module_hint(name: str, candidates: list[str]) -> str | None:
 def _unelaborated_names(elab: _Elaborator) -> list[Diagnostic]:
     """Misspelt names in code that elaboration did not reach: a block nothing uses, the
     untaken branch of an ``if``, a body repeated 0 times. Such code is not built, but a
-    misspelt name in it is a mistake whatever the arguments. Steps written with a capitalised
-    name (``Linear(8)``, ``Block``) are checked against the layers, the program's blocks, and
-    the names known where the code stands, and their keywords against what they take."""
+    misspelt name in it is a mistake whatever the arguments. Each call (``Linear(8)``,
+    ``relu(x)``) and each step written as a capitalised name (``Block``) is checked against
+    the layers, functions and blocks and the names known where the code stands, and its
+    keywords against what it takes. Other names are not: any name can be a dim symbol."""
     diagnostics: list[Diagnostic] = []
     for tree in elab.program.files.values():
         for block in tree.blocks:
             if block.name not in elab.instantiated:
-                _check_module_names(elab, block.body, {p.name for p in block.params},
+                _check_names(elab, block.body, {p.name for p in block.params},
                                     diagnostics)
     for node, known in elab.skipped.values():
-        _check_module_names(elab, node, known, diagnostics)
+        _check_names(elab, node, known, diagnostics)
     return diagnostics
 
 
-def _check_module_names(elab: _Elaborator, code: Any, known: set[str],
-                        diagnostics: list[Diagnostic]) -> None:
-    """Append a diagnostic for each unknown capitalised step in ``code`` and each keyword such
-    a step does not take; ``known`` are the names defined around it, to which those defined
-    anywhere in it are added."""
+def _check_names(elab: _Elaborator, code: Any, known: set[str],
+                 diagnostics: list[Diagnostic]) -> None:
+    """Append a diagnostic for each unknown layer, block or function called in ``code``, and
+    each keyword that a layer, block or function there does not take; ``known`` are the names
+    defined around it, to which those defined anywhere in it are added."""
     program = elab.program
     nodes = list(_ast_nodes(code))
     known = known | {n.name for n in nodes if isinstance(n, _DEFINITIONS)} | {
         n.index for n in nodes if isinstance(n, ast.Repeat)}
-    for link in nodes:
-        if link.__class__ is not ast.Link:
-            continue
-        node = link.node
-        call = node if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
-        if call is not None:
-            name, span = call.func.id, call.func.span
-        elif isinstance(node, ast.Name):
-            name, span = node.id, node.span
+    containers = {id(n.value) for n in nodes if isinstance(n, (ast.ConstDecl, ast.ParamDecl))}
+    for node in nodes:
+        if node.__class__ is ast.Call and node.func.__class__ is ast.Name:
+            name, span, keywords = node.func.id, node.func.span, node.keywords
+            if name == "dict" and id(node) in containers:   # param p = dict(a=randn(4), ...)
+                continue
+        elif node.__class__ is ast.Link and node.node.__class__ is ast.Name:
+            name, span, keywords = node.node.id, node.node.span, ()   # a step `Block`
+            if not name[:1].isupper():
+                continue       # a value, or a dim symbol: any name can be one
         else:
             continue
-        if not name[:1].isupper() or name in known or lookup_function(name) is not None:
+        if name in known:
             continue
-        block = program.blocks.get(name)
-        layer = elab.layer(name) if block is None else None
-        if block is None and layer is None:
+        params: tuple[Param, ...] | None = None
+        callee = name
+        if name in program.blocks:
+            params = tuple(Param(p.name) for p in program.blocks[name].params)
+        elif (fn := lookup_function(name)) is not None:
+            params, callee = fn.static_params, f"{name}()"
+        elif (layer := elab.layer(name)) is not None:
+            params = layer.params
+        elif name in _COMPILE_TIME_CALLS:
+            continue
+        elif name[:1].isupper():
             hint = _unknown_module_hint(name, elab.layer_names() + list(program.blocks) +
                                         sorted(known))
             diagnostics.append(Diagnostic("name error", f"unknown layer or block '{name}'",
                                           span, hint=hint))
-        elif call is not None and call.keywords:     # a keyword's name does not depend on values
-            params = layer.params if layer is not None else tuple(
-                Param(p.name) for p in block.params)
+        else:
+            hint = did_you_mean(name, list(FUNCTION_NAMES) + elab.layer_names() +
+                                list(program.blocks))
+            diagnostics.append(Diagnostic("name error", f"unknown function '{name}'", span,
+                                          hint=hint))
+        if params is not None and keywords:     # a keyword's name does not depend on values
             bind(params, (), (), [(k.name, Arg(None, k.span), _keyword_name_span(k))
-                                  for k in call.keywords],
-                 callee=name, call_span=call.span, diagnostics=diagnostics)
+                                  for k in keywords],
+                 callee=callee, call_span=node.span, diagnostics=diagnostics)
 
 
 _DEFINITIONS = (ast.Let, ast.Assign, ast.InputDecl, ast.ConstDecl, ast.ParamDecl)
@@ -1417,8 +1430,8 @@ def _ast_nodes(node: Any) -> Iterator[Any]:
         node = stack.pop()
         if isinstance(node, tuple):
             stack.extend(reversed(node))
-        elif isinstance(node, ast.Node):
-            yield node
+        elif isinstance(node, ast.Node) and node.__class__ is not ast.InitSection:
+            yield node          # (an init section calls initialisers, not functions)
             stack.extend(reversed([v for v in type(node)._values(node)
                                    if isinstance(v, (ast.Node, tuple))]))
 

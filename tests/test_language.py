@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import OrderedDict
@@ -313,6 +314,27 @@ def test_code_not_built_is_checked_for_misspelt_names_only() -> None:
     torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)
     with pytest.raises(netspec.SpecError, match="bias"):
         netspec.build(UNTAKEN, f=True)
+
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = [(p.stem, p.read_text()) for p in sorted((ROOT / "specs").glob("*.net")) +
+            sorted((ROOT / "bench" / "specs").glob("*.net"))] + [
+    (f"{doc.name}:{text.count(chr(10), 0, m.start()) + 1}", m.group(1))
+    for doc in sorted((ROOT / "docs").glob("*.md")) for text in [doc.read_text()]
+    for m in re.finditer(r"^```netspec\n(.*?)^```", text, flags=re.M | re.S)]
+
+
+@pytest.mark.parametrize("text", [t for _, t in EXAMPLES], ids=[n for n, _ in EXAMPLES])
+def test_every_block_of_an_example_passes_as_code_not_built(text: str) -> None:
+    """With a probe block as the entry, nothing of an example spec (in specs/ or in the docs)
+    is built, so all of it is checked as code that is not built: no false alarm in any of its
+    calls, steps or keywords. Examples that are not valid on their own are skipped."""
+    try:
+        netspec.analyze(text)
+    except netspec.SpecError:
+        pytest.skip("not valid on its own (an example of an error, or a fragment)")
+    probe = text + "\nblock NotBuiltProbe {\n    input x: [N, 1]\n    Identity()\n}\n"
+    assert netspec.analyze(probe).ir.cls_name == "NotBuiltProbe"
 
 
 # ---- compile-time if ---------------------------------------------------------------------------
