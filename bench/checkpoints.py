@@ -191,8 +191,8 @@ def report(data: dict) -> str:
            table(["operation", "netspec", "netspec speed", "limit", "limit time", "limit speed",
                   "netspec speed / limit, median of the rounds (IQR)",
                   "peak RSS beyond the baseline"], rows, "lrrlrrrl"),
-           "netspec reads a file in 8 MiB pieces, four at once (`preadv`), while it checksums "
-           "the pieces already read; the issue's limit is one `readinto` per tensor. The same "
+           "netspec reads a file in 8 MiB pieces, four at once (`preadv`), each reader "
+           "checksumming its piece; the issue's limit is one `readinto` per tensor. The same "
            "reads as netspec's with no checksum and no model took: " + "; ".join(own) + ".",
            f"Peak RSS of `netspec.save` beyond the model itself: {fmt_bytes(save_extra)} = "
            f"{save_extra / weights:.2f}x the weights.",

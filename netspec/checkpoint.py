@@ -20,6 +20,7 @@ parsed by netspec's own grammar, and every header field is validated before it i
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -304,8 +305,8 @@ def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
     bytes in file order.
 
     ``_READERS`` threads read ``_PIECE``-sized pieces at once, straight into the tensors'
-    storage, while this thread checksums the pieces in order: ``preadv`` and ``zlib.crc32``
-    both release the GIL.
+    storage, and each works out its piece's CRC while the piece is still in the CPU's cache;
+    this thread combines those in file order. ``preadv`` and ``zlib.crc32`` release the GIL.
     """
     tensors, pieces = {}, []
     for key, dtype, shape, begin, end in layout:
@@ -314,7 +315,7 @@ def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
         pieces += [(view[start:start + _PIECE], data_start + begin + start)
                    for start in range(0, end - begin, _PIECE)]
 
-    def read(piece: tuple[memoryview, int]) -> memoryview:
+    def read(piece: tuple[memoryview, int]) -> tuple[int, int]:
         view, offset = piece
         done = 0
         while done < len(view):
@@ -322,17 +323,52 @@ def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
             if not count:
                 raise CheckpointError(f"{name} is truncated")
             done += count
-        return view
+        return zlib.crc32(view), len(view)
 
     crc = 0
     pool = ThreadPoolExecutor(max_workers=_READERS)
     try:
-        for view in pool.map(read, pieces):
-            crc = zlib.crc32(view, crc)
-            advance(len(view))
+        for piece_crc, size in pool.map(read, pieces):
+            crc = crc32_combine(crc, piece_crc, size)
+            advance(size)
     finally:    # after a failed read or an interrupt, the pieces not yet started are dropped
         pool.shutdown(cancel_futures=True)
     return tensors, crc
+
+
+# CRC-32's polynomial with its bits reversed, as zlib computes it: bit 31 holds the
+# coefficient of x^0 and bit 0 that of x^31
+_CRC_POLY = 0xEDB88320
+
+
+def _gf2_times(a: int, b: int) -> int:
+    """``a * b`` modulo CRC-32's polynomial, both in that bit-reversed form."""
+    product = 0
+    for bit in range(31, -1, -1):        # a's terms from x^0 up; b runs through b * x^k
+        if a >> bit & 1:
+            product ^= b
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return product
+
+
+@functools.lru_cache(maxsize=64)
+def _x_to_8n(n: int) -> int:
+    """``x^(8n)`` modulo CRC-32's polynomial: appending ``n`` bytes multiplies a CRC by it."""
+    result, power = 1 << 31, 1 << 23            # x^0, and x^8
+    while n:
+        if n & 1:
+            result = _gf2_times(result, power)
+        power = _gf2_times(power, power)
+        n >>= 1
+    return result
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of ``a + b`` from ``crc1`` of ``a``, and ``crc2`` of ``b``, ``length2`` bytes
+    long: zlib's ``crc32_combine``, which Python's ``zlib`` does not offer. The CRC of ``a``
+    followed by ``length2`` zero bytes is ``crc1`` times ``x^(8 * length2)``, and the CRC is
+    linear, so adding ``b``'s own CRC gives the whole."""
+    return _gf2_times(_x_to_8n(length2), crc1) ^ crc2
 
 
 def _preadv(f, view: memoryview, offset: int) -> int:

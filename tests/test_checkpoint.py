@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -521,6 +522,20 @@ def test_a_file_that_shrinks_while_read_is_truncated(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "_pread", cut)
     with pytest.raises(netspec.CheckpointError, match="truncated"):
         netspec.load(path)
+
+
+@pytest.mark.parametrize("lengths", [(0, 0), (0, 5), (5, 0), (1, 1), (3, 4096), (4097, 3),
+                                     (1000, 1 << 20), (7, 123_457)])
+def test_crc32_combine_is_the_crc_of_the_concatenation(lengths):
+    """The pieces' CRCs, read on several threads, are combined into the file's: the combined
+    value must be zlib's CRC of the two pieces one after the other."""
+    import zlib
+
+    from netspec.checkpoint import crc32_combine
+
+    rng = random.Random(sum(lengths))
+    a, b = (rng.randbytes(n) for n in lengths)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 def test_a_failed_read_stops_the_others(tmp_path, monkeypatch):
