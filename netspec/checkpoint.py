@@ -365,9 +365,10 @@ def _x_to_8n(n: int) -> int:
 
 def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
     """The CRC-32 of ``a + b`` from ``crc1`` of ``a``, and ``crc2`` of ``b``, ``length2`` bytes
-    long: zlib's ``crc32_combine``, which Python's ``zlib`` does not offer. The CRC of ``a``
-    followed by ``length2`` zero bytes is ``crc1`` times ``x^(8 * length2)``, and the CRC is
-    linear, so adding ``b``'s own CRC gives the whole."""
+    long: zlib's ``crc32_combine``, which Python's ``zlib`` does not offer. The CRC is linear
+    over GF(2): ``a``'s part of the whole is ``crc1`` shifted past ``length2`` bytes, that is
+    times ``x^(8 * length2)``, and ``b``'s part is ``crc2`` (the inversions zlib applies at the
+    start and the end of each CRC cancel between the two)."""
     return _gf2_times(_x_to_8n(length2), crc1) ^ crc2
 
 
