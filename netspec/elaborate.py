@@ -1348,18 +1348,18 @@ def _unknown_module_hint(name: str, candidates: list[str]) -> str | None:
 
 
 def _unelaborated_names(elab: _Elaborator) -> list[Diagnostic]:
-    """Misspelt names in code that elaboration did not reach: a block nothing uses, the
-    untaken branch of an ``if``, a body repeated 0 times. Such code is not built, but a
+    """Misspelt names in code that elaboration did not reach: a block of the root file that
+    nothing uses, the untaken branch of an ``if``, a body repeated 0 times. Such code is not built, but a
     misspelt name in it is a mistake whatever the arguments. Each call (``Linear(8)``,
     ``relu(x)``) and each step written as a capitalised name (``Block``) is checked against
     the layers, functions and blocks and the names known where the code stands, and its
     keywords against what it takes. Other names are not: any name can be a dim symbol."""
     diagnostics: list[Diagnostic] = []
-    for tree in elab.program.files.values():
-        for block in tree.blocks:
-            if block.name not in elab.instantiated:
-                _check_names(elab, block.body, {p.name for p in block.params},
-                                    diagnostics)
+    # the root file's own blocks only: an imported file's unused blocks are checked when that
+    # file is, and may use layers (a plugin's) that a program importing it does not need
+    for block in elab.program.root_blocks:
+        if block.name not in elab.instantiated:
+            _check_names(elab, block.body, {p.name for p in block.params}, diagnostics)
     for node, known in elab.skipped.values():
         _check_names(elab, node, known, diagnostics)
     return diagnostics

@@ -316,6 +316,18 @@ def test_code_not_built_is_checked_for_misspelt_names_only() -> None:
         netspec.build(UNTAKEN, f=True)
 
 
+def test_unused_blocks_of_an_imported_file_are_checked_with_that_file(tmp_path) -> None:
+    """A misspelt layer in a block that the root file does not use, in a file it imports, is
+    that file's mistake: reported when that file is checked, not in every program using it."""
+    (tmp_path / "lib.net").write_text("block Used { Linear(4) }\nblock Unused { Lineer(4) }\n")
+    (tmp_path / "main.net").write_text('import "lib.net"\n'
+                                       "block Net {\n    input x: [N, 8]\n    Used\n}\n")
+    assert netspec.check(tmp_path / "main.net") == []
+    problems = netspec.check(tmp_path / "lib.net")
+    assert [(d.kind, d.message) for d in problems] == [
+        ("name error", "unknown layer or block 'Lineer'")]
+
+
 ROOT = Path(__file__).parent.parent
 EXAMPLES = [(p.stem, p.read_text()) for p in sorted((ROOT / "specs").glob("*.net")) +
             sorted((ROOT / "bench" / "specs").glob("*.net"))] + [
