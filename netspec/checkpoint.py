@@ -495,7 +495,7 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
     record = ckpt.spec
     args = record.get("args") or {}
     if spec is None:
-        program = load_program(record["root"], sources=record["files"], trusted=trust)
+        program = embedded_program(record, trust)
         block = block or record.get("block")
     else:
         program = load_program(spec)
@@ -520,6 +520,15 @@ def load(path: str | Path, spec: str | Path | None = None, *, strict: bool = Tru
         warnings.warn(f"loaded {ckpt.path} partially:\n{report}", stacklevel=2)
     object.__setattr__(model, "_netspec_load_report", report)
     return model
+
+
+def embedded_program(record: dict[str, Any], trust: bool):
+    """The ``Program`` of a checkpoint's spec record; Python imports only with ``trust``."""
+    from netspec.program import load as load_program
+
+    program = load_program(record["root"], sources=record["files"], trusted=trust)
+    program.embedded = True
+    return program
 
 
 def _compare(wanted: dict, stored: dict) -> LoadReport:

@@ -220,8 +220,7 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
 
         from netspec.api import analyze
         from netspec.args import spec_literal
-        from netspec.checkpoint import read_checkpoint
-        from netspec.program import load as load_program
+        from netspec.checkpoint import embedded_program, read_checkpoint
         from netspec.summary import summary_table
 
         ckpt = read_checkpoint(checkpoint)
@@ -236,7 +235,7 @@ def inspect(checkpoint: Path = typer.Argument(..., help="a .safetensors file wri
                       f"input {spec_literal(given) if given else 'as declared'}")
         console.print(f"  spec sha256: {ckpt.metadata.get('netspec.spec_sha256')}")
         console.print(f"  tensors: {len(ckpt.tensors)} stored, {len(ckpt.aliases)} tied aliases")
-        program = load_program(record["root"], sources=record["files"], trusted=trust)
+        program = embedded_program(record, trust)
         analysis = analyze(program, record.get("block"), record.get("input"),
                            args=record.get("args") or {})
         _print_tables(summary_table(analysis))

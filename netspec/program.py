@@ -22,6 +22,7 @@ class Program:
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
     sources: SourceMap = field(default_factory=SourceMap)
     trusted: bool = True            # may import Python (False for a checkpoint's spec)
+    embedded: bool = False          # a checkpoint's spec, checked when it was compiled
     python: list[tuple[ast.Import, str]] = field(default_factory=list)  # (import, folder)
 
     @property

@@ -563,6 +563,28 @@ def test_a_failed_read_stops_the_others(tmp_path, monkeypatch):
     assert len(offsets) < pieces / 2
 
 
+def test_a_checkpoint_loads_as_it_did_when_saved(tmp_path, monkeypatch):
+    """A checkpoint whose embedded spec has a misspelt layer in code it does not build (saved
+    before netspec checked such code) still loads and inspects; the same spec as a file does
+    not check."""
+    import netspec.elaborate
+    from netspec.cli import app
+
+    text = ("block A(deep: bool = false) {\n    input x: [N, 4]\n"
+            "    if deep { Lineer(4) }\n    Linear(2)\n}\n")
+    spec = tmp_path / "a.net"
+    spec.write_text(text)
+    with monkeypatch.context() as patched:      # the netspec of before
+        patched.setattr(netspec.elaborate, "_unelaborated_names", lambda elab: [])
+        model = netspec.build(spec, seed=1)
+        netspec.save(model, tmp_path / "a.safetensors")
+    assert [d.message for d in netspec.check(spec)] == ["unknown layer or block 'Lineer'"]
+    assert_same_state(model, netspec.load(tmp_path / "a.safetensors"))
+    with pytest.raises(SystemExit) as exit_info:
+        app(["inspect", str(tmp_path / "a.safetensors")], prog_name="netspec")
+    assert exit_info.value.code == 0
+
+
 def test_flipped_spec_text_fails_the_hash(mlp_file, tmp_path):
     data = mlp_file.read_bytes()
     pos = data.index(b"Linear(256")
