@@ -554,7 +554,7 @@ def test_a_failed_read_stops_the_others(tmp_path, monkeypatch):
         offsets.append(offset)
         if len(offsets) == 3:
             raise OSError(errno.EIO, "Input/output error")
-        time.sleep(0.005)
+        time.sleep(0.02)     # 80 pieces on four threads: 0.4 s, far longer than a failure takes
         return read(f, view, offset)
 
     monkeypatch.setattr(checkpoint, "_pread", failing)
