@@ -149,10 +149,9 @@ def readinto(path: str) -> None:
 
 
 def preadv(path: str) -> None:
-    """The reads `netspec.load` makes, and nothing else: each tensor allocated with
-    ``torch.empty``, its ``_PIECE``-sized pieces read by ``_READERS`` threads at once with
-    ``checkpoint._pread``; no checksum, no model. What netspec's reading costs on top of its
-    own strategy."""
+    """The reads `netspec.load` makes, and nothing else: the same tensors and pieces
+    (``checkpoint._pieces``), filled by ``_READERS`` threads at once with ``checkpoint._fill``;
+    no checksum, no model. What netspec's reading costs on top of its own strategy."""
     import safetensors.torch  # noqa: F401  (the same imports as `load`, for the same baseline)
     import torch  # noqa: F401
 
@@ -163,27 +162,13 @@ def preadv(path: str) -> None:
     base = maxrss()
     t0 = time.perf_counter()
     size = os.path.getsize(path)
-    tensors, pieces = [], []
     with open(path, "rb") as f:
         header, data_start = checkpoint._read_header(f, size, path)
         header.pop("__metadata__", None)
-        for _, dtype, shape, begin, end in checkpoint._layout(header, size - data_start, path):
-            tensors.append(checkpoint._empty(dtype, shape))
-            view = checkpoint._bytes(tensors[-1])
-            pieces += [(view[s:s + checkpoint._PIECE], data_start + begin + s)
-                       for s in range(0, end - begin, checkpoint._PIECE)]
-
-        def read(piece):
-            view, offset = piece
-            done = 0
-            while done < len(view):
-                n = checkpoint._pread(f, view[done:], offset + done)
-                if not n:
-                    raise SystemExit(f"{path} is truncated")
-                done += n
-
+        layout = checkpoint._layout(header, size - data_start, path)
+        tensors, pieces = checkpoint._pieces(layout, data_start)   # freed after the timing
         with ThreadPoolExecutor(max_workers=checkpoint._READERS) as pool:
-            for _ in pool.map(read, pieces):
+            for _ in pool.map(lambda piece: checkpoint._fill(f, *piece, path), pieces):
                 pass
     seconds = time.perf_counter() - t0
     emit(seconds=seconds, baseline=base, peak=maxrss(), size=size)

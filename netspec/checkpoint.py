@@ -308,21 +308,11 @@ def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
     storage, and each works out its piece's CRC while the piece is still in the CPU's cache;
     this thread combines those in file order. ``preadv`` and ``zlib.crc32`` release the GIL.
     """
-    tensors, pieces = {}, []
-    for key, dtype, shape, begin, end in layout:
-        tensors[key] = tensor = _empty(dtype, shape)
-        view = _bytes(tensor)
-        pieces += [(view[start:start + _PIECE], data_start + begin + start)
-                   for start in range(0, end - begin, _PIECE)]
+    tensors, pieces = _pieces(layout, data_start)
 
     def read(piece: tuple[memoryview, int]) -> tuple[int, int]:
         view, offset = piece
-        done = 0
-        while done < len(view):
-            count = _pread(f, view[done:], offset + done)
-            if not count:
-                raise CheckpointError(f"{name} is truncated")
-            done += count
+        _fill(f, view, offset, name)
         return zlib.crc32(view), len(view)
 
     crc = 0
@@ -334,6 +324,29 @@ def _read_tensors(f, layout: list[tuple], data_start: int, name: str,
     finally:    # after a failed read or an interrupt, the pieces not yet started are dropped
         pool.shutdown(cancel_futures=True)
     return tensors, crc
+
+
+def _pieces(layout: list[tuple], data_start: int
+            ) -> tuple[dict[str, Any], list[tuple[memoryview, int]]]:
+    """A fresh tensor for each ``layout`` entry, and the pieces that fill them: views of at most
+    ``_PIECE`` bytes of their storage, each with its offset in the file."""
+    tensors, pieces = {}, []
+    for key, dtype, shape, begin, end in layout:
+        tensors[key] = tensor = _empty(dtype, shape)
+        view = _bytes(tensor)
+        pieces += [(view[start:start + _PIECE], data_start + begin + start)
+                   for start in range(0, end - begin, _PIECE)]
+    return tensors, pieces
+
+
+def _fill(f, view: memoryview, offset: int, name: str) -> None:
+    """Read ``view``'s bytes from ``f`` at ``offset``, however many reads that takes."""
+    done = 0
+    while done < len(view):
+        count = _pread(f, view[done:], offset + done)
+        if not count:
+            raise CheckpointError(f"{name} is truncated")
+        done += count
 
 
 # CRC-32's polynomial with its bits reversed, as zlib computes it: bit 31 holds the
