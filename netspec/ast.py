@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from netspec.errors import Span
 
@@ -28,7 +28,8 @@ class Node:
         super().__init_subclass__(**kwargs)
         cls._names = names = tuple(cls.__dict__.get("__annotations__", ()))
         get = operator.attrgetter(*names)
-        cls._values = get if len(names) > 1 else (lambda node: (get(node),))
+        # a static method, like the attrgetter: called as node._values(node) either way
+        cls._values = get if len(names) > 1 else staticmethod(lambda node: (get(node),))
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -45,6 +46,17 @@ class Node:
 
 
 node = dataclass(frozen=True, slots=True, repr=False, eq=False)
+
+
+def children(node: Node) -> Iterator[Node]:
+    """The syntax nodes directly under ``node``, in field order (a tuple field's in order)."""
+    for value in node._values(node):
+        if isinstance(value, Node):
+            yield value
+        elif isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, Node):
+                    yield item
 
 
 # ---- expressions ------------------------------------------------------------------------------

@@ -665,7 +665,7 @@ class _BodyBuilder:
                   span: Span) -> dict[str, Arg]:
         diagnostics: list[Diagnostic] = []
         values = [Arg(self.static(a), a.span) for a in args]
-        kws = [(k.name, Arg(self.static(k.value), k.span), _keyword_name_span(k))
+        kws = [(k.name, Arg(self.static(k.value), k.span), k.span.head(len(k.name)))
                for k in keywords]
         bound = bind(params, params if positional is None else positional, values, kws,
                      callee=callee, call_span=span, diagnostics=diagnostics)
@@ -1350,11 +1350,12 @@ def _unknown_module_hint(name: str, candidates: list[str]) -> str | None:
 
 def _unelaborated_names(elab: _Elaborator) -> list[Diagnostic]:
     """Misspelt names in code that elaboration did not reach: a block of the root file that
-    nothing uses, the untaken branch of an ``if``, a body repeated 0 times. Such code is not built, but a
-    misspelt name in it is a mistake whatever the arguments. Each call (``Linear(8)``,
-    ``relu(x)``) and each step written as a capitalised name (``Block``) is checked against
-    the layers, functions and blocks and the names known where the code stands, and its
-    keywords against what it takes. Other names are not: any name can be a dim symbol."""
+    nothing uses, the untaken branch of an ``if``, a body repeated 0 times. Such code is not
+    built, but a misspelt name in it is a mistake whatever the arguments. Each call
+    (``Linear(8)``, ``relu(x)``) and each step written as a capitalised name (``Block``) is
+    checked against the layers, functions and blocks and the names known where the code
+    stands, and its keywords against what it takes. Other names are not: any name can be a
+    dim symbol."""
     diagnostics: list[Diagnostic] = []
     # the root file's own blocks only: an imported file's unused blocks are checked when that
     # file is, and may use layers (a plugin's) that a program importing it does not need
@@ -1410,7 +1411,7 @@ def _check_names(elab: _Elaborator, code: Any, known: set[str],
             diagnostics.append(Diagnostic("name error", f"unknown function '{name}'", span,
                                           hint=hint))
         if params is not None and keywords:     # a keyword's name does not depend on values
-            bind(params, (), (), [(k.name, Arg(None, k.span), _keyword_name_span(k))
+            bind(params, (), (), [(k.name, Arg(None, k.span), k.span.head(len(k.name)))
                                   for k in keywords],
                  callee=callee, call_span=node.span, diagnostics=diagnostics)
 
@@ -1418,23 +1419,15 @@ def _check_names(elab: _Elaborator, code: Any, known: set[str],
 _DEFINITIONS = (ast.Let, ast.Assign, ast.InputDecl, ast.ConstDecl, ast.ParamDecl)
 
 
-def _keyword_name_span(keyword: ast.Keyword) -> Span:
-    """The span of a keyword argument's name: ``padding`` of ``padding=1``."""
-    span = keyword.span
-    return Span(span.file, span.line, span.column, span.line, span.column + len(keyword.name))
-
-
-def _ast_nodes(node: Any) -> Iterator[Any]:
-    """``node`` and every AST node under it, parents first."""
+def _ast_nodes(node: ast.Node) -> Iterator[ast.Node]:
+    """``node`` and every syntax node under it, parents first, but for init sections (which
+    call initialisers, not functions)."""
     stack = [node]
     while stack:
         node = stack.pop()
-        if isinstance(node, tuple):
-            stack.extend(reversed(node))
-        elif isinstance(node, ast.Node) and node.__class__ is not ast.InitSection:
-            yield node          # (an init section calls initialisers, not functions)
-            stack.extend(reversed([v for v in type(node)._values(node)
-                                   if isinstance(v, (ast.Node, tuple))]))
+        if node.__class__ is not ast.InitSection:
+            yield node
+            stack.extend(reversed(list(ast.children(node))))
 
 
 def _source_text(sources, span: Span) -> str:

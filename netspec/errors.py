@@ -25,6 +25,10 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
+    def head(self, length: int) -> "Span":
+        """The first ``length`` columns of this span: the name of ``padding=1``."""
+        return Span(self.file, self.line, self.column, self.line, self.column + length)
+
 
 @dataclass(frozen=True)
 class Diagnostic:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -235,14 +235,6 @@ def import_span(doc: Document, file: str) -> Span | None:
 
 # ---- walking the syntax tree and the IR -------------------------------------------------------
 
-def _children(node: Any) -> Iterator[Any]:
-    for f in fields(node):
-        value = getattr(node, f.name)
-        for item in (value if isinstance(value, tuple) else (value,)):
-            if is_dataclass(item) and not isinstance(item, Span):
-                yield item
-
-
 def _walk(root: Any) -> Iterator[tuple[Any, ast.BlockDef | None]]:
     """Every syntax node under ``root`` (iteratively: specs may nest deeply), with its block."""
     stack: list[tuple[Any, ast.BlockDef | None]] = [(root, None)]
@@ -251,7 +243,7 @@ def _walk(root: Any) -> Iterator[tuple[Any, ast.BlockDef | None]]:
         if isinstance(node, ast.BlockDef):
             block = node
         yield node, block
-        stack.extend((child, block) for child in reversed(list(_children(node))))
+        stack.extend((child, block) for child in reversed(list(ast.children(node))))
 
 
 def _contains(span: Span | None, line: int, column: int) -> bool:
@@ -262,10 +254,6 @@ def _contains(span: Span | None, line: int, column: int) -> bool:
 def _within(inner: Span, outer: Span) -> bool:
     return inner.file == outer.file and (outer.line, outer.column) <= (inner.line, inner.column) \
         and (inner.end_line, inner.end_column) <= (outer.end_line, outer.end_column)
-
-
-def _name_span(span: Span, name: str) -> Span:
-    return Span(span.file, span.line, span.column, span.line, span.column + len(name))
 
 
 @dataclass(frozen=True)
@@ -286,7 +274,7 @@ def _idents(root: Any) -> list[_Ident]:
             out.append(_Ident("name", node.id, node.span, block, node))
         elif isinstance(node, ast.BlockDef):
             out.append(_Ident("block", node.name, node.name_span, node, node))
-            out.extend(_Ident("arg", p.name, _name_span(p.span, p.name), node, p)
+            out.extend(_Ident("arg", p.name, p.span.head(len(p.name)), node, p)
                        for p in node.params)
         elif isinstance(node, (ast.Assign, ast.Let, ast.ConstDecl, ast.ParamDecl)):
             kind = {ast.Assign: "assign", ast.Let: "let", ast.ConstDecl: "const",

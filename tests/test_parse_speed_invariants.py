@@ -314,3 +314,24 @@ def test_parse_keeps_objects_frozen_by_others() -> None:
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def test_syntax_nodes_compare_hash_and_list_children_by_their_fields() -> None:
+    """Every node equals a copy of itself and hashes alike, one of a single field (``...``)
+    included, and ``ast.children`` lists the nodes in its fields in order."""
+    tree = parse("block A {\n    input x: [N, 4, 4]\n    x = x[..., 0] + relu(x[0, ...])\n}\n",
+                 "a.net")
+    nodes = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(ast.children(node))
+    assert any(isinstance(n, ast.Ellipsis) for n in nodes)
+    for node in nodes:
+        copy = type(node)(*node._values(node))
+        assert copy == node and hash(copy) == hash(node)
+        assert list(ast.children(node)) == [
+            item for value in node._values(node)
+            for item in (value if isinstance(value, tuple) else (value,))
+            if isinstance(item, ast.Node)]
