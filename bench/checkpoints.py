@@ -117,11 +117,9 @@ def run(quick: bool, log=print, directory: str | None = None) -> dict:
         # twice the rounds from the disk: one read there took 340 ms and the next 720 ms, so
         # that with eight rounds the median of their ratios ranged from 0.78 to 1.28 over seven
         # runs of the same code
-        done = {"cold": 0, "warm": 0}
         for r in range(2 * rounds):
             for cache in ("cold", "warm") if r % 2 == 0 else ("cold",):
-                turn = done[cache] % len(LOADERS)
-                done[cache] += 1
+                turn = (r if cache == "cold" else r // 2) % len(LOADERS)   # the cache's round
                 for what in LOADERS[turn:] + LOADERS[:turn]:
                     if cache == "cold":
                         evicted = _evict(ours_path) and evicted
